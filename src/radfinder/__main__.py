@@ -1,0 +1,3 @@
+from radfinder.cli.main import run
+
+run()

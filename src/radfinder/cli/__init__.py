@@ -1,0 +1,5 @@
+"""Command-line interface (typer). `radfinder.cli.main(argv)` runs it in-process."""
+
+from .main import main
+
+__all__ = ["main"]

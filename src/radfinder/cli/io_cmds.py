@@ -1,0 +1,1 @@
+"""CLI commands for this area (registered on radfinder.cli.app.app)."""

@@ -1,0 +1,40 @@
+"""Entry point: `radfinder ...` and `main(argv)` for tests. Each area registers its commands on `app`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from ..errors import RadfinderError
+
+# Command modules register themselves on import (one module per area of the package).
+from . import demo_cmds, eval_cmds, info_cmds, io_cmds, model_cmds, preprocess_cmds, synth_cmds, text_cmds, train_cmds  # noqa: E402,F401,I001
+from .app import app
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI in-process and return its exit code (0 on success)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        app(args=args, prog_name="radfinder", standalone_mode=False)
+    except SystemExit as exc:  # typer.Exit inside standalone_mode=False still surfaces as code
+        return int(exc.code or 0)
+    except RadfinderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        # typer vendors its own click; recognise its usage errors and exits by shape, not by import path.
+        name = type(exc).__name__
+        if name == "Exit":
+            return int(getattr(exc, "exit_code", 0))
+        if name == "Abort":
+            return 1
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
+            exc.show()
+            return int(exc.exit_code)
+        raise
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
