@@ -1,1 +1,17 @@
+"""Frozen window-encoder features: extraction once per dataset, and the compressed on-disk cache."""
 
+from .extract import ExtractItem, ExtractSummary, extract_features, items_from_paths, parse_shard, select_shard
+from .store import FeatureCacheError, FeatureRecord, FeatureStore, state_dict_hash
+
+__all__ = [
+    "ExtractItem",
+    "ExtractSummary",
+    "FeatureCacheError",
+    "FeatureRecord",
+    "FeatureStore",
+    "extract_features",
+    "items_from_paths",
+    "parse_shard",
+    "select_shard",
+    "state_dict_hash",
+]

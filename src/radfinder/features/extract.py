@@ -1,0 +1,179 @@
+"""Run a frozen window encoder once over a dataset and store what training needs.
+
+Each scan is read, preprocessed with the cache's spec, split into windows, and the windows are pushed through
+the encoder in batches (all windows of all scans share batches, so small scans don't waste a GPU). Under
+torchrun, or with an explicit shard, every process takes its own deterministic share of the scans; entries that
+already exist are skipped, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from ..errors import RadfinderError
+from ..progress import progress
+from .store import FeatureRecord, FeatureStore, check_key
+
+
+class WindowEncoderLike(Protocol):
+    """Anything that maps windows (N, 1, wh, ww, wd) to per-window cls (N, E), patch_average (N, E), axis2 (N, T, E)."""
+
+    def __call__(self, windows: torch.Tensor) -> Any: ...
+
+
+@dataclass(frozen=True)
+class ExtractItem:
+    key: str
+    path: str
+    series: str | None = None
+
+
+@dataclass
+class ExtractSummary:
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    windows: int = 0
+    seconds: float = 0.0
+    shard: tuple[int, int] = (0, 1)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "written": len(self.written),
+            "skipped_existing": len(self.skipped),
+            "failed": self.failed,
+            "windows": self.windows,
+            "seconds": round(self.seconds, 3),
+            "windows_per_second": round(self.windows / self.seconds, 2) if self.seconds > 0 else None,
+            "shard": f"{self.shard[0]}/{self.shard[1]}",
+        }
+
+
+def shard_from_env() -> tuple[int, int]:
+    """(rank, world size) from torchrun's environment; (0, 1) when not launched by torchrun."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError as exc:
+        raise RadfinderError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from exc
+    if not (n >= 1 and 0 <= i < n):
+        raise RadfinderError(f"--shard {text!r}: need 0 <= i < n")
+    return i, n
+
+
+def select_shard(items: Sequence[ExtractItem], shard: tuple[int, int]) -> list[ExtractItem]:
+    """Deterministic split by sorted key, so every process agrees without talking to the others."""
+    rank, world = shard
+    ordered = sorted(items, key=lambda it: it.key)
+    return ordered[rank::world]
+
+
+def _features_to_numpy(out: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (
+        out.cls.detach().float().cpu().numpy(),
+        out.patch_average.detach().float().cpu().numpy(),
+        out.axis2.detach().float().cpu().numpy(),
+    )
+
+
+@torch.no_grad()
+def encode_windows(
+    encoder: WindowEncoderLike, windows: np.ndarray, *, batch_size: int, device: torch.device
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Encode (N, 1, wh, ww, wd) windows in batches; returns float32 cls, patch_average, axis2."""
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    autocast = device.type == "cuda"
+    for start in range(0, len(windows), batch_size):
+        batch = torch.from_numpy(np.ascontiguousarray(windows[start : start + batch_size])).to(device)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=autocast):
+            parts.append(_features_to_numpy(encoder(batch.float())))
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))  # type: ignore[return-value]
+
+
+def extract_features(
+    items: Sequence[ExtractItem],
+    encoder: WindowEncoderLike,
+    store: FeatureStore,
+    *,
+    batch_size: int = 8,
+    device: torch.device | str = "cpu",
+    shard: tuple[int, int] | None = None,
+    show_progress: bool = True,
+    load_fn: Callable[[ExtractItem], Any] | None = None,
+) -> ExtractSummary:
+    """Extract and store features for every item of this process's shard; failures are collected, not raised."""
+    from ..io import load_volume
+    from ..preprocess import apply_spec
+
+    device = torch.device(device)
+    shard = shard or shard_from_env()
+    mine = select_shard(items, shard)
+    for it in mine:
+        check_key(it.key)
+    summary = ExtractSummary(shard=shard)
+    t0 = time.perf_counter()
+    for item in progress(mine, total=len(mine), desc=f"features {shard[0]}/{shard[1]}", enabled=show_progress):
+        if item.key in store:
+            summary.skipped.append(item.key)
+            continue
+        try:
+            volume = load_fn(item) if load_fn else load_volume(item.path, series=item.series)
+            pre = apply_spec(volume, store.spec)
+            windows = pre.windows()
+            cls, avg, axis2 = encode_windows(encoder, windows, batch_size=batch_size, device=device)
+            hg, wg, dg = (int(v) for v in pre.grid)
+            e = cls.shape[-1]
+            record = FeatureRecord(
+                key=item.key,
+                cls=cls.reshape(hg, wg, dg, e),
+                patch_average=avg.reshape(hg, wg, dg, e),
+                axis2=axis2.reshape(hg, wg, dg, axis2.shape[1], e),
+                affine=np.asarray(pre.affine, dtype=np.float64),
+                meta={"source": str(item.path), "series": item.series, "image_shape": list(pre.image.shape)},
+            )
+            store.write(record)
+            summary.written.append(item.key)
+            summary.windows += len(windows)
+        except Exception as exc:  # one bad scan must not stop a dataset-wide job
+            summary.failed[item.key] = f"{type(exc).__name__}: {exc}"
+            if os.environ.get("RADFINDER_DEBUG"):
+                traceback.print_exc()
+    summary.seconds = time.perf_counter() - t0
+    if summary.failed:
+        rank, world = shard
+        name = "failures.json" if world == 1 else f"failures.rank{rank}.json"
+        (store.root / name).write_text(json.dumps(summary.failed, indent=2))
+    return summary
+
+
+def items_from_paths(paths: Sequence[str | Path]) -> list[ExtractItem]:
+    """Items keyed by file name (without .nii.gz/.nii/.nrrd/.npz) or by folder name for DICOM folders."""
+    out = []
+    for p in paths:
+        p = Path(p)
+        name = p.name
+        for ext in (".nii.gz", ".nii", ".nrrd", ".npz"):
+            if name.endswith(ext):
+                name = name[: -len(ext)]
+                break
+        out.append(ExtractItem(key=name, path=str(p)))
+    keys = [it.key for it in out]
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    if dupes:
+        raise RadfinderError(f"several inputs map to the same cache key: {', '.join(dupes[:5])}")
+    return out

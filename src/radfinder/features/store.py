@@ -1,0 +1,218 @@
+"""On-disk frozen-feature cache: one compressed file per scan, keyed by preprocessing spec and backbone.
+
+The window encoder never changes during RadFinder training, so its per-window outputs are computed once and
+stored here. Layout of a cache directory::
+
+    cache.json                 spec (JSON), spec hash, backbone description and hash, feature dim
+    <key>.rff                  zstd-compressed safetensors: cls, patch_average, axis2 (float16), grid, affine
+
+A cache directory belongs to exactly one (spec hash, backbone hash) pair; opening it with another pair is an
+error rather than a silent mix. Entries are written to a temporary name and renamed, so an interrupted run never
+leaves a half-written entry, and a resumed run skips what exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import RadfinderError
+from ..preprocess.spec import PreprocessSpec
+
+SUFFIX = ".rff"
+FORMAT_VERSION = 1
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9._\-]+$")
+
+
+class FeatureCacheError(RadfinderError):
+    """A feature cache is missing, corrupt, or belongs to another spec or backbone."""
+
+
+@dataclass
+class FeatureRecord:
+    """Frozen window-encoder outputs of one scan, arranged on its window grid (Hg, Wg, Dg).
+
+    cls, patch_average: (Hg, Wg, Dg, E); axis2: (Hg, Wg, Dg, T, E) with T depth tokens per window.
+    affine: voxel index of the preprocessed (cropped/padded) image -> RAS mm, used to map depth cells back to mm.
+    """
+
+    key: str
+    cls: np.ndarray
+    patch_average: np.ndarray
+    axis2: np.ndarray
+    affine: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        return tuple(int(v) for v in self.cls.shape[:3])
+
+    @property
+    def n_depth_cells(self) -> int:
+        return self.grid[2] * int(self.axis2.shape[3])
+
+    def validate(self) -> None:
+        hg, wg, dg = self.grid
+        e = self.cls.shape[-1]
+        if self.cls.ndim != 4 or self.patch_average.shape != self.cls.shape:
+            raise FeatureCacheError(f"{self.key}: cls/patch_average shapes {self.cls.shape}/{self.patch_average.shape}")
+        if self.axis2.ndim != 5 or self.axis2.shape[:3] != (hg, wg, dg) or self.axis2.shape[4] != e:
+            raise FeatureCacheError(f"{self.key}: axis2 shape {self.axis2.shape} does not match grid {self.grid}x{e}")
+        if np.asarray(self.affine).shape != (4, 4):
+            raise FeatureCacheError(f"{self.key}: affine must be 4x4")
+
+
+def state_dict_hash(module: Any) -> str:
+    """Content hash of a module's parameters and buffers (names, shapes, dtypes and bytes), 16 hex digits."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(str(t.dtype).encode())
+        if t.dtype == torch.bfloat16:
+            t = t.view(torch.int16)
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def check_key(key: str) -> str:
+    if not _SAFE_KEY.match(key):
+        raise FeatureCacheError(f"feature-cache key {key!r} must use only letters, digits, '.', '_' and '-'")
+    return key
+
+
+class FeatureStore:
+    """A feature-cache directory for one preprocessing spec and one backbone."""
+
+    def __init__(self, root: str | Path, spec: PreprocessSpec, backbone: dict[str, Any], feature_dim: int):
+        self.root = Path(root)
+        self.spec = spec
+        self.backbone = dict(backbone)
+        if "hash" not in self.backbone:
+            raise FeatureCacheError("backbone description needs a 'hash'")
+        self.feature_dim = int(feature_dim)
+        self.root.mkdir(parents=True, exist_ok=True)
+        header = self._header()
+        path = self.root / "cache.json"
+        if path.exists():
+            existing = json.loads(path.read_text())
+            for name in ("spec_hash", "backbone_hash", "feature_dim"):
+                if existing.get(name) != header[name]:
+                    raise FeatureCacheError(
+                        f"{self.root} holds features for {name}={existing.get(name)!r}, not {header[name]!r}; "
+                        "use another directory (caches are keyed by spec and backbone)"
+                    )
+        else:
+            _atomic_write_bytes(path, json.dumps(header, indent=2).encode())
+
+    def _header(self) -> dict[str, Any]:
+        return {
+            "format": "radfinder-feature-cache",
+            "format_version": FORMAT_VERSION,
+            "spec": json.loads(self.spec.canonical_json()),
+            "spec_hash": self.spec.hash(),
+            "backbone": self.backbone,
+            "backbone_hash": self.backbone["hash"],
+            "feature_dim": self.feature_dim,
+        }
+
+    @classmethod
+    def open(cls, root: str | Path) -> FeatureStore:
+        """Open an existing cache, taking spec and backbone from its own header."""
+        path = Path(root) / "cache.json"
+        if not path.is_file():
+            raise FeatureCacheError(f"{root} is not a feature cache (no cache.json)")
+        header = json.loads(path.read_text())
+        spec = PreprocessSpec.model_validate(header["spec"])
+        if spec.hash() != header["spec_hash"]:
+            raise FeatureCacheError(f"{path}: stored spec does not match its hash (edited by hand?)")
+        return cls(root, spec, header["backbone"], header["feature_dim"])
+
+    def path_of(self, key: str) -> Path:
+        return self.root / f"{check_key(key)}{SUFFIX}"
+
+    def __contains__(self, key: str) -> bool:
+        return self.path_of(key).is_file()
+
+    def keys(self) -> list[str]:
+        return sorted(p.name[: -len(SUFFIX)] for p in self.root.glob(f"*{SUFFIX}"))
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+    def write(self, record: FeatureRecord) -> Path:
+        import zstandard
+        from safetensors.numpy import save
+
+        record.validate()
+        if record.cls.shape[-1] != self.feature_dim:
+            raise FeatureCacheError(f"{record.key}: feature dim {record.cls.shape[-1]} != cache's {self.feature_dim}")
+        tensors = {
+            "cls": np.ascontiguousarray(record.cls, dtype=np.float16),
+            "patch_average": np.ascontiguousarray(record.patch_average, dtype=np.float16),
+            "axis2": np.ascontiguousarray(record.axis2, dtype=np.float16),
+            "affine": np.ascontiguousarray(record.affine, dtype=np.float64),
+        }
+        metadata = {
+            "key": record.key,
+            "spec_hash": self.spec.hash(),
+            "backbone_hash": self.backbone["hash"],
+            "meta": json.dumps(record.meta, default=str),
+        }
+        blob = zstandard.ZstdCompressor(level=3).compress(save(tensors, metadata=metadata))
+        path = self.path_of(record.key)
+        _atomic_write_bytes(path, blob)
+        return path
+
+    def read(self, key: str) -> FeatureRecord:
+        import zstandard
+        from safetensors.numpy import load
+
+        path = self.path_of(key)
+        if not path.is_file():
+            raise FeatureCacheError(f"{self.root}: no features for {key!r}")
+        try:
+            raw = zstandard.ZstdDecompressor().decompress(path.read_bytes())
+            tensors = load(raw)
+            metadata = _safetensors_metadata(raw)
+        except Exception as exc:  # corrupt compression or container
+            raise FeatureCacheError(f"{path}: unreadable feature entry ({exc})") from exc
+        if metadata.get("spec_hash") != self.spec.hash() or metadata.get("backbone_hash") != self.backbone["hash"]:
+            raise FeatureCacheError(f"{path}: entry was written for another spec or backbone")
+        return FeatureRecord(
+            key=key,
+            cls=tensors["cls"],
+            patch_average=tensors["patch_average"],
+            axis2=tensors["axis2"],
+            affine=tensors["affine"],
+            meta=json.loads(metadata.get("meta", "{}")),
+        )
+
+    def __iter__(self) -> Iterator[FeatureRecord]:
+        for key in self.keys():
+            yield self.read(key)
+
+
+def _safetensors_metadata(raw: bytes) -> dict[str, str]:
+    n = int.from_bytes(raw[:8], "little")
+    return json.loads(raw[8 : 8 + n]).get("__metadata__", {}) or {}
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
