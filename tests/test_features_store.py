@@ -80,3 +80,16 @@ def test_state_dict_hash_tracks_weights():
     with torch.no_grad():
         a.weight[0, 0] += 1e-3
     assert state_dict_hash(a) != h
+
+
+def test_collate_pads_to_largest_grid_with_mask():
+    from radfinder.features import collate_features
+
+    a, b = _record("a", grid=(2, 1, 3)), _record("b", grid=(1, 2, 1), seed=1)
+    batch = collate_features([a, b])
+    assert tuple(batch.cls.shape) == (2, 2, 2, 3, 6) and tuple(batch.axis2.shape) == (2, 2, 2, 3, 8, 6)
+    assert batch.window_mask[0].sum() == 6 and batch.window_mask[1].sum() == 2
+    assert batch.grid_size.tolist() == [[2, 1, 3], [1, 2, 1]]
+    assert batch.depth_cells.tolist() == [24, 8]
+    np.testing.assert_array_equal(batch.cls[1, :1, :2, :1].numpy(), b.cls)
+    assert float(batch.cls[1, 1].abs().sum()) == 0.0
