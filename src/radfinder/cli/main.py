@@ -16,7 +16,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI in-process and return its exit code (0 on success)."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=args, prog_name="radfinder", standalone_mode=False)
+        # Without standalone mode click returns typer.Exit's code instead of raising it.
+        rc = app(args=args, prog_name="radfinder", standalone_mode=False)
+        if isinstance(rc, int):
+            return rc
     except SystemExit as exc:  # typer.Exit inside standalone_mode=False still surfaces as code
         return int(exc.code or 0)
     except RadfinderError as exc:

@@ -1,0 +1,194 @@
+"""Readers for single-file volume formats: NIfTI, NRRD and Rad-ChestCT style NPZ. Each returns a `Volume`
+whose affine maps voxel index -> RAS+ mm (see `volume.py`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import VolumeReadError
+from .volume import Volume
+
+_INT16 = np.iinfo(np.int16)
+
+# NRRD anatomical spaces -> sign flips taking that space's axes to RAS.
+_NRRD_SPACES = {
+    "right-anterior-superior": (1, 1, 1),
+    "ras": (1, 1, 1),
+    "left-anterior-superior": (-1, 1, 1),
+    "las": (-1, 1, 1),
+    "left-posterior-superior": (-1, -1, 1),
+    "lps": (-1, -1, 1),
+    "scanner-xyz": None,
+    "3d-right-handed": None,
+    "3d-left-handed": None,
+}
+
+# Rad-ChestCT NPZ: axis 0 runs toward Inferior, axis 1 toward Posterior, axis 2 toward patient Left ("IPL").
+NPZ_SPACING_MM = 0.8
+NPZ_DIRECTIONS_RAS = np.array([[0.0, 0.0, -1.0], [0.0, -1.0, 0.0], [-1.0, 0.0, 0.0]]).T  # columns: axes 0, 1, 2
+
+
+def as_hu_array(data: np.ndarray, path: Path) -> np.ndarray:
+    """int16 when every value is an integer within int16 range, float32 otherwise (the `Volume` rule)."""
+    if data.dtype.kind == "b" or data.dtype.kind in "cOSUV" or data.dtype.fields is not None:
+        raise VolumeReadError(path, f"voxel type {data.dtype} is not a scalar intensity (RGB, complex or text?)")
+    if data.dtype == np.int16:
+        return data
+    if data.size == 0:
+        raise VolumeReadError(path, f"volume is empty (shape {data.shape})")
+    if data.dtype.kind in "iu":
+        lo, hi = data.min(), data.max()
+        return data.astype(np.int16) if lo >= _INT16.min and hi <= _INT16.max else data.astype(np.float32)
+    finite = np.isfinite(data)
+    if finite.all():
+        lo, hi = data.min(), data.max()
+        if lo >= _INT16.min and hi <= _INT16.max and np.array_equal(data, np.round(data)):
+            return data.astype(np.int16)
+    return data.astype(np.float32)
+
+
+def _squeeze_to_3d(data: np.ndarray, path: Path, what: str) -> np.ndarray:
+    if data.ndim == 2:
+        return data[:, :, None]
+    if data.ndim > 3:
+        extra = data.shape[3:]
+        if any(s != 1 for s in extra):
+            raise VolumeReadError(path, f"{what} is {data.ndim}D with shape {data.shape} (4D / multi-volume data); "
+                                        "only 3D volumes are read")  # fmt: skip
+        data = data.reshape(data.shape[:3])
+    if data.ndim != 3:
+        raise VolumeReadError(path, f"{what} has {data.ndim} dimensions (shape {data.shape}); a 3D volume is needed")
+    return data
+
+
+def load_nifti(path: str | Path) -> Volume:
+    """NIfTI-1/2 (.nii, .nii.gz) through nibabel: the affine is nibabel's choice of sform/qform, voxel values have
+    scl_slope/scl_inter applied (and stay int16 when the result is exact integers)."""
+    import nibabel as nib
+
+    path = Path(path)
+    try:
+        img = nib.load(str(path))
+        hdr = img.header
+        raw = np.asarray(img.dataobj.get_unscaled())
+        slope, inter = img.dataobj.slope, img.dataobj.inter
+    except Exception as exc:
+        raise VolumeReadError(path, f"cannot read NIfTI ({type(exc).__name__}: {exc})") from exc
+    raw = _squeeze_to_3d(raw, path, "NIfTI image")
+    slope = 1.0 if slope is None or not np.isfinite(slope) or slope == 0 else float(slope)
+    inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
+    if (slope, inter) == (1.0, 0.0):
+        data = raw
+    elif raw.dtype.kind in "iu" and slope.is_integer() and inter.is_integer():
+        data = raw.astype(np.int64) * int(slope) + int(inter)  # exact: keeps integer HU integer
+    else:
+        data = raw.astype(np.float64) * slope + inter
+    sform_code, qform_code = int(hdr["sform_code"]), int(hdr["qform_code"])
+    meta = {
+        "source": str(path),
+        "format": "nifti",
+        "sform_code": sform_code,
+        "qform_code": qform_code,
+        "scl_slope": slope,
+        "scl_inter": inter,
+    }
+    if sform_code == 0 and qform_code == 0:
+        meta["warning"] = "no sform/qform: affine is nibabel's fallback (voxel sizes only, orientation unknown)"
+    return Volume(as_hu_array(data, path), img.affine, meta)
+
+
+def load_nrrd(path: str | Path) -> Volume:
+    """NRRD (.nrrd, or .nhdr with detached data) through pynrrd. Geometry from `space`, `space directions`
+    and `space origin`; the space (e.g. left-posterior-superior) is converted to RAS."""
+    import nrrd
+
+    path = Path(path)
+    try:
+        data, header = nrrd.read(str(path), index_order="F")
+    except Exception as exc:
+        raise VolumeReadError(path, f"cannot read NRRD ({type(exc).__name__}: {exc})") from exc
+    space = str(header.get("space", "")).strip().lower()
+    if not space:
+        raise VolumeReadError(path, "NRRD header has no 'space' field, so the anatomical orientation is unknown")
+    if space not in _NRRD_SPACES:
+        raise VolumeReadError(path, f"unsupported NRRD space {space!r}")
+    flips = _NRRD_SPACES[space]
+    if flips is None:
+        raise VolumeReadError(path, f"NRRD space {space!r} is not anatomical; patient orientation is unknown")
+    directions = header.get("space directions")
+    if directions is None:
+        raise VolumeReadError(path, "NRRD header has no 'space directions'")
+    dirs = np.array([np.full(3, np.nan) if d is None else np.asarray(d, dtype=float) for d in directions])
+    spatial = [k for k in range(len(dirs)) if np.all(np.isfinite(dirs[k]))]
+    if len(spatial) != 3 or dirs.shape[1] != 3:
+        raise VolumeReadError(path, f"NRRD has {len(spatial)} spatial axes ({dirs.shape[1]}D space); need 3")
+    other = [k for k in range(data.ndim) if k not in spatial]
+    if any(data.shape[k] != 1 for k in other):
+        raise VolumeReadError(
+            path, f"NRRD is {data.ndim}D with shape {data.shape} (non-spatial axes {other}: 4D / multi-component); "
+            "only 3D volumes are read",
+        )  # fmt: skip
+    data = np.transpose(data, spatial + other).reshape([data.shape[k] for k in spatial])
+    origin = np.asarray(header.get("space origin", np.zeros(3)), dtype=float)
+    if origin.shape != (3,) or not np.all(np.isfinite(origin)):
+        origin = np.zeros(3)
+    flip = np.array(flips, dtype=float)
+    affine = np.eye(4)
+    affine[:3, :3] = flip[:, None] * dirs[spatial].T
+    affine[:3, 3] = flip * origin
+    return Volume(as_hu_array(data, path), affine, {"source": str(path), "format": "nrrd", "space": space})
+
+
+def npz_affine(shape: Sequence[int], spacing: Sequence[float] | None = None) -> np.ndarray:
+    """The affine given to a Rad-ChestCT NPZ volume of `shape` (Z, Y, X).
+
+    Axes: 0 -> Inferior, 1 -> Posterior, 2 -> patient Left ("IPL"), each `spacing` mm (default 0.8 isotropic).
+    The files carry no position, so the origin is chosen to put the volume centre at world (0, 0, 0).
+    """
+    sp = np.full(3, NPZ_SPACING_MM) if spacing is None else np.asarray(spacing, dtype=float)
+    if sp.shape != (3,) or np.any(sp <= 0):
+        raise ValueError(f"spacing must be 3 positive numbers, got {spacing!r}")
+    affine = np.eye(4)
+    affine[:3, :3] = NPZ_DIRECTIONS_RAS * sp
+    centre = (np.asarray(shape, dtype=float) - 1) / 2
+    affine[:3, 3] = -affine[:3, :3] @ centre
+    return affine
+
+
+def load_npz(
+    path: str | Path,
+    *,
+    key: str = "ct",
+    affine: np.ndarray | None = None,
+    spacing: Sequence[float] | None = None,
+) -> Volume:
+    """Rad-ChestCT style NPZ: HU array under `key`, shape (Z, Y, X), kept as stored; affine from `npz_affine`
+    unless `affine` (4x4, voxel -> RAS mm) is given."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if key not in npz.files:
+                raise VolumeReadError(
+                    path, f"no array {key!r} in NPZ (arrays present: {', '.join(npz.files) or 'none'})"
+                )
+            data = npz[key]
+    except VolumeReadError:
+        raise
+    except Exception as exc:
+        raise VolumeReadError(path, f"cannot read NPZ ({type(exc).__name__}: {exc})") from exc
+    data = _squeeze_to_3d(data, path, f"NPZ array {key!r}")
+    if affine is not None:
+        aff = np.asarray(affine, dtype=float)
+        if aff.shape != (4, 4):
+            raise VolumeReadError(path, f"affine must be 4x4, got {aff.shape}")
+    else:
+        aff = npz_affine(data.shape, spacing)
+    if affine is not None:
+        origin = "caller"
+    else:
+        origin = f"Rad-ChestCT convention (IPL, {'given spacing' if spacing is not None else '0.8 mm'}, centred)"
+    meta = {"source": str(path), "format": "npz", "npz_key": key, "affine_from": origin}
+    return Volume(as_hu_array(data, path), aff, meta)
