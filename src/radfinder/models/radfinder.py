@@ -1,0 +1,246 @@
+"""`RadFinderModel`: window encoder + feature combiner + projection heads + text tower + SigLIP scale.
+
+Children and their names follow the official state-dict layout (`backbone_image`, `feature_comb_image`,
+`projection_image`, `backbone_text`, `projection_text`, `criterion`, `projection_image_copy`,
+`projection_text_copy`), so `state_dict()` equals an official checkpoint minus its `model.` prefix.
+
+Two entry levels: from windows (`encode_image*`, `localize`: run the window encoder, then the rest) and from cached
+window features (`encode_features_global`, `encode_features_depth`: what training on a frozen-feature cache uses).
+Outputs are never L2-normalised; callers take cosines.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..preprocess.spec import resolve_spec
+from .combiner import FeatureCombiner, pad_feature_grids, windows_to_grids
+from .config import RadFinderConfig, resolve_model_config
+from .heads import ProjectionHead, SigLIPScale
+from .lora import add_lora
+from .text import build_text_backbone, has_tokenizer_files, load_tokenizer, minilm_dir, pool_hidden, text_hidden_size
+from .window_encoder import WINDOW_ENCODERS, WindowEncoder, WindowFeatures
+
+
+@dataclass
+class ImageEmbeddings:
+    retrieval: torch.Tensor  # (B, P) from projection_image: compare with report embeddings
+    disease: torch.Tensor  # (B, P) from projection_image_copy: compare with disease prompt embeddings
+
+
+@dataclass
+class DepthEmbeddings:
+    slice_emb: torch.Tensor  # (B, T*Dm, P), one per depth cell (12 mm for RadFinder); invalid rows are not zero
+    valid_depth_mask: torch.Tensor  # (B, T*Dm) bool
+
+
+@dataclass
+class LocalizationOutput:
+    scan_slice_emb: torch.Tensor
+    scan_valid_depth_mask: torch.Tensor
+    snippet_emb: torch.Tensor  # (S, P)
+
+
+@dataclass
+class PaddedWindowFeatures:
+    cls: torch.Tensor  # (B, Hm, Wm, Dm, F)
+    patch_average: torch.Tensor  # (B, Hm, Wm, Dm, F)
+    axis2: torch.Tensor  # (B, Hm, Wm, Dm, T, F)
+    window_mask: torch.Tensor  # (B, Hm, Wm, Dm) bool
+    grid_size: torch.Tensor  # (B, 3)
+
+
+def build_window_encoder(cfg) -> WindowEncoder:
+    if cfg.kind not in WINDOW_ENCODERS:
+        try:  # backbones register themselves when their module is imported (e.g. kind "resnet3d")
+            importlib.import_module(f"{__package__}.{cfg.kind}")
+        except ImportError:
+            pass
+    if cfg.kind not in WINDOW_ENCODERS:
+        raise ConfigError(f"unknown window encoder kind {cfg.kind!r} (known: {', '.join(sorted(WINDOW_ENCODERS))})")
+    return WINDOW_ENCODERS[cfg.kind](cfg)
+
+
+def pad_window_features(features: WindowFeatures, grid_size) -> PaddedWindowFeatures:
+    """Per-window features of scans concatenated in batch order -> zero-padded grids plus window mask."""
+    cls, mask, grids = pad_feature_grids(windows_to_grids(features.cls, grid_size))
+    avg, _, _ = pad_feature_grids(windows_to_grids(features.patch_average, grid_size))
+    axis2, _, _ = pad_feature_grids(windows_to_grids(features.axis2, grid_size))
+    return PaddedWindowFeatures(cls, avg, axis2, mask, grids)
+
+
+class RadFinderModel(nn.Module):
+    def __init__(self, config: RadFinderConfig | str | None = None, tokenizer=None, text_weights: bool = True):
+        """Build from a config or preset name. `text_weights`: load the text encoder's pretrained weights from its
+        local directory (MiniLM / hf sources); checkpoint loaders pass False and fill every weight themselves."""
+        super().__init__()
+        cfg = resolve_model_config(config)
+        self.config = cfg
+        self.backbone_image = build_window_encoder(cfg.window_encoder)
+        ec, p, hc = cfg.combiner.embed_dim, cfg.projection_dim, cfg.heads
+        self.feature_comb_image = FeatureCombiner(
+            feature_dim=self.backbone_image.feature_dim,
+            embed_dim=ec,
+            depth=cfg.combiner.depth,
+            num_heads=cfg.combiner.num_heads,
+            mlp_ratio=cfg.combiner.mlp_ratio,
+            rope_base=cfg.combiner.rope_base,
+            init_values=cfg.combiner.init_values,
+            axis_patch_proj=cfg.combiner.axis_patch_proj,
+            axis_input=cfg.combiner.axis_input,
+            rope_mode=cfg.combiner.rope_mode,
+        )
+        if cfg.combiner.axis_patch_proj:
+            self.feature_comb_image.init_axis_patch_proj_from_patch_proj()
+        self.projection_image = ProjectionHead(2 * ec, p, hc.hidden_dim, hc.bottleneck_dim)
+        tc = cfg.text
+        self.backbone_text = build_text_backbone(tc.source, tc.path, tc.hf_config, load_weights=text_weights)
+        hidden = text_hidden_size(self.backbone_text)
+        if hidden != tc.hidden_size:
+            raise ConfigError(f"text.hidden_size is {tc.hidden_size} but the text encoder has width {hidden}")
+        if tc.lora is not None:
+            add_lora(self.backbone_text, tc.lora.targets, tc.lora.r, tc.lora.alpha, tc.lora.dropout)
+        self.projection_text = ProjectionHead(hidden, p, hc.hidden_dim, hc.bottleneck_dim)
+        self.criterion = SigLIPScale(cfg.t_init, cfg.b_init)
+        self.projection_image_copy = (
+            ProjectionHead(2 * ec, p, hc.hidden_dim, hc.bottleneck_dim) if cfg.copy_image_head else None
+        )
+        self.projection_text_copy = (
+            ProjectionHead(hidden, p, hc.hidden_dim, hc.bottleneck_dim) if cfg.copy_text_head else None
+        )
+        if self.projection_image_copy is not None:  # the copies start equal to the originals, as in the release
+            self.projection_image_copy.load_state_dict(self.projection_image.state_dict())
+        if self.projection_text_copy is not None:
+            self.projection_text_copy.load_state_dict(self.projection_text.state_dict())
+        self.preprocess_spec = resolve_spec(None)  # replaced by the checkpoint's own spec on load
+        self._tokenizer = tokenizer
+        if self._tokenizer is None and text_weights:
+            self._tokenizer = self._default_tokenizer()
+
+    # ---------------------------------------------------------------- text
+    def _default_tokenizer(self):
+        tc = self.config.text
+        path = tc.tokenizer or tc.path or (str(minilm_dir()) if tc.source == "minilm" else None)
+        if path is not None and has_tokenizer_files(path):
+            return load_tokenizer(path)
+        return None
+
+    @property
+    def tokenizer(self):
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, value) -> None:
+        self._tokenizer = value
+
+    def tokenize(self, texts: str | Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
+        if self._tokenizer is None:
+            raise ConfigError(
+                "this model has no tokenizer (the official export names a hub tokenizer that is not available "
+                "offline): set model.tokenizer, or pass input_ids/attention_mask"
+            )
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        limit = max_length or self.config.text.max_length
+        enc = self._tokenizer(texts, padding=True, truncation=True, max_length=limit, return_tensors="pt")
+        device = self.criterion.t.device
+        return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
+
+    def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled text-encoder states (B, hidden), before any projection head."""
+        out = self.backbone_text(input_ids=input_ids, attention_mask=attention_mask)
+        return pool_hidden(out.last_hidden_state, attention_mask, self.config.text.pooling)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Report / prompt embeddings (B, P) from projection_text."""
+        return self.projection_text(self.text_features(input_ids, attention_mask))
+
+    def encode_snippet(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Localization snippet embeddings (S, P) from projection_text_copy."""
+        return self.snippet_head(self.text_features(input_ids, attention_mask))
+
+    @property
+    def snippet_head(self) -> ProjectionHead:
+        return self.projection_text_copy if self.projection_text_copy is not None else self.projection_text
+
+    @property
+    def disease_head(self) -> ProjectionHead:
+        return self.projection_image_copy if self.projection_image_copy is not None else self.projection_image
+
+    # ---------------------------------------------------------------- image, from cached window features
+    def encode_features_global(self, cls, patch_average, window_mask=None, grid_size=None) -> ImageEmbeddings:
+        """Padded window features (B, Hm, Wm, Dm, F) -> retrieval and disease embeddings."""
+        cls_c, avg_c = self.feature_comb_image.encode_global(cls, patch_average, window_mask, grid_size)
+        z = torch.cat([cls_c, avg_c], dim=-1)
+        return ImageEmbeddings(retrieval=self.projection_image(z), disease=self.disease_head(z))
+
+    def encode_features_depth(self, cls, axis2, window_mask=None, grid_size=None) -> DepthEmbeddings:
+        """Padded window cls (B, Hm, Wm, Dm, F) and axis2 (B, Hm, Wm, Dm, T, F) -> one embedding per depth cell."""
+        cls_a, perslice, valid = self.feature_comb_image.encode_depth(cls, axis2, window_mask, grid_size)
+        z = torch.cat([cls_a.unsqueeze(1).expand(-1, perslice.shape[1], -1), perslice], dim=-1)
+        return DepthEmbeddings(slice_emb=self.disease_head(z), valid_depth_mask=valid)
+
+    # ---------------------------------------------------------------- image, from windows
+    def encode_windows(self, pixel_values: torch.Tensor, chunk_size: int | None = None) -> WindowFeatures:
+        return self.backbone_image(pixel_values, chunk_size=chunk_size)
+
+    def padded_window_features(self, pixel_values, grid_size, chunk_size: int | None = None) -> PaddedWindowFeatures:
+        return pad_window_features(self.encode_windows(pixel_values, chunk_size), grid_size)
+
+    def encode_image(self, pixel_values, grid_size, chunk_size: int | None = None) -> ImageEmbeddings:
+        f = self.padded_window_features(pixel_values, grid_size, chunk_size)
+        return self.encode_features_global(f.cls, f.patch_average, f.window_mask, f.grid_size)
+
+    def encode_image_retrieval(self, pixel_values, grid_size, chunk_size: int | None = None) -> torch.Tensor:
+        return self.encode_image(pixel_values, grid_size, chunk_size).retrieval
+
+    def encode_image_disease(self, pixel_values, grid_size, chunk_size: int | None = None) -> torch.Tensor:
+        return self.encode_image(pixel_values, grid_size, chunk_size).disease
+
+    def encode_image_depth(self, pixel_values, grid_size, chunk_size: int | None = None) -> DepthEmbeddings:
+        f = self.padded_window_features(pixel_values, grid_size, chunk_size)
+        return self.encode_features_depth(f.cls, f.axis2, f.window_mask, f.grid_size)
+
+    def localize(self, pixel_values, grid_size, input_ids, attention_mask, chunk_size=None) -> LocalizationOutput:
+        depth = self.encode_image_depth(pixel_values, grid_size, chunk_size)
+        snippets = self.encode_snippet(input_ids, attention_mask)
+        return LocalizationOutput(depth.slice_emb, depth.valid_depth_mask, snippets)
+
+    def forward(self, pixel_values=None, input_ids=None, attention_mask=None, grid_size=None) -> dict:
+        out = {"image_embeddings": None, "text_embeddings": None}
+        if pixel_values is not None:
+            if grid_size is None:
+                raise ValueError("grid_size is required with pixel_values")
+            out["image_embeddings"] = self.encode_image_retrieval(pixel_values, grid_size)
+        if input_ids is not None:
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
+            out["text_embeddings"] = self.encode_text(input_ids, attention_mask)
+        if pixel_values is None and input_ids is None:
+            raise ValueError("give pixel_values and/or input_ids")
+        return out
+
+    # ---------------------------------------------------------------- misc
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.criterion.t.exp()
+
+    @property
+    def logit_bias(self) -> torch.Tensor:
+        return self.criterion.b
+
+    def save_pretrained(self, directory, preprocess=None) -> None:
+        from .pretrained import save_pretrained
+
+        save_pretrained(self, directory, preprocess=preprocess)
+
+    @classmethod
+    def from_pretrained(cls, directory, device=None, dtype=None) -> RadFinderModel:
+        from .pretrained import from_pretrained
+
+        return from_pretrained(directory, device=device, dtype=dtype)
