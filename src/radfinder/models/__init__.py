@@ -1,5 +1,6 @@
 """RadFinder model: window encoders, feature combiner, projection heads, text tower, checkpoints."""
 
+from .astra import load_astra_resnet152
 from .combiner import (
     DepthOutput,
     FeatureCombiner,
@@ -33,6 +34,7 @@ from .radfinder import (
     build_window_encoder,
     pad_window_features,
 )
+from .resnet3d import ResNet3dWindowEncoder
 from .rope import Rope3D, apply_rope, rope_periods, rope_sin_cos
 from .text import minilm_dir, pool_hidden, qwen3_config
 from .window_encoder import (
@@ -69,6 +71,8 @@ __all__ = [
     "WindowEncoder",
     "WindowEncoderConfig",
     "WindowFeatures",
+    "ResNet3dWindowEncoder",
+    "load_astra_resnet152",
     "add_lora",
     "apply_rope",
     "build_window_encoder",
