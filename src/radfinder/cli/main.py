@@ -8,7 +8,18 @@ from collections.abc import Sequence
 from ..errors import RadfinderError
 
 # Command modules register themselves on import (one module per area of the package).
-from . import demo_cmds, eval_cmds, info_cmds, io_cmds, model_cmds, preprocess_cmds, synth_cmds, text_cmds, train_cmds  # noqa: E402,F401,I001
+from . import (  # noqa: E402,F401,I001
+    data_cmds,
+    demo_cmds,
+    eval_cmds,
+    info_cmds,
+    io_cmds,
+    model_cmds,
+    preprocess_cmds,
+    synth_cmds,
+    text_cmds,
+    train_cmds,
+)
 from .app import app
 
 

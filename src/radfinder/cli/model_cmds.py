@@ -1,4 +1,5 @@
-"""`radfinder model-info` and `radfinder verify-compat`: inspect a model, check a reference pack."""
+"""Model commands: `model-info`, `verify-compat`, and inference mirroring `radfinder.api` one to one (`embed`,
+`classify`, `localize`), plus dataset-wide `extract-features`."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from ..errors import ConfigError
 from .app import app
 from .common import print_json
 
@@ -29,8 +31,13 @@ def model_info(
         with torch.device("meta"):
             built = RadFinderModel(cfg, text_weights=False)
     counts = {name: sum(p.numel() for p in child.parameters()) for name, child in built.named_children()}
-    info = {"name": cfg.name, "config": cfg.model_dump(mode="json"), "parameters": counts,
-            "total_parameters": sum(counts.values()), "state_dict_tensors": len(built.state_dict())}
+    info = {
+        "name": cfg.name,
+        "config": cfg.model_dump(mode="json"),
+        "parameters": counts,
+        "total_parameters": sum(counts.values()),
+        "state_dict_tensors": len(built.state_dict()),
+    }
     if json_out:
         print_json(info)
         return
@@ -51,3 +58,157 @@ def verify_compat(
     code = verify_main([str(directory)] + (["--json"] if json_out else []))
     if code:
         raise typer.Exit(code)
+
+
+# ---------------------------------------------------------------- inference (mirrors radfinder.api one to one)
+_CKPT_HELP = "Checkpoint directory (its own preprocessing spec is used) or a preset name (random weights)."
+_DEVICE_HELP = "auto (CUDA when present), cpu, cuda, cuda:1, ..."
+_CHUNK_HELP = "Windows per window-encoder forward pass (bounds memory)."
+
+
+def _scan_name(path: Path) -> str:
+    name = path.name
+    for ext in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".npz"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+@app.command("embed")
+def embed_cmd(
+    checkpoint: str = typer.Argument(..., help=_CKPT_HELP),
+    scans: list[Path] = typer.Argument(..., help="Scans: NIfTI/NRRD/NPZ files or DICOM folders."),
+    text: list[str] = typer.Option([], "--text", help="Text to embed too (repeatable); reports cosine similarity."),
+    out: Path | None = typer.Option(None, "--out", help="Write all embeddings to this .npz."),
+    device: str = typer.Option("auto", "--device", help=_DEVICE_HELP),
+    chunk_size: int = typer.Option(8, "--chunk-size", help=_CHUNK_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Retrieval, disease and per-depth-cell embeddings of scans (and text embeddings of --text)."""
+    from ..api import encode_text, encode_volume, load_model
+    from ..api.output import cosine_matrix, save_embeddings
+
+    model = load_model(checkpoint, device=device)
+    names = [_scan_name(p) for p in scans]
+    encodings = [encode_volume(model, p, chunk_size=chunk_size) for p in scans]
+    text_emb = encode_text(model, text) if text else None
+    if out is not None:
+        save_embeddings(out, names, encodings, text, text_emb)
+    info = {
+        "model": checkpoint,
+        "device": str(model.criterion.t.device),
+        "spec_hash": model.preprocess_spec.hash(),
+        "scans": [{"scan": n, **e.summary()} for n, e in zip(names, encodings, strict=True)],
+        "texts": [{"text": t, "embedding": v.tolist()} for t, v in zip(text, text_emb, strict=True)] if text else [],
+        "similarity": cosine_matrix([e.retrieval for e in encodings], text_emb).tolist() if text else None,
+        "out": str(out) if out is not None else None,
+    }
+    if json_out:
+        print_json(info)
+        return
+    for s in info["scans"]:
+        typer.echo(f"{s['scan']}: grid {tuple(s['grid'])}, {s['n_valid_depth_cells']} depth cells, "
+                   f"embedding dim {len(s['retrieval'])}")  # fmt: skip
+    if text:
+        typer.echo("cosine(scan retrieval embedding, text):")
+        for n, row in zip(names, info["similarity"], strict=True):
+            typer.echo(f"  {n}: " + "  ".join(f"{v:+.4f}" for v in row))
+    if out is not None:
+        typer.echo(f"wrote {out}")
+
+
+@app.command("classify")
+def classify_cmd(
+    checkpoint: str = typer.Argument(..., help=_CKPT_HELP),
+    scan: Path = typer.Argument(..., help="NIfTI/NRRD/NPZ file or DICOM folder."),
+    finding: list[str] = typer.Option([], "--finding", help="Finding name (repeatable); default the 18 CT-RATE."),
+    prompts: Path | None = typer.Option(None, "--prompts", help="Prompt-bank YAML merged over the built-in one."),
+    device: str = typer.Option("auto", "--device", help=_DEVICE_HELP),
+    chunk_size: int = typer.Option(8, "--chunk-size", help=_CHUNK_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Zero-shot probability of each finding (mean7 prompts: softmax over the two cosines)."""
+    from ..api import classify, load_model
+    from ..api.output import scores_table
+
+    model = load_model(checkpoint, device=device)
+    scores = classify(model, scan, finding or None, prompts, chunk_size=chunk_size)
+    if json_out:
+        print_json({"model": checkpoint, "scan": str(scan), "spec_hash": model.preprocess_spec.hash(),
+                    "protocol": "mean7", "findings": [s.as_dict() for s in scores]})  # fmt: skip
+        return
+    typer.echo(scores_table(scores))
+
+
+@app.command("localize")
+def localize_cmd(
+    checkpoint: str = typer.Argument(..., help=_CKPT_HELP),
+    scan: Path = typer.Argument(..., help="NIfTI/NRRD/NPZ file or DICOM folder."),
+    sentence: list[str] = typer.Option(..., "--sentence", help="Sentence to localize (repeatable)."),
+    png: Path | None = typer.Option(None, "--png", help="Figure: coronal view + depth profile (FILE_i per sentence)."),
+    temperature: float | None = typer.Option(
+        None, "--temperature", help="Softmax temperature (default: the model's localization_tau)."
+    ),  # fmt: skip
+    device: str = typer.Option("auto", "--device", help=_DEVICE_HELP),
+    chunk_size: int = typer.Option(8, "--chunk-size", help=_CHUNK_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Most likely depth of each sentence in the scan, in mm and as a slice of the original scan."""
+    from ..api import encode_volume, load_model, localize
+    from ..api.model import as_volume
+    from ..api.output import locations_table, plot_locations
+
+    model = load_model(checkpoint, device=device)
+    volume = as_volume(scan)
+    enc = encode_volume(model, volume, chunk_size=chunk_size)
+    locs = localize(model, enc, sentence, temperature=temperature)
+    figures = plot_locations(volume, enc, locs, png, scan_id=_scan_name(scan)) if png is not None else []
+    if json_out:
+        print_json({"model": checkpoint, "scan": str(scan), "spec_hash": enc.spec_hash, "grid": list(enc.grid),
+                    "scoring": "softmax(cos / temperature) over valid depth cells",
+                    "sentences": [loc.as_dict() for loc in locs], "png": [str(f) for f in figures]})  # fmt: skip
+        return
+    typer.echo(locations_table(locs))
+    for f in figures:
+        typer.echo(f"wrote {f}")
+
+
+@app.command("extract-features")
+def extract_features_cmd(
+    inputs: list[Path] = typer.Argument(None, help="Scans or folders (NIfTI/NRRD/NPZ, DICOM series/studies)."),
+    out: Path = typer.Option(..., "--out", help="Feature-cache directory (created; reruns resume)."),
+    model: str | None = typer.Option(None, "--model", help="Window encoder of a checkpoint or preset."),
+    backbone: str | None = typer.Option(None, "--backbone", help="Named backbone instead: astra-resnet152."),
+    list_file: Path | None = typer.Option(None, "--list", help="File with one input path per line."),
+    ctrate: Path | None = typer.Option(None, "--ctrate", help="CT-RATE dataset root (lists the volumes itself)."),
+    split: str = typer.Option("valid", "--split", help="CT-RATE split with --ctrate: train or valid."),
+    spec: str | None = typer.Option(
+        None, "--spec", help="Preprocessing spec for presets/backbones (a checkpoint always uses its own)."
+    ),  # fmt: skip
+    batch_size: int = typer.Option(8, "--batch-size", help="Windows per forward pass."),
+    shard: str | None = typer.Option(None, "--shard", help="i/n: this process's share (default torchrun's rank)."),
+    device: str = typer.Option("auto", "--device", help="auto: cuda:LOCAL_RANK when CUDA is present, else cpu."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Run a frozen window encoder over a dataset into a feature cache (works under torchrun)."""
+    from ..api.extract import extract_dataset
+    from ..features import parse_shard
+
+    if split not in ("train", "valid"):
+        raise ConfigError(f"--split must be train or valid, got {split!r}")
+    summary, store = extract_dataset(
+        out, inputs or [], list_file=list_file, ctrate=ctrate, split=split, model=model, backbone=backbone,
+        spec=spec, batch_size=batch_size, shard=parse_shard(shard), device=device, show_progress=not json_out,
+    )  # fmt: skip
+    info = {"out": str(store.root), "spec_hash": store.spec.hash(), "backbone": store.backbone,
+            "entries_in_cache": len(store), **summary.as_dict()}  # fmt: skip
+    if json_out:
+        print_json(info)
+    else:
+        typer.echo(f"{info['out']}: wrote {info['written']}, skipped {info['skipped_existing']} existing, "
+                   f"{len(info['failed'])} failed ({info['windows']} windows in {info['seconds']} s, "
+                   f"shard {info['shard']}); {info['entries_in_cache']} entries in the cache")  # fmt: skip
+        for key, err in summary.failed.items():
+            typer.echo(f"  failed {key}: {err}", err=True)
+    if summary.failed:
+        raise typer.Exit(1)

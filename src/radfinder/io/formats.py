@@ -73,8 +73,10 @@ def load_nifti(path: str | Path) -> Volume:
     try:
         img = nib.load(str(path))
         hdr = img.header
-        raw = np.asarray(img.dataobj.get_unscaled())
+        raw = _read_nifti_unscaled(img, path)
         slope, inter = img.dataobj.slope, img.dataobj.inter
+    except VolumeReadError:
+        raise
     except Exception as exc:
         raise VolumeReadError(path, f"cannot read NIfTI ({type(exc).__name__}: {exc})") from exc
     raw = _squeeze_to_3d(raw, path, "NIfTI image")
@@ -83,7 +85,7 @@ def load_nifti(path: str | Path) -> Volume:
     if (slope, inter) == (1.0, 0.0):
         data = raw
     elif raw.dtype.kind in "iu" and slope.is_integer() and inter.is_integer():
-        data = raw.astype(np.int64) * int(slope) + int(inter)  # exact: keeps integer HU integer
+        data = _scale_integer(raw, int(slope), int(inter))  # exact: keeps integer HU integer
     else:
         data = raw.astype(np.float64) * slope + inter
     sform_code, qform_code = int(hdr["sform_code"]), int(hdr["qform_code"])
@@ -98,6 +100,48 @@ def load_nifti(path: str | Path) -> Volume:
     if sform_code == 0 and qform_code == 0:
         meta["warning"] = "no sform/qform: affine is nibabel's fallback (voxel sizes only, orientation unknown)"
     return Volume(as_hu_array(data, path), img.affine, meta)
+
+
+def _read_nifti_unscaled(img, path: Path) -> np.ndarray:
+    """Stored voxel values. A .nii.gz is streamed straight into the final array: nibabel would first build the
+    whole decompressed file as bytes and then copy it, doubling peak memory on CT-sized volumes."""
+    if not str(path).lower().endswith(".gz"):
+        return np.asarray(img.dataobj.get_unscaled())
+    import gzip
+
+    proxy = img.dataobj
+    dtype = np.dtype(img.header.get_data_dtype())
+    out = np.empty(proxy.shape, dtype=dtype, order="F" if proxy.order == "F" else "C")
+    view = memoryview(out.reshape(-1, order="A")).cast("B")
+    with gzip.open(path, "rb") as fh:
+        fh.seek(int(proxy.offset))
+        filled, chunk = 0, 1 << 24
+        while filled < len(view):
+            n = fh.readinto(view[filled : filled + chunk])
+            if not n:
+                raise VolumeReadError(
+                    path, f"cannot read NIfTI: file ends after {filled} of {len(view)} voxel bytes (truncated)"
+                )
+            filled += n
+    if not dtype.isnative:
+        out = out.byteswap().view(dtype.newbyteorder("="))
+    return out
+
+
+def _scale_integer(raw: np.ndarray, slope: int, inter: int) -> np.ndarray:
+    """slope * raw + inter for integer voxels, slab by slab so no full int64 copy is ever held."""
+    lo = int(raw.min()) * slope + inter
+    hi = int(raw.max()) * slope + inter
+    lo, hi = min(lo, hi), max(lo, hi)
+    target = np.int16 if lo >= _INT16.min and hi <= _INT16.max else np.float32
+    # The usual CT case (int16 stored, integer intercept) is rescaled in place: no second full-size array.
+    out = raw if raw.dtype == target and raw.flags.writeable else np.empty(
+        raw.shape, dtype=target, order="F" if raw.flags.f_contiguous else "C"
+    )
+    step = max(1, raw.shape[-1] // 16)
+    for k in range(0, raw.shape[-1], step):
+        out[..., k : k + step] = raw[..., k : k + step].astype(np.int64) * slope + inter
+    return out
 
 
 def load_nrrd(path: str | Path) -> Volume:

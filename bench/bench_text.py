@@ -1,0 +1,89 @@
+"""Report-text throughput on one core: reference miner and rule labeler, in CT-RATE-length reports per second.
+
+Uses the 800 real CT-CLIP reports when ../shared/data/real is present (repeated to a few thousand), else synthetic
+CT-RATE-style text built here. Prints the miner's ratio to its 20,000 reports/s target, plus the ratio of each
+stage to a plain `str.lower()` pass over the same reports as a machine-speed reference.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from radfinder.text.labeler import RuleLabeler  # noqa: E402
+from radfinder.text.references import mine_references  # noqa: E402
+
+TARGET = 20_000
+REAL = REPO.parent / "shared" / "data" / "real" / "ct_clip_reports" / "train.csv"
+
+_SENTENCES = [
+    "Trachea, both main bronchi are open.",
+    "Mediastinal main vascular structures, heart contour, size are normal.",
+    "Thoracic aorta diameter is normal.",
+    "Pericardial effusion-thickening was not observed.",
+    "No enlarged lymph nodes in prevascular, pre-paratracheal, subcarinal or bilateral hilar-axillary "
+    "pathological dimensions were detected.",
+    "When examined in the lung parenchyma window; aeration of both lung parenchyma is normal.",
+    "A nonspecific nodule with a diameter of 4 mm is observed in the right lung lower lobe.",
+    "Pleural effusion-thickening was not detected.",
+    "Upper abdominal organs included in the sections are normal.",
+    "No space-occupying lesion was detected in the liver that entered the cross-sectional area.",
+    "Bilateral adrenal glands were normal and no space-occupying lesion was detected.",
+    "Bone structures in the study area are natural. Vertebral corpus heights are preserved.",
+    "Calcific atheroma plaques are observed in the aorta and coronary arteries.",
+    "Subsegmental atelectasis is observed in the lower lobes, measuring approx. 2.5 x 1.1 cm.",
+]
+
+
+def corpus() -> tuple[list[str], str]:
+    if REAL.is_file():
+        import pandas as pd
+
+        texts = pd.read_csv(REAL)["report_text"].tolist()
+        return texts * 5, f"real CT-CLIP reports ({len(texts)} x 5)"
+    rng = random.Random(0)
+    texts = []
+    for i in range(4000):
+        sents = rng.sample(_SENTENCES, 12) + rng.sample(_SENTENCES, 2)
+        if i % 30 == 0:  # a few percent of reports carry a reference, as in CT-RATE
+            sents.insert(6, "A 5 mm nodule in the right upper lobe (series 3, image 129).")
+        texts.append(" ".join(sents))
+    return texts, "synthetic CT-RATE-style reports (4000)"
+
+
+def rate(fn, texts: list[str], repeats: int = 3) -> float:
+    best = 0.0
+    for _ in range(repeats):
+        t0 = time.process_time()
+        for t in texts:
+            fn(t)
+        dt = time.process_time() - t0
+        best = max(best, len(texts) / max(dt, 1e-9))
+    return best
+
+
+def main() -> int:
+    texts, what = corpus()
+    mean_len = sum(map(len, texts)) / len(texts)
+    print(f"corpus: {what}, mean {mean_len:.0f} chars")
+    ref = rate(str.lower, texts)
+    miner = rate(mine_references, texts)
+    lab = RuleLabeler()
+    labeler = rate(lambda t: lab.label(t), texts[: len(texts) // 5], repeats=1)
+    n_refs = sum(len(mine_references(t)) for t in texts)
+    print(f"str.lower reference: {ref:,.0f} reports/s")
+    print(
+        f"miner:   {miner:,.0f} reports/s ({n_refs} references), {miner / TARGET:.2f}x the {TARGET:,}/s target, "
+        f"{ref / miner:.1f}x slower than str.lower"
+    )
+    print(f"labeler: {labeler:,.0f} reports/s (rules, 18 findings), {ref / labeler:.0f}x slower than str.lower")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

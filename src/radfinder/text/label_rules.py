@@ -1,0 +1,143 @@
+"""Trigger vocabulary of the rule-based labeler for the 18 CT-RATE abnormalities (English and German).
+
+Per finding: `triggers` name the abnormality; `need` (optional) must also occur in the same clause (e.g. a lymph
+node must be enlarged); `veto` marks a clause where the trigger means something else (subcutaneous emphysema, a
+thyroid nodule). Patterns are matched case-insensitively against one clause at a time.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .findings import CTRATE_FINDINGS
+
+
+@dataclass(frozen=True)
+class FindingRule:
+    triggers: re.Pattern
+    need: re.Pattern | None = None
+    veto: re.Pattern | None = None
+
+
+def _c(p: str) -> re.Pattern:
+    return re.compile(p, re.IGNORECASE)
+
+
+_EXTRA_PULMONARY = (
+    r"thyroid|liver|hepatic|kidney|renal|adrenal|breast|spleen|splenic|pancrea|gland|lobe of the thyroid|bone|vertebra"
+    r"|schilddrüse|leber|niere|nebenniere|mamma|milz|pankreas|knochen|wirbel"
+)
+
+RULES: dict[str, FindingRule] = {
+    "Medical material": FindingRule(
+        _c(
+            r"catheter|\bport\b|pacemaker|pace\s*maker|\bicd\b|defibrillator|\bstent|prosthe|sternotomy|"
+            r"sternal (?:wire|suture)|(?:metallic|surgical|metal) (?:suture|clip|material|wire|implant)|"
+            r"\bclips?\b|cerclage|endotracheal|tracheostomy|\bett\b|nasogastric|drain(?:age)? tube|\bdrain\b|"
+            r"chest tube|tube\b|(?:valve|mitral|aortic) replacement|\bcabg\b|bypass graft|coil|"
+            r"fixation|\bscrews?\b|breast implant|implant(?:ed)? (?:device|material)|suture material|staple|"
+            r"\bgraft\b|metallic|"
+            r"\bpeg\b|gastrostomy|katheter|schrittmacher|prothese|fremdmaterial|sternalcerclage|drainage|magensonde|tubus"
+        ),
+        veto=_c(r"port\s*-?\s*a\s*-?\s*cath\s+was removed|catheter was removed"),
+    ),
+    "Arterial wall calcification": FindingRule(
+        _c(
+            r"atheroscleros|atherosclerotic|atheroma|calcified (?:atheroma|plaque)|calcific (?:atheroma|plaque)|"
+            r"(?:aort\w*|arter\w*|vascular|arcus|arch|carotid|subclavian|brachiocephalic|iliac)\W+(?:\w+\W+){0,6}"
+            r"calcif|calcif\w*\W+(?:\w+\W+){0,6}(?:aort|arter(?!y wall)|vascular|arch|arcus)|"
+            r"arteriosklero|aortensklerose|verkalk\w*\W+(?:\w+\W+){0,4}(?:aorta|gefäß|arteri)|"
+            r"(?:aorta|gefäß|arteri)\w*\W+(?:\w+\W+){0,4}verkalk|kalkplaque"
+        ),
+        # Coronary-only clauses belong to the coronary finding; "aorta and coronary arteries" counts for both.
+        # The manual labels leave abdominal-aorta and valve calcification out.
+        veto=_c(
+            r"abdominal aort|pleural|valve|klappe|bauchaorta|"
+            r"^(?!.*(?:aort|arch|arcus|carotid|subclavian|iliac|brachiocephalic|vascular|vessel|gefäß)).*"
+            r"(?:coronar|koronar|\blad\b|\blcx\b|\brca\b|descending artery|circumflex|lymph|nodul|granulom)"
+        ),
+    ),
+    "Cardiomegaly": FindingRule(
+        _c(
+            r"cardiomegal|kardiomegal|(?:heart|cardiac)\W+(?:\w+\W+){0,4}(?:enlarged|increased|enlargement|larger)|"
+            r"(?:enlarged|increased)\W+(?:\w+\W+){0,2}(?:heart|cardiac)|herz\w*\W+(?:\w+\W+){0,3}vergrößert|"
+            r"herzvergrößerung|(?:cardiothoracic|\bctr\b|\bkti\b)\W+(?:\w+\W+){0,4}increase|"
+            r"increase\w*\W+(?:\w+\W+){0,4}(?:cardiothoracic|\bctr\b)"
+        ),
+        veto=_c(r"^(?!.*cardiomegal).*(?:ventric|atri(?:um|al)|vorhof|pericard|cavit)"),
+    ),
+    "Pericardial effusion": FindingRule(
+        _c(
+            r"pericardial (?:effusion|fluid)|(?:effusion|fluid)\W+(?:\w+\W+){0,4}pericard|hydropericard|"
+            r"perikarderguss|perikardial\w* erguss|pericardial effusion-thickening|pericardial thickening-effusion"
+        )
+    ),
+    "Coronary artery wall calcification": FindingRule(
+        _c(
+            r"coronar\w*\W+(?:\w+\W+){0,8}(?:calcif|plaque|atherom|atheroscl)|"
+            r"(?:calcif|plaque|atherom|atheroscl)\w*\W+(?:\w+\W+){0,8}coronar|"
+            r"\b(?:lad|lcx|rca|left anterior descending|circumflex)\b\W+(?:\w+\W+){0,6}calcif|"
+            r"koronar\w*\W+(?:\w+\W+){0,4}(?:verkalk|sklero|kalk)|koronarsklerose|koronarkalk"
+        ),
+        veto=_c(r"stent|bypass"),
+    ),
+    "Hiatal hernia": FindingRule(_c(r"hiat\w* hernia|hernia\w*\W+(?:\w+\W+){0,4}hiat|hiatushernie|hiatusgleithernie")),
+    # CT-RATE's manual labels mark any described lymph node as present, millimetric or "not reaching
+    # pathological size" included; only negated mentions ("no pathological LAP") count as absent.
+    "Lymphadenopathy": FindingRule(
+        _c(r"lymphadenopath|\blaps?\b|lymph\s*nodes?\b|lymphoma|lymphknoten|lymphom"),
+    ),
+    "Emphysema": FindingRule(
+        _c(r"emphysem|bulla|bullous|blebs?\b|emphysem|lungenemphysem"),
+        veto=_c(r"subcutaneous|subkutan|mediastinal emphysema|soft tissue|weichteil|cutaneous"),
+    ),
+    "Atelectasis": FindingRule(_c(r"atelecta|atelekta|dystelekta|collapse")),
+    "Lung nodule": FindingRule(
+        _c(r"nodul|micronodul|\bnodes? in the lung|rundherd|herdbefund|knötchen|noduli|lung mass"),
+        veto=_c(_EXTRA_PULMONARY + r"|lymph|nodular (?:thickening|calcif|pleural)|pleural nodular|goiter"),
+    ),
+    # In the manual labels, density increases explained as sequelae or atelectasis belong to those findings, and a
+    # ground-glass nodule is a nodule, not "Lung opacity"; ground glass, infiltration and other densities count.
+    "Lung opacity": FindingRule(
+        _c(
+            r"opacit|ground[\s-]*glass|density increase|increased density|increase in density|attenuation increase|"
+            r"infiltrat|milchglas|verdichtung|trübung"
+        ),
+        veto=_c(
+            r"sclerotic|bone|vertebra|breast|liver|fat|knochen|calcific density|sequel|fibro|pleuroparenchymal|"
+            r"linear|band|atelecta|scar|ground[\s-]*glass nodule|soft tissue|narb|residu|thymic|mass"
+        ),
+    ),
+    "Pulmonary fibrotic sequela": FindingRule(
+        _c(
+            r"fibro|sequel|scar|parenchymal band|fibrotic|linear atelecta|residu|narb|fibros|fibrotisch|"
+            r"pleuroparenchymal|reticulat|honeycomb"
+        ),
+        veto=_c(r"fibroadenoma|fibroid|thyroid|liver|pleural plaque"),
+    ),
+    "Pleural effusion": FindingRule(
+        _c(
+            r"pleural (?:effusion|fluid)|(?:effusion|fluid)\W+(?:\w+\W+){0,5}pleura|hydrothorax|hydropneumothorax|"
+            r"hydropnomothorax|pleuraerguss|pleuraergüsse|\berguss|effusion-thickening|thickening-effusion"
+        ),
+        veto=_c(r"pericard|perikard"),
+    ),
+    "Mosaic attenuation pattern": FindingRule(_c(r"mosaic|mosaik")),
+    "Peribronchial thickening": FindingRule(
+        _c(
+            r"peribronchial\W+(?:\w+\W+){0,3}thicken|bronch\w* wall thicken|thickening\W+(?:\w+\W+){0,4}"
+            r"(?:peribronch|bronchial wall)|peribronchial cuffing|bronchialwandverdickung|peribronchial\w* verdick"
+        )
+    ),
+    "Consolidation": FindingRule(_c(r"consolidat|konsolid")),
+    "Bronchiectasis": FindingRule(_c(r"bronchiecta|bronchiekta")),
+    "Interlobular septal thickening": FindingRule(
+        _c(
+            r"(?:interlobular|septal|septum|septa)\W+(?:\w+\W+){0,3}thicken|thicken\w*\W+(?:\w+\W+){0,4}"
+            r"(?:interlobular|septa)|septenverdick|septale\w* verdick|crazy[\s-]*paving"
+        )
+    ),
+}
+
+assert tuple(RULES) == CTRATE_FINDINGS, "rules must cover the CT-RATE findings in order"
