@@ -73,7 +73,7 @@ def test_manual_labels_macro_f1(real_data):
     """Macro F1 against CT-CLIP's 800 manual labels; the rules were developed on rows 0-399 only."""
     from sklearn.metrics import f1_score
 
-    from radfinder.io.reports import read_ctclip_labeled
+    from radfinder.text.reports import read_ctclip_labeled
 
     reports, labels = read_ctclip_labeled(real_data / "ct_clip_reports" / "train.csv")
     lab_ = RuleLabeler()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from radfinder.io.reports import (
+from radfinder.text.reports import (
     ReportReadError,
     read_ctclip_labeled,
     read_ctrate_reports,

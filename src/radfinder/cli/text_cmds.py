@@ -34,7 +34,7 @@ def mine_text(
     from ..text.references import mine_references
 
     if csv:
-        from ..io.reports import read_reports
+        from ..text.reports import read_reports
 
         reports = read_reports(Path(file), fmt)
         docs = [(r.id, r.raw or f"{r.findings}\n{r.impressions}") for r in reports]
@@ -83,7 +83,7 @@ def label(
     """Write CT-RATE-style finding labels (1 present, 0 absent, -1 unknown) for every report."""
     import pandas as pd
 
-    from ..io.reports import read_reports
+    from ..text.reports import read_reports
     from ..text.findings import CTRATE_FINDINGS
 
     docs = read_reports(reports, fmt)

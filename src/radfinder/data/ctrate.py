@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from ..io.reports import ReportReadError, read_ctrate_reports
+from ..text.reports import ReportReadError, read_ctrate_reports
 from .records import (
     DatasetError,
     StudyRecord,

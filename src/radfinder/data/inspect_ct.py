@@ -9,7 +9,7 @@ Assumptions made here, since the volume naming is not documented in what we coul
     file name after "impressions_". A `split` column, when present, overrides it. `impressions=` names the
     table(s) explicitly.
   * The id column is the first of impression_id, image_id, id, study_id, person_id (as
-    `radfinder.io.reports.read_inspect_impressions` reads it); a `person_id` column, when present and not the id,
+    `radfinder.text.reports.read_inspect_impressions` reads it); a `person_id` column, when present and not the id,
     gives the patient (else each study is its own patient).
   * Each volume is a file named `<id>.nii.gz` (or .nii, .nrrd, .npz) anywhere up to two folders below `root`
     (e.g. `full/<id>.nii.gz` or `full/CTPA/<id>.nii.gz`), or in `volumes_dir=` when given. Two files with the
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..io.reports import ReportReadError, read_inspect_impressions
+from ..text.reports import ReportReadError, read_inspect_impressions
 from .records import DatasetError, StudyRecord, require_unique_keys, strip_volume_suffix
 
 _SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".npz")

@@ -3,7 +3,7 @@
     <root>/merlin_data/<study id>.nii.gz
     <root>/reports_final.xlsx  (or reports_final.csv)   columns `study id`, `Split` (train/val/test), `Findings`
 
-`Findings` holds the full report; `radfinder.io.reports.read_merlin_reports` splits it into findings and
+`Findings` holds the full report; `radfinder.text.reports.read_merlin_reports` splits it into findings and
 impressions at the "IMPRESSION(S):" header (the full text stays in ``extra["full_report"]``, for the
 full-report pool retrieval). Merlin has no CT-RATE labels (all -1) and its table no patient ids, so each study
 is its own patient. `root` may also be the folder that contains `Merlin/`.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from ..io.reports import ReportReadError, read_merlin_reports
+from ..text.reports import ReportReadError, read_merlin_reports
 from .records import DatasetError, StudyRecord, require_unique_keys
 
 MERLIN_SPLITS = ("train", "val", "test")

@@ -4,7 +4,7 @@
     <root>/imgtrain_Abnormality_and_Location_Labels.csv    (also imgvalid_, imgtest_; in <root> or one folder below)
         index column NoteAcc_DEID, then binary columns named `abnormality*location`
 
-Labels are OR-aggregated into the 18 CT-RATE classes by `radfinder.eval.radchestct.radchestct_to_ctrate18`
+Labels are OR-aggregated into the 18 CT-RATE classes by `radfinder.text.radchestct_labels.radchestct_to_ctrate18`
 (classes without any source column, e.g. Mosaic attenuation pattern, are -1). Split `all` is the union of the
 three tables (the evaluation set). Reports are not used (empty text). The public release has no patient ids, so
 each volume is its own patient. Volumes are read with the Rad-ChestCT geometry of `radfinder.io.formats.npz_affine`;
@@ -43,10 +43,8 @@ def find_label_csv(root: Path, split: str) -> Path | None:
 def read_label_table(path: Path, mapping: Mapping[str, Sequence[str]] | None = None):
     """(ids, (N, 18) float32 labels, {class: mapped abnormalities absent from the table}) of one label CSV.
 
-    `mapping` defaults to `radfinder.eval.radchestct.RADCHESTCT_TO_CTRATE18` (imported lazily: the mapping
-    belongs to the evaluation protocol, which sits above the data layer)."""
-    from ..eval._common import EvalInputError
-    from ..eval.radchestct import RADCHESTCT_TO_CTRATE18, radchestct_to_ctrate18
+    `mapping` defaults to `radfinder.text.radchestct_labels.RADCHESTCT_TO_CTRATE18`."""
+    from ..text.radchestct_labels import RADCHESTCT_TO_CTRATE18, LabelMapError, radchestct_to_ctrate18
 
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -65,7 +63,7 @@ def read_label_table(path: Path, mapping: Mapping[str, Sequence[str]] | None = N
     try:
         values = df[cols].apply(pd.to_numeric, errors="raise").to_numpy()
         labels, missing = radchestct_to_ctrate18(cols, values, mapping=mapping or RADCHESTCT_TO_CTRATE18)
-    except (ValueError, EvalInputError) as exc:
+    except (ValueError, LabelMapError) as exc:
         raise DatasetError(f"{path}: label values must be 0/1 ({exc})") from exc
     return ids, labels.astype(np.float32), missing
 

@@ -34,7 +34,6 @@ Coronary artery wall calcification and Mosaic attenuation pattern are dropped, l
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -43,100 +42,16 @@ from radfinder.eval._common import EvalInputError, as_numpy
 from radfinder.eval.bootstrap import DEFAULT_N_BOOT
 from radfinder.eval.classification import ClassificationResult, evaluate_scores
 from radfinder.text.findings import CTRATE_FINDINGS
-
-RADCHESTCT_TO_CTRATE18: dict[str, tuple[str, ...]] = {
-    "Medical material": (
-        "catheter_or_port",
-        "tracheal_tube",
-        "chest_tube",
-        "breast_implant",
-        "pacemaker_or_defib",
-        "stent",
-        "clip",
-        "staple",
-        "gi_tube",
-        "hardware",
-        "suture",
-    ),
-    "Arterial wall calcification": ("calcification",),
-    "Cardiomegaly": ("cardiomegaly",),
-    "Pericardial effusion": ("pericardial_effusion",),
-    "Coronary artery wall calcification": ("calcification",),
-    "Hiatal hernia": ("hernia",),
-    "Lymphadenopathy": ("lymphadenopathy",),
-    "Emphysema": ("emphysema",),
-    "Atelectasis": ("atelectasis",),
-    "Lung nodule": ("nodule", "nodulegr1cm"),
-    "Lung opacity": ("opacity",),
-    "Pulmonary fibrotic sequela": ("scarring",),
-    "Pleural effusion": ("pleural_effusion",),
-    "Mosaic attenuation pattern": (),
-    "Peribronchial thickening": ("bronchial_wall_thickening",),
-    "Consolidation": ("consolidation",),
-    "Bronchiectasis": ("bronchiectasis",),
-    "Interlobular septal thickening": ("septal_thickening",),
-}
-INFERRED_ONE_TO_ONE: frozenset[str] = frozenset(
-    {
-        "Cardiomegaly",
-        "Pericardial effusion",
-        "Hiatal hernia",
-        "Lymphadenopathy",
-        "Emphysema",
-        "Atelectasis",
-        "Pleural effusion",
-        "Peribronchial thickening",
-        "Consolidation",
-        "Bronchiectasis",
-        "Interlobular septal thickening",
-    }
+from radfinder.text.radchestct_labels import (  # noqa: F401  (re-exported: the protocol's public vocabulary)
+    ARTERIAL,
+    CORONARY,
+    INFERRED_ONE_TO_ONE,
+    MOSAIC,
+    RADCHESTCT_STANDARD_FINDINGS,
+    RADCHESTCT_TO_CTRATE18,
+    LabelMapError,
+    radchestct_to_ctrate18,
 )
-ARTERIAL = "Arterial wall calcification"
-CORONARY = "Coronary artery wall calcification"
-MOSAIC = "Mosaic attenuation pattern"
-RADCHESTCT_STANDARD_FINDINGS: tuple[str, ...] = tuple(f for f in CTRATE_FINDINGS if f not in (CORONARY, MOSAIC))
-
-
-def radchestct_to_ctrate18(
-    columns: Sequence[str] | Any,
-    values: Any = None,
-    *,
-    mapping: Mapping[str, Sequence[str]] = RADCHESTCT_TO_CTRATE18,
-) -> tuple[np.ndarray, dict[str, list[str]]]:
-    """OR-aggregate native ``abnormality*location`` labels into the 18 CT-RATE classes.
-
-    Pass a pandas DataFrame as `columns` (values taken from it), or column names plus an (N, C) array. Columns
-    without a ``*`` (e.g. the ``NoteAcc_DEID`` index) are ignored. Returns (labels (N, 18) int with 1/0, or -1
-    for a class none of whose abnormalities occurs among the columns), and, per class, the mapped abnormality
-    names that were not found in the columns.
-    """
-    if values is None and hasattr(columns, "columns"):
-        frame = columns
-        columns, values = list(frame.columns), frame.to_numpy()
-    cols = [str(c) for c in columns]
-    vals = np.asarray(values)
-    if vals.ndim != 2 or vals.shape[1] != len(cols):
-        raise EvalInputError(f"Rad-ChestCT labels: {len(cols)} column names for values of shape {vals.shape}")
-    abnormality = np.asarray([c.split("*", 1)[0] if "*" in c else "" for c in cols])
-    labeled = abnormality != ""
-    if not labeled.any():
-        raise EvalInputError("Rad-ChestCT labels: no column named 'abnormality*location'")
-    native = as_numpy(vals[:, labeled], name="Rad-ChestCT label values")
-    if np.any(np.isnan(native)) or not np.all(np.isin(native, (0, 1))):
-        raise EvalInputError("Rad-ChestCT label values must be 0/1")
-    abnormality = abnormality[labeled]
-    present = set(abnormality.tolist())
-    out = np.full((vals.shape[0], len(CTRATE_FINDINGS)), -1, dtype=np.int64)
-    missing: dict[str, list[str]] = {}
-    for j, finding in enumerate(CTRATE_FINDINGS):
-        names = tuple(mapping.get(finding, ()))
-        lost = [n for n in names if n not in present]
-        if lost:
-            missing[finding] = lost
-        sel = np.isin(abnormality, names)
-        if sel.any():
-            out[:, j] = (native[:, sel] > 0).any(axis=1).astype(np.int64)
-    return out, missing
 
 
 def radchestct_standard_scores(scores18: Any) -> np.ndarray:

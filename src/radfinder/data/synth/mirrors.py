@@ -119,7 +119,7 @@ def nifti_to_radchestct_npz(src: str | Path, dst: str | Path, spacing_mm: float 
 
 
 def _radchestct_row(key: str, labels: dict[str, int], columns: list[str], seed: int) -> dict[str, Any]:
-    from ...eval.radchestct import RADCHESTCT_TO_CTRATE18
+    from ...text.radchestct_labels import RADCHESTCT_TO_CTRATE18
 
     rng = np.random.default_rng(int(hashlib.sha256(f"{seed}|{key}".encode()).hexdigest()[:8], 16))
     row: dict[str, Any] = {c: 0 for c in columns}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import RadfinderError
-from ..text.sections import detect_language, split_sections
+from .sections import detect_language, split_sections
 
 CTRATE_COLUMNS = ("VolumeName", "ClinicalInformation_EN", "Technique_EN", "Findings_EN", "Impressions_EN")
 MERLIN_COLUMNS = ("study id", "Findings")
