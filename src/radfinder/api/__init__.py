@@ -1,1 +1,36 @@
+"""High-level inference on raw scans: load a model, embed scans and text, classify findings, localize sentences.
 
+    model = load_model("checkpoints/radfinder")           # device "auto": CUDA when present
+    enc = encode_volume(model, "scan.nii.gz")              # retrieval / disease / per-depth-cell embeddings
+    scores = classify(model, enc)                          # 18 CT-RATE findings, mean7 prompts
+    where = localize(model, enc, ["Small nodule in the right lower lobe."])
+
+Every scan goes through the checkpoint's own preprocessing spec (`model.preprocess_spec`). The CLI commands
+`radfinder embed / classify / localize` mirror these functions.
+"""
+
+from .classify import FindingScore, PromptEmbeddings, classify, prompt_embeddings
+from .depth import SourceSlice, cell_depths, nearest_source_slice, source_z_range
+from .encode import VolumeEncoding, encode_text, encode_volume, encode_window_array
+from .localize import SentenceLocation, depth_probabilities, localize
+from .model import load_model, preprocess_for
+
+__all__ = [
+    "FindingScore",
+    "PromptEmbeddings",
+    "SentenceLocation",
+    "SourceSlice",
+    "VolumeEncoding",
+    "cell_depths",
+    "classify",
+    "depth_probabilities",
+    "encode_text",
+    "encode_volume",
+    "encode_window_array",
+    "load_model",
+    "localize",
+    "nearest_source_slice",
+    "preprocess_for",
+    "prompt_embeddings",
+    "source_z_range",
+]

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import RadfinderError
+from ..preprocess.sources import parse_shard  # noqa: F401  (re-exported: one parser for every --shard)
 from ..progress import progress
 from .store import FeatureRecord, FeatureStore, check_key
 
@@ -36,6 +37,13 @@ class ExtractItem:
     key: str
     path: str
     series: str | None = None
+    # Extra `load_volume` arguments (e.g. an NPZ's spacing); a tuple of pairs keeps the item hashable.
+    load_opts: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def from_record(cls, record: Any) -> ExtractItem:
+        """From a dataset `StudyRecord`, keeping its series choice and loader options."""
+        return cls(record.key, record.path, record.series, tuple(sorted(record.load_opts.items())))
 
 
 @dataclass
@@ -62,18 +70,6 @@ class ExtractSummary:
 def shard_from_env() -> tuple[int, int]:
     """(rank, world size) from torchrun's environment; (0, 1) when not launched by torchrun."""
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    try:
-        i, n = (int(v) for v in text.split("/"))
-    except ValueError as exc:
-        raise RadfinderError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from exc
-    if not (n >= 1 and 0 <= i < n):
-        raise RadfinderError(f"--shard {text!r}: need 0 <= i < n")
-    return i, n
 
 
 def select_shard(items: Sequence[ExtractItem], shard: tuple[int, int]) -> list[ExtractItem]:
@@ -132,7 +128,7 @@ def extract_features(
             summary.skipped.append(item.key)
             continue
         try:
-            volume = load_fn(item) if load_fn else load_volume(item.path, series=item.series)
+            volume = load_fn(item) if load_fn else load_volume(item.path, series=item.series, **dict(item.load_opts))
             pre = apply_spec(volume, store.spec)
             windows = pre.windows()
             cls, avg, axis2 = encode_windows(encoder, windows, batch_size=batch_size, device=device)

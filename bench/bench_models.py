@@ -1,0 +1,157 @@
+"""Window-encoder throughput and peak memory on CPU (`tiny` vs `radfinder-vitl`), and feature-cache read speed.
+
+Encoder: each preset's window encoder alone (the part that sees every 128 x 128 x 32 window) is built once in a
+fresh subprocess, warmed up with one batch, then timed over a few batches of random windows under
+`torch.inference_mode`. Reported: windows per second and peak resident memory (VmHWM) above the resident memory
+right after the imports, beside the weights' own size. ViT-L (about 300 M parameters) runs batch 1, twice.
+
+Cache: N synthetic records of a CT-RATE-sized scan (window grid 3 x 3 x 4, ViT-L width 1080, fp16) are written
+with `FeatureStore` (zstd-compressed safetensors) and read back; the baseline is `np.load` of the same arrays
+saved as an uncompressed .npz. Reported: scans per second and the size on disk.
+
+Usage: python bench/bench_models.py   (or `make bench`). Prints ratios; asserts nothing about speed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ENCODERS = {"tiny": {"batch": 4, "batches": 3}, "radfinder-vitl": {"batch": 1, "batches": 2}}
+N_RECORDS = 40
+GRID, DEPTH_TOKENS, WIDTH = (3, 3, 4), 8, 1080
+
+
+def _vm(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def run_encoder(preset: str, batch: int, batches: int) -> dict:
+    import torch
+
+    from radfinder.models import build_window_encoder, resolve_model_config
+
+    base = _vm("VmRSS")
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    encoder = build_window_encoder(resolve_model_config(preset).window_encoder).eval()
+    build_s = time.perf_counter() - t0
+    n_params = sum(p.numel() for p in encoder.parameters())
+    x = torch.rand(batch, 1, *encoder.window_size)
+    with torch.inference_mode():
+        encoder(x)  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(batches):
+            feats = encoder(x)
+        seconds = time.perf_counter() - t0
+    assert feats.cls.shape == (batch, encoder.feature_dim)
+    return {
+        "preset": preset,
+        "parameters": n_params,
+        "weights_mb": n_params * 4 / 2**20,
+        "build_s": build_s,
+        "batch": batch,
+        "windows": batch * batches,
+        "seconds": seconds,
+        "windows_per_s": batch * batches / seconds,
+        "peak_mb_above_imports": _vm("VmHWM") - base,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _record_arrays(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    return {
+        "cls": rng.normal(size=(*GRID, WIDTH)).astype(np.float16),
+        "patch_average": rng.normal(size=(*GRID, WIDTH)).astype(np.float16),
+        "axis2": rng.normal(size=(*GRID, DEPTH_TOKENS, WIDTH)).astype(np.float16),
+        "affine": np.diag([0.75, 0.75, 3.0, 1.0]),
+    }
+
+
+def run_cache(root: str) -> dict:
+    from radfinder.features import FeatureRecord, FeatureStore
+    from radfinder.preprocess import PreprocessSpec
+
+    root = Path(root)
+    rng = np.random.default_rng(0)
+    store = FeatureStore(root / "cache", PreprocessSpec(), {"name": "bench", "hash": "bench"}, WIDTH)
+    plain = root / "plain"
+    plain.mkdir()
+    keys = [f"scan{i:04d}" for i in range(N_RECORDS)]
+    t0 = time.perf_counter()
+    for key in keys:
+        arrays = _record_arrays(rng)
+        store.write(FeatureRecord(key=key, **arrays))
+        np.savez(plain / f"{key}.npz", **arrays)
+    write_s = time.perf_counter() - t0
+    out = {"records": N_RECORDS, "write_both_s": write_s}
+    for name, read in (
+        ("store", lambda k: store.read(k).axis2),
+        ("npload", lambda k: np.load(plain / f"{k}.npz")["axis2"]),
+    ):
+        for k in keys[:3]:  # warm the page cache equally for both
+            read(k)
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for k in keys:
+                read(k)
+            best = min(best, time.perf_counter() - t0)
+        out[f"{name}_scans_per_s"] = N_RECORDS / best
+    out["store_mb_per_scan"] = sum(p.stat().st_size for p in (root / "cache").glob("*.rff")) / N_RECORDS / 2**20
+    out["npz_mb_per_scan"] = sum(p.stat().st_size for p in plain.glob("*.npz")) / N_RECORDS / 2**20
+    return out
+
+
+def _child(*args: str) -> dict:
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
+    if proc.returncode:
+        raise RuntimeError(f"benchmark child {args} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    enc = {}
+    for preset, cfg in ENCODERS.items():
+        r = enc[preset] = _child("encoder", preset, str(cfg["batch"]), str(cfg["batches"]))
+        print(
+            f"window encoder {preset:<15} {r['parameters'] / 1e6:8.1f} M params  batch {r['batch']}: "
+            f"{r['windows_per_s']:8.3f} windows/s ({r['windows']} windows in {r['seconds']:.2f} s, "
+            f"{r['threads']} threads); peak +{r['peak_mb_above_imports']:.0f} MB (weights {r['weights_mb']:.0f} MB); "
+            f"build {r['build_s']:.1f} s",
+            flush=True,
+        )
+    t, v = enc["tiny"], enc["radfinder-vitl"]
+    print(
+        f"ratio vitl/tiny: {t['windows_per_s'] / v['windows_per_s']:.0f}x slower per window, "
+        f"{v['peak_mb_above_imports'] / t['peak_mb_above_imports']:.1f}x the peak memory "
+        f"({v['parameters'] / t['parameters']:.0f}x the parameters)"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        c = _child("cache", tmp)
+    print(
+        f"feature cache ({N_RECORDS} scans, grid {GRID}, width {WIDTH}, fp16): FeatureStore.read "
+        f"{c['store_scans_per_s']:.0f} scans/s vs np.load(.npz) {c['npload_scans_per_s']:.0f} scans/s "
+        f"(ratio {c['store_scans_per_s'] / c['npload_scans_per_s']:.2f}); on disk {c['store_mb_per_scan']:.2f} MB "
+        f"vs {c['npz_mb_per_scan']:.2f} MB per scan (ratio {c['store_mb_per_scan'] / c['npz_mb_per_scan']:.2f})"
+    )
+    print(json.dumps({"encoders": enc, "cache": c}))
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "encoder":
+        print(json.dumps(run_encoder(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
+    elif len(sys.argv) > 1 and sys.argv[1] == "cache":
+        print(json.dumps(run_cache(sys.argv[2])))
+    else:
+        sys.exit(main())
