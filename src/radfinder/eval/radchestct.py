@@ -1,35 +1,9 @@
 """Rad-ChestCT "standard" zero-shot protocol: native labels -> CT-RATE-18 -> 16 classes.
 
-Rad-ChestCT labels are binary columns named ``abnormality*location`` (e.g. ``nodule*right_lung``). A CT-RATE
-class is positive when any column whose *abnormality* part is in its list below is positive (OR over all
-locations). Mapping provenance: the device list, calcification, nodule, opacity and scarring entries are from the
-RadFinder protocol; for the classes described there only as "one to one", the native name is our reading of the
-Rad-ChestCT vocabulary (marked "[inferred]" below), so pass `mapping=` to override.
-
-| CT-RATE class                     | Rad-ChestCT abnormalities                                                    |
-|-----------------------------------|------------------------------------------------------------------------------|
-| Medical material                  | catheter_or_port, tracheal_tube, chest_tube, breast_implant,                 |
-|                                   | pacemaker_or_defib, stent, clip, staple, gi_tube, hardware, suture           |
-| Arterial wall calcification       | calcification                                                                |
-| Cardiomegaly                      | cardiomegaly [inferred]                                                      |
-| Pericardial effusion              | pericardial_effusion [inferred]                                              |
-| Coronary artery wall calcification| calcification                                                                |
-| Hiatal hernia                     | hernia [inferred]                                                            |
-| Lymphadenopathy                   | lymphadenopathy [inferred]                                                   |
-| Emphysema                         | emphysema [inferred]                                                         |
-| Atelectasis                       | atelectasis [inferred]                                                       |
-| Lung nodule                       | nodule, nodulegr1cm                                                          |
-| Lung opacity                      | opacity                                                                      |
-| Pulmonary fibrotic sequela        | scarring                                                                     |
-| Pleural effusion                  | pleural_effusion [inferred]                                                  |
-| Mosaic attenuation pattern        | (none: no label; dropped by the protocol)                                    |
-| Peribronchial thickening          | bronchial_wall_thickening [inferred]                                         |
-| Consolidation                     | consolidation [inferred]                                                     |
-| Bronchiectasis                    | bronchiectasis [inferred]                                                    |
-| Interlobular septal thickening    | septal_thickening [inferred]                                                 |
-
-Protocol (CT-CLIP standard): the prediction for Arterial wall calcification becomes max(arterial, coronary);
-Coronary artery wall calcification and Mosaic attenuation pattern are dropped, leaving 16 classes; macro AUROC.
+Native ``abnormality*location`` labels are mapped to the 18 CT-RATE classes by
+`radfinder.text.radchestct_labels` (the mapping table and its provenance live there). Protocol (CT-CLIP standard):
+the prediction for Arterial wall calcification becomes max(arterial, coronary); Coronary artery wall
+calcification and Mosaic attenuation pattern are dropped, leaving 16 classes; macro AUROC.
 """
 
 from __future__ import annotations
