@@ -23,10 +23,11 @@ def train_cmd(
 
     Multi-process: torchrun --nproc-per-node N -m radfinder train --config ... --out ...
     """
+    from ..eval.hooks import hooks_for
     from ..train import load_train_config, train
 
     cfg = load_train_config(config, overrides or [])
-    result = train(cfg, out, resume=resume, show_progress=False if json_out else None)
+    result = train(cfg, out, resume=resume, hooks=hooks_for(cfg), show_progress=False if json_out else None)
     import os
 
     if int(os.environ.get("RANK", "0")) != 0:

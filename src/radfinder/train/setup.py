@@ -1,0 +1,130 @@
+"""Pieces a run is assembled from: the model, the prompt tokens, label statistics and the run fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+from ..losses.prompt import pos_weight_from_labels
+from ..models.config import PRESETS, RadFinderConfig, resolve_model_config
+from ..text.findings import CTRATE_FINDINGS
+from .config import RESUME_FREE, ModelSection, TrainConfig
+from .data import TrainSource
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def is_checkpoint_dir(init: str) -> bool:
+    return Path(init).is_dir() and (Path(init) / "config.json").is_file()
+
+
+def build_model(section: ModelSection):
+    """A RadFinderModel in train mode, from a preset/YAML plus overrides, or from a checkpoint directory."""
+    from ..models.pretrained import from_pretrained
+    from ..models.radfinder import RadFinderModel
+
+    if is_checkpoint_dir(section.init):
+        if section.overrides:
+            raise ConfigError("model.overrides cannot change a checkpoint's architecture; leave it empty when "
+                              f"model.init is a checkpoint directory ({section.init})")
+        model = from_pretrained(section.init)
+    else:
+        if section.init not in PRESETS and not Path(section.init).is_file():
+            raise ConfigError(f"model.init {section.init!r} is neither a preset ({', '.join(PRESETS)}), a model YAML, "
+                              "nor a checkpoint directory")
+        base = resolve_model_config(section.init).model_dump()
+        try:
+            cfg = RadFinderConfig.model_validate(_deep_merge(base, section.overrides))
+        except Exception as exc:
+            raise ConfigError(f"invalid model.overrides:\n{exc}") from exc
+        model = RadFinderModel(cfg)
+    if section.preprocess is not None:
+        from ..preprocess.spec import resolve_spec
+
+        model.preprocess_spec = resolve_spec(section.preprocess)
+    if model.tokenizer is None:
+        raise ConfigError("the model's text tower has no tokenizer files; training needs one (text.tokenizer)")
+    return model.train()
+
+
+def prompt_texts(bank_path: str | None) -> tuple[list[str], tuple[int, int, int]]:
+    """All disease prompts in (finding, phrasing, positive/negative) order, and that shape."""
+    from ..text.prompts import load_prompt_bank
+
+    bank = load_prompt_bank(bank_path)
+    texts: list[str] = []
+    n_var = None
+    for finding in CTRATE_FINDINGS:
+        pos, neg = bank.disease_prompts(finding)
+        if len(pos) != len(neg):
+            raise ConfigError(f"prompt bank: {finding!r} has {len(pos)} positive but {len(neg)} negative prompts")
+        n_var = n_var or len(pos)
+        if len(pos) != n_var:
+            raise ConfigError("prompt bank: every finding needs the same number of phrasings")
+        for p, n in zip(pos, neg, strict=True):
+            texts += [p, n]
+    return texts, (len(CTRATE_FINDINGS), int(n_var or 0), 2)
+
+
+def training_labels(sources: list[TrainSource]) -> torch.Tensor:
+    import numpy as np
+
+    labels = np.concatenate([np.stack([np.asarray(r.labels, dtype=np.float32) for r in s.records]) for s in sources])
+    return torch.from_numpy(labels.astype(np.int64))
+
+
+def pos_weight(sources: list[TrainSource], cap: float) -> torch.Tensor:
+    return pos_weight_from_labels(training_labels(sources), cap=cap)
+
+
+def _drop(data: dict, dotted: str) -> None:
+    head, _, rest = dotted.partition(".")
+    if head not in data:
+        return
+    if rest:
+        if isinstance(data[head], dict):
+            _drop(data[head], rest)
+    else:
+        del data[head]
+
+
+PATH_FIELDS = ("root", "features", "pairs", "labels_csv")
+
+
+def fingerprint(cfg: TrainConfig, model, sources: list[TrainSource], feature_identity: list[dict] | None,
+                world_size: int) -> dict[str, Any]:
+    """What must be equal for a checkpoint to be resumed by this run: contents, not file locations."""
+    conf = cfg.model_dump(mode="json")
+    for key in RESUME_FREE:
+        _drop(conf, key)
+    _drop(conf, "model.init")
+    for d in conf["data"]["datasets"]:
+        for k in PATH_FIELDS:
+            d.pop(k, None)
+    conf["data"].pop("prompt_bank", None)
+    data = []
+    for i, s in enumerate(sources):
+        entry = {"name": s.name, "records": len(s.records), "content": s.fingerprint()}
+        if feature_identity is not None:
+            entry["feature_cache"] = feature_identity[i]
+        data.append(entry)
+    texts, _ = prompt_texts(cfg.data.prompt_bank)
+    model_conf = model.config.model_dump(mode="json")
+    for k in ("path", "tokenizer"):  # locations of the text files, not their contents
+        model_conf["text"].pop(k, None)
+    return {
+        "config": conf,
+        "model": model_conf,
+        "data": data,
+        "prompts": hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16],
+        "world_size": world_size,
+    }
