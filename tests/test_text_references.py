@@ -158,3 +158,10 @@ def test_synthetic_cohort_precision_recall(tmp_path):
     assert tp + fn > 20
     assert precision >= 0.995
     assert recall >= 0.98
+
+
+def test_block_words_match_whole_words_only():
+    # "moderate" ends in "rate" and "sternum" in "um": neither is a ratio or a time, so the shorthand stands.
+    assert [(r.series, r.images) for r in mine_references("Small nodule (moderate) (4:32).")] == [(4, (32,))]
+    assert [(r.series, r.images) for r in mine_references("Lesion near the sternum (4:32).")] == [(4, (32,))]
+    assert mine_references("Heart rate (4:32).") == []

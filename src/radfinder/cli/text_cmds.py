@@ -83,8 +83,8 @@ def label(
     """Write CT-RATE-style finding labels (1 present, 0 absent, -1 unknown) for every report."""
     import pandas as pd
 
-    from ..text.reports import read_reports
     from ..text.findings import CTRATE_FINDINGS
+    from ..text.reports import read_reports
 
     docs = read_reports(reports, fmt)
     if backend == "rules":

@@ -61,7 +61,7 @@ _LIST_FOLLOWERS = frozenset(
     zeigt zeigen bzw sowie jeweils""".split()
 )
 _SHORT_BLOCK = re.compile(
-    r"(?:ratio|verhältnis|quotient|rate|score|grade|grad|stadium|stage|time|zeit|um|at|o'clock|uhr|dilution"
+    r"\b(?:ratio|verhältnis|quotient|rate|score|grade|grad|stadium|stage|time|zeit|um|at|o'clock|uhr|dilution"
     r"|verdünnung|scale|rads|mmhg|bpm)\W{0,12}$",
     re.IGNORECASE,
 )
