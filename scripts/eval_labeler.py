@@ -19,9 +19,9 @@ from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_sco
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from radfinder.text.reports import read_ctclip_labeled  # noqa: E402
 from radfinder.text.findings import CTRATE_FINDINGS  # noqa: E402
 from radfinder.text.labeler import RuleLabeler  # noqa: E402
+from radfinder.text.reports import read_ctclip_labeled  # noqa: E402
 
 DEFAULT_CSV = REPO.parent / "shared" / "data" / "real" / "ct_clip_reports" / "train.csv"
 
