@@ -97,7 +97,6 @@ class Target:
     lesion_ids: list[int]
     images: list[int]
     z: list[float]
-    implicit_ok: bool
 
 
 def _target(
@@ -113,14 +112,17 @@ def _target(
         hits.sort(key=lambda t: t[1][0])
     else:
         hits = hits[:1]
-    return Target(s, [i for i, _ in hits], [h[0] for _, h in hits], [h[1] for _, h in hits], s is default)
+    return Target(s, [i for i, _ in hits], [h[0] for _, h in hits], [h[1] for _, h in hits])
 
 
-def _ref(rng, lang: str, t: Target | None) -> Ref | None:
+def _ref(rng, lang: str, t: Target | None, last_named: dict[str, int | None]) -> Ref | None:
+    """A reference to `t`. A bare "image N" is only written where the series named last before it in the report
+    (findings, then impressions) is the target's: that is how readers, and the miner, resolve a bare image."""
     if t is None:
         return None
     multi = len(t.images) > 1
-    implicit = t.implicit_ok and rng.random() < 0.15
+    implicit = last_named.get(lang) == t.series.number and rng.random() < 0.15
+    last_named[lang] = t.series.number
     forms = (IMPLICIT_MULTI if implicit else MULTI_FORMS) if multi else (IMPLICIT_FORMS if implicit else REF_FORMS)
     pre, core, suf = forms[lang][int(rng.integers(len(forms[lang])))]
     core = core.format(s=t.series.number, i=t.images[0], j=t.images[-1])
@@ -137,6 +139,7 @@ def write_report(
         groups.setdefault(les.finding, []).append(i)
     positive = {f for f, y in zip(CTRATE_FINDINGS, labels, strict=True) if y}
     findings_parts: dict[str, list[tuple[str, Ref | None]]] = {"en": [], "de": []}
+    last_named: dict[str, int | None] = {"en": None, "de": None}
     impression_parts: dict[str, list[tuple[str, Ref | None]]] = {"en": [], "de": []}
     for section in SECTIONS:
         for f in section:
@@ -147,7 +150,7 @@ def write_report(
                 # Each language draws its own wording/format, from streams that do not disturb each other.
                 for lang, mod in (("en", EN), ("de", DE)):
                     sub = np.random.default_rng(rng.integers(2**63))
-                    findings_parts[lang].append((mod.positive(sub, group) + " ", _ref(sub, lang, t)))
+                    findings_parts[lang].append((mod.positive(sub, group) + " ", _ref(sub, lang, t, last_named)))
             elif f not in positive and rng.random() < 0.55:
                 for lang, mod in (("en", EN), ("de", DE)):
                     sub = np.random.default_rng(rng.integers(2**63))
@@ -166,7 +169,7 @@ def write_report(
         group = [lesions[i] for i in groups[f]]
         for lang, mod in (("en", EN), ("de", DE)):
             sub = np.random.default_rng(rng.integers(2**63))
-            impression_parts[lang].append((f"{n}. " + mod.impression(sub, group) + " ", _ref(sub, lang, t)))
+            impression_parts[lang].append((f"{n}. " + mod.impression(sub, group) + " ", _ref(sub, lang, t, last_named)))
     if not order:
         impression_parts["en"].append(("No acute cardiopulmonary abnormality.", None))
         impression_parts["de"].append(("Altersentsprechender Thoraxbefund ohne akute Pathologie.", None))
