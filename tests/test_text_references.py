@@ -165,3 +165,9 @@ def test_block_words_match_whole_words_only():
     assert [(r.series, r.images) for r in mine_references("Small nodule (moderate) (4:32).")] == [(4, (32,))]
     assert [(r.series, r.images) for r in mine_references("Lesion near the sternum (4:32).")] == [(4, (32,))]
     assert mine_references("Heart rate (4:32).") == []
+
+
+def test_time_like_shorthand_after_any_ctrate_finding_is_a_reference():
+    assert [(r.series, r.images) for r in mine_references("2. Cardiomegaly (3:37). 3. No effusion.")] == [(3, (37,))]
+    assert [(r.series, r.images) for r in mine_references("Kardiomegalie (3:37).")] == [(3, (37,))]
+    assert mine_references("The examination started at (3:37).") == []

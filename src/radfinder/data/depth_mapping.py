@@ -128,7 +128,7 @@ def place_plane(
     common = dict(z_mm=float(centre[2]), depth_mm=(d_centre + 0.5) * spacing_d, n_sampled=int(inside.size))
     if n_inside == 0:
         return PlanePlacement(None, cell_z_mm=None, n_inside=0, share=0.0, **common)
-    cells = np.floor((np.broadcast_to(depth, inside.shape)[inside] + 0.5) / geom.depth_cell).astype(np.int64)
+    cells = geom.depth_cell_of_voxel(np.broadcast_to(depth, inside.shape)[inside])
     counts = np.bincount(cells, minlength=geom.n_depth_cells)
     best = int(np.argmax(counts))
     return PlanePlacement(

@@ -135,8 +135,10 @@ class Geometry:
 
     def depth_cell_of_voxel(self, d: np.ndarray | float) -> np.ndarray:
         """Depth cell of a (fractional) D coordinate: cell c covers voxels [c*k, (c+1)*k). Out-of-range values
-        (< 0 or >= n_depth_cells) mean the point lies outside the image."""
-        return np.floor((np.asarray(d, dtype=np.float64) + 0.5) / self.depth_cell).astype(np.int64)
+        (< 0 or >= n_depth_cells) mean the point lies outside the image. A point on a cell boundary (to within
+        1e-6 of a cell, far below any scanner's precision) belongs to the upper cell, so float noise from different
+        but equivalent transform chains cannot split ties between two answers."""
+        return np.floor((np.asarray(d, dtype=np.float64) + 0.5) / self.depth_cell + 1e-6).astype(np.int64)
 
     def depth_cell_of_world(self, xyz: np.ndarray) -> np.ndarray:
         """Depth cell of world points (..., 3): where a DICOM plane (its position) lands along D."""

@@ -70,6 +70,8 @@ _CUE = re.compile(
     r"nodul|lesion|mass|cyst|focus|foci|opacit|consolidat|infiltrat|tumou?r|metasta|lymph|node|granulom|bulla"
     r"|effusion|atelecta|emphysem|plaque|calcif|sclero|sklero|thicken|bronchiect|pneumon|fibro|sequel|hernia|catheter"
     r"|herd|knoten|läsion|raumforderung|zyste|verdichtung|befund|erguss|ergüsse|atelekta|verkalk|verdick|lobe|lappen"
+    r"|cardiomegal|kardiomegal|enlarg|vergrößer|pericard|perikard|aort|arteri|coronar|koronar|hiatus|hiatal|hernie"
+    r"|mosaic|mosaik|septal|septen|glass|milchglas|port\b|pacemaker|schrittmacher|stent|tube|sonde|clip|device"
     r"|\d\s*(?:mm|cm)\b",
     re.IGNORECASE,
 )
