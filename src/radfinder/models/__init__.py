@@ -22,6 +22,7 @@ from .config import (
     resolve_model_config,
 )
 from .heads import ProjectionHead, SigLIPScale
+from .histogram import HistogramWindowEncoder
 from .lora import LoRALinear, add_lora, load_lora_base_state_dict, lora_parameters
 from .official import LoadReport, config_from_official, load_official_state_dict, load_spectre_components
 from .pretrained import from_pretrained, save_pretrained
@@ -72,6 +73,7 @@ __all__ = [
     "WindowEncoderConfig",
     "WindowFeatures",
     "ResNet3dWindowEncoder",
+    "HistogramWindowEncoder",
     "load_astra_resnet152",
     "add_lora",
     "apply_rope",

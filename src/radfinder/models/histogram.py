@@ -1,0 +1,91 @@
+"""A frozen window encoder without learned weights: regional Hounsfield-unit histograms (a radiomics baseline).
+
+Every window is split into four in-plane quadrants (left/right x anterior/posterior); for each quadrant the
+fraction of voxels in each HU bin is computed over the whole window (`cls`, square-root scaled so rare but
+telling voxels, such as calcium or a small nodule, are not drowned by air) and per depth slab (`axis2`: one
+histogram set per depth token, i.e. per 12 mm at 3 mm slices). `patch_average` holds the same whole-window
+fractions on a linear scale. The bins separate emphysema, aerated lung, ground glass, consolidation and fluid,
+fat, soft tissue, contrast/calcium and metal, so the features describe what a chest CT finding changes.
+
+It needs no download and runs fast on a CPU, which makes it the frozen encoder of the CPU demo and a baseline
+for what a pretrained encoder (SPECTRE ViT-L, the ASTRA ResNet-152) adds. Inputs are windows in [0, 1] from
+the HU window [-1000, 1000] of the preprocessing contract; set `hu_window` if the spec differs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .window_encoder import WindowEncoder, WindowFeatures, register_window_encoder
+
+# Bin edges in HU (the open ends catch everything below -950 and above 1000 after clipping).
+DEFAULT_HU_EDGES: tuple[float, ...] = (
+    -950, -900, -850, -800, -700, -600, -500, -300, -150, -50, 0, 20, 40, 60, 100, 200, 400, 700, 990,
+)  # fmt: skip
+
+
+class HistogramWindowEncoder(WindowEncoder):
+    def __init__(
+        self,
+        hu_edges: tuple[float, ...] = DEFAULT_HU_EDGES,
+        hu_window: tuple[float, float] = (-1000.0, 1000.0),
+        depth_tokens: int = 8,
+        window_size: tuple[int, int, int] = (128, 128, 32),
+    ):
+        super().__init__()
+        lo, hi = hu_window
+        edges = (torch.tensor(hu_edges, dtype=torch.float32) - lo) / (hi - lo)
+        if not torch.all(edges[1:] > edges[:-1]):
+            raise ValueError("hu_edges must be strictly increasing")
+        self.register_buffer("edges", edges, persistent=False)
+        self.n_bins = len(hu_edges) + 1
+        self.depth_tokens = int(depth_tokens)
+        self.window_size = tuple(int(v) for v in window_size)
+        if self.window_size[2] % self.depth_tokens or self.window_size[0] % 2 or self.window_size[1] % 2:
+            raise ValueError(f"window {self.window_size} must split into 2x2 quadrants and {depth_tokens} slabs")
+        self.feature_dim = self.embed_dim = 4 * self.n_bins
+        self.requires_grad_(False)
+
+    def forward_features(self, windows: torch.Tensor) -> WindowFeatures:
+        n = windows.shape[0]
+        h, w, d = self.window_size
+        t = self.depth_tokens
+        with torch.no_grad():
+            idx = torch.bucketize(windows[:, 0].float().contiguous(), self.edges)  # (n, h, w, d)
+            # (n, 2, h/2, 2, w/2, t, d/t): quadrant x quadrant x depth slab blocks
+            idx = idx.view(n, 2, h // 2, 2, w // 2, t, d // t).permute(0, 1, 3, 5, 2, 4, 6).reshape(n, 4, t, -1)
+            onehot = torch.zeros(n, 4, t, self.n_bins, dtype=torch.float32, device=windows.device)
+            onehot.scatter_add_(3, idx, torch.ones_like(idx, dtype=torch.float32))
+            per_slab = onehot / idx.shape[-1]  # fractions per quadrant and slab
+            whole = per_slab.mean(dim=2)  # (n, 4, bins)
+            axis2 = per_slab.permute(0, 2, 1, 3).reshape(n, t, -1).sqrt()
+        return WindowFeatures(cls=whole.reshape(n, -1).sqrt(), patch_average=whole.reshape(n, -1), axis2=axis2)
+
+
+def _build_histogram(cfg) -> HistogramWindowEncoder:
+    """Builder for `WindowEncoderConfig(kind="histogram", embed_dim=4 * (len(hu_edges) + 1), options={...})`.
+
+    options: hu_edges (list of HU), hu_window ([low, high] of the spec), depth_tokens.
+    """
+    opts = dict(cfg.options)
+    enc = HistogramWindowEncoder(
+        hu_edges=tuple(opts.pop("hu_edges", DEFAULT_HU_EDGES)),
+        hu_window=tuple(opts.pop("hu_window", (-1000.0, 1000.0))),
+        depth_tokens=int(opts.pop("depth_tokens", 8)),
+        window_size=tuple(cfg.window_size),
+    )
+    if opts:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"histogram window encoder: unknown options {sorted(opts)}")
+    if cfg.resolved_feature_dim != enc.feature_dim:
+        from ..errors import ConfigError
+
+        raise ConfigError(
+            f"histogram window encoder gives {enc.feature_dim}-d features; set window_encoder.embed_dim "
+            f"(or feature_dim) to {enc.feature_dim}"
+        )
+    return enc
+
+
+register_window_encoder("histogram", _build_histogram)
