@@ -178,3 +178,19 @@ def test_bfloat16_keeps_float32_rope_angles():
     with torch.no_grad():
         out = enc(torch.rand(1, 1, 128, 128, 32))
     assert out.cls.dtype == torch.bfloat16 and torch.isfinite(out.axis2.float()).all()
+
+
+def test_text_feature_cache_matches_eval_mode_and_skips_repeats():
+    from radfinder.models import RadFinderModel
+
+    model = RadFinderModel("tiny").eval()
+    texts = ["No pleural effusion.", "Large right pleural effusion.", "No pleural effusion."]
+    tok = model.tokenize(texts)
+    ref = model.text_features(tok["input_ids"], tok["attention_mask"])
+    model.cache_text_features(True)
+    model.train()  # a frozen tower is still run in eval mode (no dropout) when cached
+    got = model.text_features(tok["input_ids"], tok["attention_mask"])
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    assert len(model._text_cache) == 2
+    tok1 = model.tokenize(texts[1:2])
+    torch.testing.assert_close(model.text_features(tok1["input_ids"], tok1["attention_mask"])[0], ref[1])

@@ -153,8 +153,30 @@ class RadFinderModel(nn.Module):
 
     def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pooled text-encoder states (B, hidden), before any projection head."""
-        out = self.backbone_text(input_ids=input_ids, attention_mask=attention_mask)
-        return pool_hidden(out.last_hidden_state, attention_mask, self.config.text.pooling)
+        cache = getattr(self, "_text_cache", None)
+        if cache is None:
+            out = self.backbone_text(input_ids=input_ids, attention_mask=attention_mask)
+            return pool_hidden(out.last_hidden_state, attention_mask, self.config.text.pooling)
+        keys = [ids[m.bool()].cpu().numpy().tobytes() for ids, m in zip(input_ids, attention_mask, strict=True)]
+        todo = sorted({i for i, k in enumerate(keys) if k not in cache}, key=lambda i: keys[i])
+        todo = [i for n, i in enumerate(todo) if n == 0 or keys[i] != keys[todo[n - 1]]]
+        if todo:
+            was_training = self.backbone_text.training
+            self.backbone_text.eval()
+            with torch.no_grad():
+                ids, mask = input_ids[todo], attention_mask[todo]
+                out = self.backbone_text(input_ids=ids, attention_mask=mask)
+                pooled = pool_hidden(out.last_hidden_state, mask, self.config.text.pooling)
+            self.backbone_text.train(was_training)
+            for i, row in zip(todo, pooled, strict=True):
+                cache[keys[i]] = row.detach()
+        return torch.stack([cache[k] for k in keys])
+
+    def cache_text_features(self, enabled: bool = True) -> None:
+        """For a frozen text tower: run it in eval mode (no dropout) and keep each token sequence's pooled
+        features, so training re-uses report and prompt features instead of re-encoding them every step.
+        Only valid while the text-tower weights do not change; the projection heads still train."""
+        self._text_cache = {} if enabled else None
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Report / prompt embeddings (B, P) from projection_text."""

@@ -104,6 +104,8 @@ class Trainer:
             if cfg.losses.b_init is not None:
                 crit.b.fill_(cfg.losses.b_init)
         self.trainable_names = select_trainable(self.model, cfg.model.text_train)
+        if cfg.model.text_train == "frozen":
+            self.model.cache_text_features(True)  # a frozen text tower's features never change: encode once
         named = dict(self.model.named_parameters())
         self.trainable = [named[n] for n in self.trainable_names]
         self.optimizer = build_optimizer(self.model, cfg.optim)
