@@ -38,3 +38,21 @@ def test_builder_checks_width_and_registers_the_kind():
         build_window_encoder(WindowEncoderConfig(kind="histogram", embed_dim=64))
     with pytest.raises(ConfigError, match="unknown options"):
         build_window_encoder(WindowEncoderConfig(kind="histogram", embed_dim=80, options={"bins": 3}))
+
+
+def test_standardization_is_fitted_saved_and_loaded(tmp_path):
+    from radfinder.models import RadFinderModel
+    from radfinder.models.config import resolve_model_config
+
+    cfg = resolve_model_config("tiny", ["window_encoder.kind=histogram", "window_encoder.embed_dim=80"])
+    model = RadFinderModel(cfg).eval()
+    rng = np.random.default_rng(0)
+    windows = _window(rng.normal(-300, 400, size=(128, 128, 32))).repeat(3, 1, 1, 1, 1)
+    windows[1] = windows[1] * 0.5
+    enc = model.backbone_image
+    enc.fit_standardization(windows)
+    f = enc(windows)
+    assert torch.allclose(f.cls.mean(0)[enc.cls_std > 1e-3], torch.zeros(1), atol=1e-4)
+    model.save_pretrained(tmp_path / "m")
+    back = RadFinderModel.from_pretrained(tmp_path / "m").eval()
+    torch.testing.assert_close(back.backbone_image(windows).axis2, f.axis2)

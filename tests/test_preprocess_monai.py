@@ -14,7 +14,7 @@ from radfinder.preprocess import PreprocessSpec, apply_spec, load_source
 
 # Importing MONAI alone takes ~15 s on a loaded machine, so these run with `make test-slow`; the benchmark
 # (bench/bench_preprocess.py) repeats the comparison on a CT-RATE-sized volume.
-pytestmark = [pytest.mark.real_data, pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning")]
+pytestmark = [pytest.mark.real_data, pytest.mark.filterwarnings("ignore::FutureWarning")]
 
 CASES = ["aorta_crop/ct_cropped.nii.gz", "pulmonary_crop/ct_cropped.nii.gz", "example_ct_sm/example_ct_sm.nii.gz"]
 TOL = 1e-3

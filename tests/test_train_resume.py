@@ -25,7 +25,6 @@ def _log(path):
     return [json.loads(x) for x in path.read_text().splitlines()]
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_sigkill_then_resume_is_bit_exact(tmp_path):
     torch.set_num_threads(1)  # same thread count as the subprocess: float reductions depend on it

@@ -7,12 +7,19 @@ histogram set per depth token, i.e. per 12 mm at 3 mm slices). `patch_average` h
 fractions on a linear scale. The bins separate emphysema, aerated lung, ground glass, consolidation and fluid,
 fat, soft tissue, contrast/calcium and metal, so the features describe what a chest CT finding changes.
 
+Histograms of different chest CTs are alike in most bins, so the raw fractions vary little between scans; a
+combiner trained on them collapses to one embedding. `fit_standardization` stores per-feature means and standard
+deviations (from training windows only) as buffers, which travel with the checkpoint and enter the backbone hash
+of every feature cache, and the outputs are standardised with them.
+
 It needs no download and runs fast on a CPU, which makes it the frozen encoder of the CPU demo and a baseline
 for what a pretrained encoder (SPECTRE ViT-L, the ASTRA ResNet-152) adds. Inputs are windows in [0, 1] from
 the HU window [-1000, 1000] of the preprocessing contract; set `hu_window` if the spec differs.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import torch
 
@@ -44,9 +51,13 @@ class HistogramWindowEncoder(WindowEncoder):
         if self.window_size[2] % self.depth_tokens or self.window_size[0] % 2 or self.window_size[1] % 2:
             raise ValueError(f"window {self.window_size} must split into 2x2 quadrants and {depth_tokens} slabs")
         self.feature_dim = self.embed_dim = 4 * self.n_bins
+        for name in ("cls", "patch_average", "axis2"):
+            self.register_buffer(f"{name}_mean", torch.zeros(self.feature_dim))
+            self.register_buffer(f"{name}_std", torch.ones(self.feature_dim))
         self.requires_grad_(False)
 
-    def forward_features(self, windows: torch.Tensor) -> WindowFeatures:
+    def raw_features(self, windows: torch.Tensor) -> WindowFeatures:
+        """Unstandardised square-root (cls, axis2) and linear (patch_average) HU-bin fractions."""
         n = windows.shape[0]
         h, w, d = self.window_size
         t = self.depth_tokens
@@ -60,6 +71,28 @@ class HistogramWindowEncoder(WindowEncoder):
             whole = per_slab.mean(dim=2)  # (n, 4, bins)
             axis2 = per_slab.permute(0, 2, 1, 3).reshape(n, t, -1).sqrt()
         return WindowFeatures(cls=whole.reshape(n, -1).sqrt(), patch_average=whole.reshape(n, -1), axis2=axis2)
+
+    def forward_features(self, windows: torch.Tensor) -> WindowFeatures:
+        raw = self.raw_features(windows)
+        return WindowFeatures(
+            cls=(raw.cls - self.cls_mean) / self.cls_std,
+            patch_average=(raw.patch_average - self.patch_average_mean) / self.patch_average_std,
+            axis2=(raw.axis2 - self.axis2_mean) / self.axis2_std,
+        )
+
+    @torch.no_grad()
+    def fit_standardization(self, batches: torch.Tensor | Iterable[torch.Tensor], min_std: float = 1e-3) -> None:
+        """Per-feature mean and standard deviation over windows (use training data only); `batches` is one
+        (N, 1, *window) tensor or an iterable of them, so a whole training split can stream through."""
+        if isinstance(batches, torch.Tensor):
+            batches = batches.split(64)
+        parts = [self.raw_features(b) for b in batches]
+        if not parts:
+            raise ValueError("fit_standardization needs at least one window")
+        for name in ("cls", "patch_average", "axis2"):
+            x = torch.cat([getattr(p, name).reshape(-1, self.feature_dim) for p in parts]).double()
+            getattr(self, f"{name}_mean").copy_(x.mean(0).float())
+            getattr(self, f"{name}_std").copy_(x.std(0).clamp_min(min_std).float())
 
 
 def _build_histogram(cfg) -> HistogramWindowEncoder:
