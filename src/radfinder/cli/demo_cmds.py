@@ -18,7 +18,7 @@ def demo(
     encoder: str = typer.Option("pretrained", "--encoder",
                                 help="Frozen window encoder: pretrained (short supervised pre-training on the "
                                      "train split) or random (tiny ViT at its seeded initialisation)."),
-    epochs: float = typer.Option(30.0, "--epochs", help="Training epochs of the combiner and heads."),
+    epochs: float = typer.Option(15.0, "--epochs", help="Training epochs of the combiner and heads."),
     pretrain_epochs: float = typer.Option(2.0, "--pretrain-epochs", help="Window-encoder pre-training epochs."),
     max_steps: int = typer.Option(0, "--max-steps", help="Stop training after this many steps (0: no limit)."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the confidence intervals."),

@@ -1,0 +1,75 @@
+"""`run_demo(out, settings)`: the whole RadFinder pipeline on the built-in synthetic cohort, stage by stage.
+
+Stages (each resumable: a finished stage leaves ``DIR/stages/<name>.json`` and is skipped on a re-run; delete
+that file, or pass ``redo``, to run it again, which also re-runs every later stage):
+cohort -> preprocess -> mining -> encoder -> features -> train -> evaluate.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import DemoSettings
+from .stages import STAGES
+from .summary import format_table
+
+STAGE_NAMES = [name for name, _ in STAGES]
+
+
+def run_demo(
+    out: str | Path,
+    settings: DemoSettings | None = None,
+    *,
+    redo: Sequence[str] = (),
+    stop_after: str | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run (or resume) the demo in `out`; returns {"stages": {name: info}, "seconds": total, "summary": ...}."""
+    s = settings or DemoSettings()
+    out = Path(out)
+    marks = out / "stages"
+    marks.mkdir(parents=True, exist_ok=True)
+    settings_path = out / "settings.json"
+    previous = json.loads(settings_path.read_text()) if settings_path.is_file() else None
+    if previous is not None and previous != s.as_dict():
+        changed = sorted(k for k in s.as_dict() if previous.get(k) != s.as_dict().get(k))
+        raise ValueError(f"{out} holds a demo run with other settings ({', '.join(changed)}); use another folder")
+    settings_path.write_text(json.dumps(s.as_dict(), indent=2) + "\n")
+    unknown = [r for r in redo if r not in STAGE_NAMES]
+    if unknown or (stop_after and stop_after not in STAGE_NAMES):
+        raise ValueError(f"unknown stage(s) {unknown or [stop_after]}; stages: {', '.join(STAGE_NAMES)}")
+    first_redo = min((STAGE_NAMES.index(r) for r in redo), default=len(STAGE_NAMES))
+    t_all = time.perf_counter()
+    infos: dict[str, Any] = {}
+    for i, (name, fn) in enumerate(STAGES):
+        mark = marks / f"{name}.json"
+        if i >= first_redo:
+            mark.unlink(missing_ok=True)
+        if mark.is_file():
+            info = json.loads(mark.read_text())
+            log(f"[{i + 1}/{len(STAGES)}] {name:<10} done earlier ({info['seconds']:.1f} s), skipped")
+        else:
+            log(f"[{i + 1}/{len(STAGES)}] {name:<10} running ...")
+            t0 = time.perf_counter()
+            result = fn(out, s, log)
+            info = {"seconds": round(time.perf_counter() - t0, 1), "result": result}
+            mark.write_text(json.dumps(info, indent=2, default=str) + "\n")
+            log(f"[{i + 1}/{len(STAGES)}] {name:<10} {info['seconds']:.1f} s")
+        infos[name] = info
+        if name == stop_after:
+            break
+    total = sum(v["seconds"] for v in infos.values())
+    summary = None
+    if (out / "metrics.json").is_file() and "evaluate" in infos:
+        summary = json.loads((out / "metrics.json").read_text())
+        log("")
+        log(format_table(summary))
+        log("")
+        log(f"stage time {total:.0f} s in total (this call {time.perf_counter() - t_all:.0f} s)")
+        log(f"metrics: {out / 'metrics.json'}")
+        log(f"report:  {summary.get('report')}")
+    return {"stages": infos, "seconds": round(total, 1), "summary": summary}

@@ -1,0 +1,192 @@
+"""The demo's stages. Each takes the output folder and the settings, writes its outputs under it and returns a
+small JSON-able summary; `pipeline.run_demo` runs them in order, timing and skipping finished ones."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .config import DEMO_SPEC, DemoSettings, train_config_dict
+
+Log = Callable[[str], None]
+
+
+def _records(out: Path, split: str):
+    from ..data.ctrate import load_ctrate
+
+    return load_ctrate(out / "cohort", split=split, mode="first_all")
+
+
+def stage_cohort(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
+    from ..data.synth import make_cohort
+
+    summary = make_cohort(out / "cohort", s.studies, s.seed, res="demo", workers=s.workers,
+                          valid_fraction=s.valid_fraction, overwrite=True, show_progress=False)
+    return {k: summary[k] for k in ("n_studies", "n_patients", "n_volumes", "splits", "n_references")}
+
+
+def stage_preprocess(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
+    from ..preprocess import PreprocessedCache
+
+    cache = PreprocessedCache(out / "preprocessed", DEMO_SPEC)
+    n = 0
+    for split in ("train", "valid"):
+        for r in _records(out, split):
+            cache.get_or_compute(r.path)
+            n += 1
+    return {"volumes": n, "spec": DEMO_SPEC.model_dump(mode="json"), "spec_hash": DEMO_SPEC.hash()}
+
+
+def stage_mining(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
+    from .mining import mine_pairs, write_pairs, write_rule_labels
+
+    train, valid = _records(out, "train"), _records(out, "valid")
+    counts = write_rule_labels(train, out / "mining" / "train_labels.csv")
+    rows, stats = mine_pairs(train + valid, out / "cohort" / "dicom", DEMO_SPEC)
+    write_pairs(rows, out / "mining" / "pairs.jsonl")
+    per_split = {sp: sum(r["split"] == sp for r in rows) for sp in ("train", "valid")}
+    return {"train_label_positives": counts, "pairs": per_split, "references": stats}
+
+
+def stage_encoder(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
+    import torch
+
+    from ..models.radfinder import RadFinderModel
+    from ..preprocess import PreprocessedCache
+    from .encoder import pretrain_window_encoder, read_truth, standardize_features, window_targets
+
+    torch.manual_seed(s.seed)
+    info: dict[str, Any] = {"encoder": s.encoder, "model": s.model}
+    if s.encoder not in ("histogram", "pretrained", "random"):
+        raise ValueError(f"encoder must be 'histogram', 'pretrained' or 'random', got {s.encoder!r}")
+    if s.encoder == "histogram":
+        return _histogram_encoder(out, s, info)
+    model = RadFinderModel(s.model)
+    model.preprocess_spec = DEMO_SPEC
+    truth = read_truth(out / "cohort" / "truth.jsonl")
+    cache = PreprocessedCache(out / "preprocessed", DEMO_SPEC)
+    t = model.backbone_image.depth_tokens
+    scans = []
+    for r in _records(out, "train"):  # the TRAIN split only
+        scans.append(window_targets(cache.get_or_compute(r.path), truth[r.key], t))
+    if s.encoder == "pretrained":
+        info.update(pretrain_window_encoder(model.backbone_image, scans, epochs=s.pretrain_epochs, seed=s.seed,
+                                            log=log))
+    import numpy as np
+
+    sample = np.concatenate([sc.windows for sc in scans])
+    sample = sample[np.random.default_rng(s.seed).permutation(len(sample))[:256]]
+    info.update(standardize_features(model.backbone_image, sample))
+    tmp = out / "encoder.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, preprocess=DEMO_SPEC)
+    shutil.rmtree(out / "encoder", ignore_errors=True)
+    tmp.rename(out / "encoder")
+    return info
+
+
+def _histogram_encoder(out: Path, s: DemoSettings, info: dict[str, Any]) -> dict[str, Any]:
+    """The frozen HU-histogram window encoder, standardised on the TRAIN split's windows only."""
+    import torch
+
+    from ..models.config import resolve_model_config
+    from ..models.histogram import DEFAULT_HU_EDGES
+    from ..models.radfinder import RadFinderModel
+    from ..preprocess import PreprocessedCache
+
+    width = 4 * (len(DEFAULT_HU_EDGES) + 1)
+    model = RadFinderModel(resolve_model_config(s.model, ["window_encoder.kind=histogram",
+                                                          f"window_encoder.embed_dim={width}"]))
+    cache = PreprocessedCache(out / "preprocessed", DEMO_SPEC)
+    batches = (torch.from_numpy(cache.get_or_compute(r.path).windows()).float() for r in _records(out, "train"))
+    model.backbone_image.fit_standardization(batches)
+    tmp = out / "encoder.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, preprocess=DEMO_SPEC)
+    shutil.rmtree(out / "encoder", ignore_errors=True)
+    tmp.rename(out / "encoder")
+    return info | {"feature_dim": width}
+
+
+def stage_features(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
+    import torch
+
+    from ..features import ExtractItem, FeatureStore, extract_features, state_dict_hash
+    from ..models.pretrained import from_pretrained
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    model = from_pretrained(out / "encoder")
+    enc = model.backbone_image.eval()
+    backbone = {"name": f"demo-{s.model}-{s.encoder}", "hash": state_dict_hash(enc)}
+    store = FeatureStore(out / "features", DEMO_SPEC, backbone, enc.feature_dim)
+    items = [ExtractItem(r.key, r.path) for sp in ("train", "valid") for r in _records(out, sp)]
+    summary = extract_features(items, enc, store, batch_size=16, shard=(0, 1), show_progress=False)
+    if summary.failed:
+        raise RuntimeError(f"feature extraction failed for {len(summary.failed)} scans: {summary.failed}")
+    return summary.as_dict()
+
+
+def stage_train(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
+    import torch
+
+    from ..train.checkpoint import latest_checkpoint
+    from ..train.config import TrainConfig
+    from ..train.trainer import train
+
+    cfg = TrainConfig.model_validate(train_config_dict(s, out, out / "encoder"))
+    run_dir = out / "train"
+    resume = latest_checkpoint(run_dir) is not None
+    # The demo's combiner and heads are tiny: on a CPU their many small ops run several times faster on one
+    # thread than split across two (measured here: ~10x for a demo epoch).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = train(cfg, run_dir, resume=resume)
+    finally:
+        torch.set_num_threads(threads)
+    ckpt = latest_checkpoint(run_dir)
+    model_dir = ckpt / "model"
+    (out / "model").unlink(missing_ok=True)
+    (out / "model").symlink_to(model_dir.relative_to(out))
+    info = result.as_dict()
+    info["model"] = str(model_dir)
+    return {k: v for k, v in info.items() if k in ("steps", "total_steps", "epochs", "final_loss", "seconds",
+                                                   "samples_per_s", "model")}
+
+
+def stage_evaluate(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
+    import numpy as np
+
+    from ..eval.evaluate import evaluate
+    from ..models.pretrained import from_pretrained
+
+    model = from_pretrained(out / "model")
+    valid = _records(out, "valid")  # held out: never trained on, never used for choices
+    labels = np.stack([r.labels for r in valid])  # the cohort's ground-truth label table of the valid split
+    metrics = evaluate(
+        model, valid, ["retrieval", "zero-shot", "localization"], out / "eval", features=out / "features",
+        pairs=out / "mining" / "pairs.jsonl", labels=labels, n_boot=s.n_boot, seed=0,
+        title="radfinder demo: held-out synthetic valid split",
+        metadata={"checkpoint": str(out / "model"), "data": {"kind": "ctrate (synthetic)", "split": "valid",
+                                                              "root": str(out / "cohort")},
+                  "demo_settings": s.as_dict()},
+    )  # fmt: skip
+    from .summary import summarize
+
+    summary = summarize(metrics)
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return {"report": metrics["report"]["html"]}
+
+
+STAGES: list[tuple[str, Callable[[Path, DemoSettings, Log], dict[str, Any]]]] = [
+    ("cohort", stage_cohort),
+    ("preprocess", stage_preprocess),
+    ("mining", stage_mining),
+    ("encoder", stage_encoder),
+    ("features", stage_features),
+    ("train", stage_train),
+    ("evaluate", stage_evaluate),
+]

@@ -1,0 +1,156 @@
+"""Embedding a dataset with a RadFinder model: volumes (global, disease, per depth cell) and texts.
+
+Window features come from a frozen-feature cache when one is given (it must match the model's preprocessing spec
+and window encoder, checked by hash), otherwise from the raw scans with the model's own preprocessing spec and
+window encoder. Everything here runs without gradients in eval mode; outputs are float32 numpy arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import RadfinderError
+from ..features.collate import collate_features
+from ..features.store import FeatureRecord, FeatureStore, state_dict_hash
+from ..progress import progress
+
+
+class EvalSetupError(RadfinderError):
+    """The model, the data and the feature cache of an evaluation do not fit together."""
+
+
+@dataclass
+class EmbeddedVolumes:
+    """Model outputs for N volumes, in the order of `keys`.
+
+    retrieval / disease: (N, P); depth: per volume (n_valid_cells, P) slice embeddings of its valid depth cells;
+    cell_z_mm: per volume, world z (superior +) of each valid cell's centre (for grounding figures).
+    """
+
+    keys: list[str]
+    retrieval: np.ndarray
+    disease: np.ndarray
+    depth: list[np.ndarray] = field(default_factory=list)
+    cell_z_mm: list[np.ndarray] = field(default_factory=list)
+
+    def index(self) -> dict[str, int]:
+        return {k: i for i, k in enumerate(self.keys)}
+
+
+def open_matching_store(path: Any, model) -> FeatureStore:
+    """Open a feature cache and check that it was made with the model's preprocessing spec and window encoder."""
+    store = FeatureStore.open(path)
+    spec_hash = model.preprocess_spec.hash()
+    if store.spec.hash() != spec_hash:
+        raise EvalSetupError(
+            f"{store.root}: features were extracted with preprocessing spec {store.spec.hash()} but the checkpoint "
+            f"expects {spec_hash}; extract features with the checkpoint's spec or evaluate from raw scans"
+        )
+    backbone = state_dict_hash(model.backbone_image)
+    if store.backbone.get("hash") != backbone:
+        raise EvalSetupError(
+            f"{store.root}: features come from window encoder {store.backbone.get('hash')} but the checkpoint's "
+            f"window encoder is {backbone}; use the cache made with this checkpoint's encoder or raw scans"
+        )
+    if store.feature_dim != model.backbone_image.feature_dim:
+        dim = model.backbone_image.feature_dim
+        raise EvalSetupError(f"{store.root}: feature dim {store.feature_dim} != the model's {dim}")
+    return store
+
+
+def raw_feature_fn(model, *, batch_size: int = 8) -> Callable[[Any], FeatureRecord]:
+    """record -> FeatureRecord computed from the raw scan with the model's spec and window encoder."""
+    from ..features.extract import encode_windows
+    from ..preprocess import apply_spec
+
+    device = next(model.parameters()).device
+
+    def fn(record) -> FeatureRecord:
+        pre = apply_spec(record.load_volume(), model.preprocess_spec)
+        cls, avg, axis2 = encode_windows(model.backbone_image, pre.windows(), batch_size=batch_size, device=device)
+        hg, wg, dg = (int(v) for v in pre.grid)
+        e = cls.shape[-1]
+        return FeatureRecord(
+            key=record.key,
+            cls=cls.reshape(hg, wg, dg, e),
+            patch_average=avg.reshape(hg, wg, dg, e),
+            axis2=axis2.reshape(hg, wg, dg, axis2.shape[1], e),
+            affine=np.asarray(pre.affine, dtype=np.float64),
+        )
+
+    return fn
+
+
+def cell_centres_z(affine: np.ndarray, n_cells: int, cell_voxels: float) -> np.ndarray:
+    """World z of the centre of depth cells 0..n-1 of a preprocessed image with this affine (depth = axis 2)."""
+    aff = np.asarray(affine, dtype=np.float64)
+    d = (np.arange(n_cells) + 0.5) * cell_voxels - 0.5
+    return aff[2, 3] + d * aff[2, 2]
+
+
+@torch.no_grad()
+def embed_volumes(
+    model,
+    records: Sequence[Any],
+    *,
+    features: FeatureStore | None = None,
+    batch_size: int = 8,
+    depth: bool = True,
+    show_progress: bool = False,
+) -> EmbeddedVolumes:
+    """Global (retrieval, disease) and, with `depth`, per-depth-cell embeddings of every record."""
+    model.eval()
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    get = (lambda r: features.read(r.key)) if features is not None else raw_feature_fn(model)
+    ret, dis, dep, zs = [], [], [], []
+    chunks = [records[i : i + batch_size] for i in range(0, len(records), batch_size)]
+    for chunk in progress(chunks, total=len(chunks), desc="embed volumes", enabled=show_progress):
+        feats = [get(r) for r in chunk]
+        b = collate_features(feats).to(device, dtype)
+        g = model.encode_features_global(b.cls, b.patch_average, b.window_mask, b.grid_size)
+        ret.append(g.retrieval.float().cpu().numpy())
+        dis.append(g.disease.float().cpu().numpy())
+        if depth:
+            d = model.encode_features_depth(b.cls, b.axis2, b.window_mask, b.grid_size)
+            emb = d.slice_emb.float().cpu().numpy()
+            valid = d.valid_depth_mask.cpu().numpy()
+            for i, f in enumerate(feats):
+                n_valid = int(valid[i].sum())
+                dep.append(emb[i][valid[i]])
+                window_d = model.preprocess_spec.window[2]
+                t = f.axis2.shape[3]
+                zs.append(cell_centres_z(f.affine, n_valid, window_d / t))
+    return EmbeddedVolumes(
+        keys=[r.key for r in records],
+        retrieval=np.concatenate(ret) if ret else np.zeros((0, 0), np.float32),
+        disease=np.concatenate(dis) if dis else np.zeros((0, 0), np.float32),
+        depth=dep,
+        cell_z_mm=zs,
+    )
+
+
+@torch.no_grad()
+def embed_texts(model, texts: Iterable[str], *, head: str = "report", batch_size: int = 32) -> np.ndarray:
+    """(n, P) text embeddings: `head` "report" (projection_text: reports and prompts) or "snippet"
+    (projection_text_copy: localization snippets)."""
+    model.eval()
+    texts = list(texts)
+    out = []
+    for i in range(0, len(texts), batch_size):
+        tok = model.tokenize(texts[i : i + batch_size])
+        if head == "report":
+            e = model.encode_text(tok["input_ids"], tok["attention_mask"])
+        elif head == "snippet":
+            e = model.encode_snippet(tok["input_ids"], tok["attention_mask"])
+        else:
+            raise ValueError(f"head must be 'report' or 'snippet', got {head!r}")
+        out.append(e.float().cpu().numpy())
+    if not out:
+        return np.zeros((0, model.config.projection_dim), np.float32)
+    return np.concatenate(out)

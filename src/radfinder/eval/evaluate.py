@@ -1,0 +1,167 @@
+"""`evaluate(model, records, tasks, ...)`: embed once, run the task runners, write metrics.json + the HTML report.
+
+This is what `radfinder evaluate` and the demo's evaluation stage call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import RadfinderError
+from .bootstrap import DEFAULT_N_BOOT
+from .embed import EvalSetupError, embed_volumes, open_matching_store
+from .tasks import (
+    TASKS,
+    TaskResults,
+    read_pairs,
+    record_labels,
+    run_localization,
+    run_merlin_pool,
+    run_radchestct,
+    run_retrieval,
+    run_zero_shot,
+)
+
+ALL_FOR_KIND = {
+    "ctrate": ("retrieval", "zero-shot", "localization"),
+    "manifest": ("retrieval", "zero-shot", "localization"),
+    "radchestct": ("radchestct",),
+    "merlin": ("merlin-pool",),
+    "inspect": ("retrieval",),
+}
+
+
+def resolve_tasks(tasks: Sequence[str], kind: str, has_pairs: bool) -> list[str]:
+    """Expand "all" for a dataset kind (localization only with a pairs file) and validate names."""
+    out: list[str] = []
+    for t in tasks:
+        t = t.strip().lower().replace("_", "-")
+        if t in ("zeroshot", "zero-shot-classification"):
+            t = "zero-shot"
+        if t == "all":
+            out += [x for x in ALL_FOR_KIND.get(kind, ("retrieval",)) if x != "localization" or has_pairs]
+        elif t in TASKS:
+            out.append(t)
+        else:
+            raise RadfinderError(f"unknown task {t!r}; choose from {', '.join(TASKS)} or all")
+    return list(dict.fromkeys(out))
+
+
+def run_tasks(
+    model,
+    records: Sequence[Any],
+    tasks: Sequence[str],
+    *,
+    features: str | Path | None = None,
+    pairs: str | Path | Sequence | None = None,
+    labels: np.ndarray | None = None,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = 0,
+    batch_size: int = 8,
+    show_progress: bool = False,
+) -> tuple[TaskResults, Any]:
+    """Embed `records` and run `tasks`; returns (results, embeddings). `labels` overrides the records' labels
+    (N, 18) for the classification tasks."""
+    if not records:
+        raise EvalSetupError("no records to evaluate")
+    store = open_matching_store(features, model) if features is not None else None
+    need_depth = "localization" in tasks
+    emb = embed_volumes(model, records, features=store, batch_size=batch_size, depth=need_depth,
+                        show_progress=show_progress)
+    res = TaskResults()
+    y = record_labels(records) if labels is None else np.asarray(labels, dtype=np.float32)
+    for task in tasks:
+        if task == "retrieval":
+            res.retrieval = run_retrieval(model, records, emb, n_boot=n_boot, seed=seed)
+        elif task == "zero-shot":
+            if not (y >= 0).any():
+                res.skipped[task] = "the records carry no labels"
+                continue
+            res.classification["zero-shot (mean7)"] = run_zero_shot(model, emb, y, n_boot=n_boot, seed=seed)
+        elif task == "radchestct":
+            res.classification["Rad-ChestCT standard (16 classes)"] = run_radchestct(
+                model, emb, y, n_boot=n_boot, seed=seed)
+        elif task == "merlin-pool":
+            res.pool_retrieval = run_merlin_pool(model, records, emb)
+        elif task == "localization":
+            if pairs is None:
+                res.skipped[task] = "no snippet pairs (pairs.jsonl) given"
+                continue
+            plist = read_pairs(pairs, emb.keys) if isinstance(pairs, (str, Path)) else list(pairs)
+            loc, used, probs = run_localization(model, emb, plist, seed=seed)
+            res.localization, res.localization_pairs, res.localization_probs = loc, used, probs
+    return res, emb
+
+
+def grounding_examples(model, records: Sequence[Any], res: TaskResults, emb, n: int = 3) -> list:
+    """Up to `n` grounding figures' inputs, at evenly spaced positions of the snippet list (not cherry-picked)."""
+    from ..preprocess import apply_spec
+    from .report import GroundingExample
+
+    if res.localization is None or not res.localization_pairs or n <= 0:
+        return []
+    by_key = {r.key: r for r in records}
+    idx = emb.index()
+    m = len(res.localization_pairs)
+    picks = sorted({int(round(v)) for v in np.linspace(0, m - 1, min(n, m))})
+    out = []
+    for i in picks:
+        p = res.localization_pairs[i]
+        pre = apply_spec(by_key[p.key].load_volume(), model.preprocess_spec)
+        lo, hi = model.preprocess_spec.hu_window
+        o0, o1 = model.preprocess_spec.out_range
+        hu = lo + (pre.image.astype(np.float32) - o0) / (o1 - o0) * (hi - lo)  # back to HU for display
+        out.append(GroundingExample(
+            volume=hu, affine=pre.affine, depth_probs=res.localization_probs[i], snippet=p.snippet, scan_id=p.key,
+            true_cell=p.depth_cell, cell_centers_z_mm=emb.cell_z_mm[idx[p.key]],
+            cell_mm=model.preprocess_spec.depth_cell_mm,
+        ))  # fmt: skip
+    return out
+
+
+def evaluate(
+    model,
+    records: Sequence[Any],
+    tasks: Sequence[str],
+    out_dir: str | Path,
+    *,
+    features: str | Path | None = None,
+    pairs: str | Path | None = None,
+    labels: np.ndarray | None = None,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = 0,
+    title: str = "radfinder evaluation",
+    metadata: dict[str, Any] | None = None,
+    n_grounding: int = 3,
+    show_progress: bool = False,
+) -> dict[str, Any]:
+    """Run the tasks and write metrics.json, figures/ and report.html to `out_dir`; returns the metrics dict
+    (with "skipped" reasons and the report paths added)."""
+    from .report import collect_metadata, write_metrics_json, write_report
+
+    res, emb = run_tasks(model, records, tasks, features=features, pairs=pairs, labels=labels, n_boot=n_boot,
+                         seed=seed, show_progress=show_progress)
+    meta = collect_metadata(
+        checkpoint=(metadata or {}).get("checkpoint"), data=(metadata or {}).get("data"),
+        spec_hash=model.preprocess_spec.hash(), n={"volumes": len(records)},
+        extra={k: v for k, v in (metadata or {}).items() if k not in ("checkpoint", "data")},
+    )  # fmt: skip
+    meta["tasks"] = list(tasks)
+    meta["skipped"] = dict(res.skipped)
+    if res.localization is not None:
+        meta["n"]["snippet_pairs"] = len(res.localization_pairs)
+    paths = write_report(
+        out_dir, title=title, metadata=meta, retrieval=res.retrieval, pool_retrieval=res.pool_retrieval,
+        classification=res.classification or None, localization=res.localization,
+        grounding=grounding_examples(model, records, res, emb, n_grounding),
+    )  # fmt: skip
+    import json
+
+    metrics = json.loads(paths.metrics_json.read_text())
+    metrics["report"] = {"html": str(paths.html), "metrics_json": str(paths.metrics_json)}
+    write_metrics_json(paths.metrics_json, metrics)
+    return metrics

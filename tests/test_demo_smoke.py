@@ -1,0 +1,56 @@
+"""Smoke test of the demo pipeline: a very small cohort and very few steps. Checks that every stage runs, that a
+re-run resumes (skips every stage), that the outputs exist and that metrics.json holds the headline keys, and
+that `radfinder evaluate` reproduces the demo's evaluation from the same checkpoint and feature cache.
+No performance assertion: a handful of studies and one training step say nothing about quality."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from radfinder.cli import main
+from radfinder.demo import STAGE_NAMES, DemoSettings, run_demo
+
+
+@pytest.mark.slow
+def test_demo_pipeline_runs_resumes_and_evaluate_cli_agrees(tmp_path):
+    out = tmp_path / "demo"
+    s = DemoSettings(studies=6, seed=3, valid_fraction=0.5, workers=1, pretrain_epochs=0.2, train_epochs=1.0,
+                     micro_batch=2, max_steps=1, n_boot=20)
+    logs: list[str] = []
+    result = run_demo(out, s, log=logs.append)
+    assert list(result["stages"]) == STAGE_NAMES
+    for name in STAGE_NAMES:
+        assert (out / "stages" / f"{name}.json").is_file()
+        assert any(line.startswith(f"[{STAGE_NAMES.index(name) + 1}/") and name in line for line in logs)
+    for rel in ("cohort/truth.jsonl", "mining/pairs.jsonl", "mining/train_labels.csv", "encoder/config.json",
+                "features/cache.json", "model/config.json", "eval/report.html", "eval/metrics.json", "metrics.json"):
+        assert (out / rel).exists(), rel
+    m = json.loads((out / "metrics.json").read_text())
+    for section, key in [("retrieval", "R@10"), ("retrieval", "chance_R@10"), ("zero_shot", "macro_auroc"),
+                         ("localization", "mae_mm"), ("localization", "baseline_middle_mae_mm"),
+                         ("localization", "baseline_random_mae_mm")]:
+        assert key in m[section], (section, key)
+    assert m["retrieval"]["R@10"] is not None
+    assert any("metric (held-out valid split)" in line for line in logs)
+
+    # resume: nothing runs again
+    logs.clear()
+    again = run_demo(out, s, log=logs.append)
+    assert all("skipped" in line for line in logs if line.startswith("["))
+    assert again["summary"]["retrieval"]["R@10"] == m["retrieval"]["R@10"]
+    with pytest.raises(ValueError, match="other settings"):
+        run_demo(out, DemoSettings(studies=7, seed=3))
+
+    # the CLI evaluation of the same checkpoint on the same features gives the same retrieval numbers
+    ev = tmp_path / "ev"
+    rc = main(["evaluate", str(out / "model"), "--data", str(out / "cohort"), "--features", str(out / "features"),
+               "--pairs", str(out / "mining" / "pairs.jsonl"), "--task", "all", "--out", str(ev), "--n-boot", "0",
+               "--json"])
+    assert rc == 0
+    cli = json.loads((ev / "metrics.json").read_text())
+    demo_full = json.loads((out / "eval" / "metrics.json").read_text())
+    assert cli["retrieval"]["text_to_volume"]["recall"] == demo_full["retrieval"]["text_to_volume"]["recall"]
+    assert cli["localization"]["model"] == demo_full["localization"]["model"]
+    assert (ev / "report.html").is_file()

@@ -1,0 +1,74 @@
+"""Fast checks of the demo's pieces: depth-cell placement, encoder pre-training targets, the summary keys."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from radfinder.demo.config import DEMO_SPEC
+from radfinder.demo.encoder import N_FIND, window_targets
+from radfinder.demo.mining import depth_cell_of_z
+from radfinder.demo.summary import format_table, markdown_table, summarize
+from radfinder.io.volume import Volume
+from radfinder.preprocess import apply_spec
+from radfinder.text.findings import CTRATE_FINDINGS
+
+
+def _volume() -> Volume:
+    aff = np.diag([-2.0, -2.0, 2.5, 1.0])
+    aff[:3, 3] = [150.0, 100.0, -300.0]
+    arr = np.full((150, 100, 120), -800, np.int16)
+    return Volume(arr, aff, {"source": "test"})
+
+
+def test_depth_cell_of_z_agrees_with_cell_bounds():
+    pre = apply_spec(_volume(), DEMO_SPEC)
+    cell_vox = DEMO_SPEC.window[2] // DEMO_SPEC.depth_tokens_per_window
+    for cell in (0, 3, 10, pre.grid[2] * DEMO_SPEC.depth_tokens_per_window - 1):
+        lo, hi = pre.depth_cell_bounds_mm(cell)
+        for z in (lo + 0.01, (lo + hi) / 2, hi - 0.01):
+            assert depth_cell_of_z(z, pre.affine, cell_vox)[0] == cell
+
+
+def test_window_targets_mark_the_overlapping_depth_tokens():
+    pre = apply_spec(_volume(), DEMO_SPEC)
+    t = DEMO_SPEC.depth_tokens_per_window
+    f = CTRATE_FINDINGS.index("Lung nodule")
+    lo, hi = pre.depth_cell_bounds_mm(5)
+    box = [[-10.0, -10.0, lo + 1.0], [0.0, 0.0, lo + 5.0]]  # inside depth cell 5 only
+    truth = {"lesions": [{"finding": "Lung nodule", "bbox_ras_mm": box}],
+             "anatomy": {"apex_z_mm": 0.0, "carina_z_mm": -100.0, "right_dome_z_mm": -250.0}}
+    tg = window_targets(pre, truth, t, keep_empty=True)
+    n = pre.n_windows
+    assert tg.windows.shape == (n, 1, *DEMO_SPEC.window)
+    assert tg.depth.shape == (n, t, N_FIND) and tg.landmarks.shape == (n, t, 3)
+    hits = np.argwhere(tg.depth[:, :, f] > 0)
+    assert len(hits) >= 1
+    loc = pre.window_locations()
+    for w, k in hits:  # every marked token is depth cell 5 of the scan
+        assert loc[2, w] // (DEMO_SPEC.window[2] // t) + k == 5
+    assert tg.window[:, f].sum() == len({int(w) for w, _ in hits})
+    assert tg.depth[:, :, np.arange(N_FIND) != f].sum() == 0
+    # landmark offsets grow by one cell (12 mm = 0.12 in 100 mm units) per depth token (z increases)
+    assert np.allclose(np.diff(tg.landmarks[0, :, 0]), DEMO_SPEC.depth_cell_mm / 100.0, atol=1e-5)
+
+
+def test_summary_has_the_headline_keys():
+    metrics = {
+        "retrieval": {"text_to_volume": {"n_queries": 50, "n_gallery": 50, "recall": {"R@1": 0.1, "R@10": 0.5},
+                                         "chance": {"R@1": 0.02, "R@10": 0.2}, "median_rank": 10.0,
+                                         "mean_rank": 14.0, "ci": {}},
+                      "volume_to_text": {"recall": {"R@10": 0.4}, "median_rank": 12.0}},
+        "classification": {"zero-shot (mean7)": {"macro_auroc": 0.9, "n_findings": 17, "n_cases": 50,
+                                                 "per_finding": {"Lung nodule": {"auroc": 0.8}}}},
+        "localization": {"n_snippets": 40, "model": {"mae_mm": 20.0, "acc_within_12mm": 0.5},
+                         "middle": {"mae_mm": 70.0}, "random_expected": {"mae_mm": 110.0}},
+        "report": {"html": "x/report.html"},
+    }  # fmt: skip
+    s = summarize(metrics)
+    assert s["retrieval"]["R@10"] == 0.5 and s["retrieval"]["chance_R@10"] == 0.2
+    assert s["zero_shot"]["macro_auroc"] == 0.9
+    assert s["zero_shot"]["per_finding_auroc"] == {"Lung nodule": 0.8}
+    assert s["localization"]["mae_mm"] == 20.0
+    assert s["localization"]["baseline_middle_mae_mm"] == 70.0
+    assert s["localization"]["baseline_random_mae_mm"] == 110.0
+    assert "50.0%" in format_table(s) and markdown_table(s).startswith("| metric")

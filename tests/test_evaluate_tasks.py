@@ -1,0 +1,202 @@
+"""Task runners of `radfinder evaluate`: known answers with a model whose embeddings are constructed, and the same
+numbers as calling the metric API directly on the same embeddings."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from radfinder.data.records import StudyRecord
+from radfinder.eval import bidirectional_retrieval, evaluate_zero_shot, localization_metrics
+from radfinder.eval.embed import EmbeddedVolumes
+from radfinder.eval.evaluate import resolve_tasks, run_tasks
+from radfinder.eval.tasks import (
+    SnippetPair,
+    prompt_embeddings,
+    read_pairs,
+    report_queries,
+    run_localization,
+    run_retrieval,
+    run_zero_shot,
+)
+from radfinder.eval.zero_shot import MEAN7_TEMPLATES
+from radfinder.preprocess.spec import PreprocessSpec
+from radfinder.text.findings import CTRATE_FINDINGS
+
+DIM = 16
+
+
+class TableModel:
+    """Stands in for RadFinderModel: every text has a fixed embedding looked up in a table (unknown texts get a
+    seeded random vector); the snippet head returns the same vectors."""
+
+    def __init__(self, table: dict[str, np.ndarray]):
+        self.table = dict(table)
+        self.texts: list[str] = []
+        self.config = type("C", (), {"projection_dim": DIM, "localization_tau": 0.1})()
+        self.preprocess_spec = PreprocessSpec()
+
+    def eval(self):
+        return self
+
+    def tokenize(self, texts):
+        ids = []
+        for t in texts:
+            if t not in self.texts:
+                self.texts.append(t)
+            ids.append(self.texts.index(t))
+        ids_t = torch.tensor(ids)[:, None]
+        return {"input_ids": ids_t, "attention_mask": torch.ones_like(ids_t)}
+
+    def _vec(self, text: str) -> np.ndarray:
+        if text not in self.table:
+            seed = abs(hash(text)) % (2**32)
+            self.table[text] = np.random.default_rng(seed).standard_normal(DIM)
+        return self.table[text]
+
+    def encode_text(self, input_ids, attention_mask):
+        return torch.tensor(np.stack([self._vec(self.texts[int(i)]) for i in input_ids[:, 0]]), dtype=torch.float32)
+
+    encode_snippet = encode_text
+
+
+def _records(n: int, labels: np.ndarray | None = None) -> list[StudyRecord]:
+    out = []
+    for i in range(n):
+        lab = labels[i] if labels is not None else np.full(18, -1.0, np.float32)
+        out.append(StudyRecord(key=f"valid_{i}_a_1", path="", report_id=f"valid_{i}_a", findings=f"finding text {i}",
+                               impressions=f"impression {i}", patient=f"valid_{i}", split="valid", dataset="t",
+                               labels=np.asarray(lab, np.float32)))
+    return out
+
+
+def test_retrieval_perfect_when_reports_and_volumes_share_embeddings():
+    rng = np.random.default_rng(0)
+    recs = _records(30)
+    vol = rng.standard_normal((30, DIM))
+    model = TableModel({r.report_text: vol[i] for i, r in enumerate(recs)})
+    emb = EmbeddedVolumes([r.key for r in recs], vol.astype(np.float32), vol.astype(np.float32))
+    res = run_retrieval(model, recs, emb, n_boot=0)
+    for direction in ("text_to_volume", "volume_to_text"):
+        assert res[direction].recall[1] == 1.0
+        assert res[direction].median_rank == 1.0
+        assert res[direction].chance[10] == pytest.approx(10 / 30)
+
+
+def test_retrieval_matches_metric_api_and_groups_reconstructions():
+    rng = np.random.default_rng(1)
+    recs = _records(12)
+    # a second reconstruction of study 3 shares its report: both volumes are positives of that query
+    extra = StudyRecord(key="valid_3_a_2", path="", report_id="valid_3_a", findings=recs[3].findings,
+                        impressions=recs[3].impressions, patient="valid_3", split="valid", dataset="t")
+    recs.insert(4, extra)
+    vol = rng.standard_normal((13, DIM)).astype(np.float32)
+    text = {r.report_text: rng.standard_normal(DIM) for r in recs}
+    model = TableModel(text)
+    emb = EmbeddedVolumes([r.key for r in recs], vol, vol)
+    res = run_retrieval(model, recs, emb, n_boot=200, seed=3)
+    ids, texts = report_queries(recs)
+    assert len(ids) == 12
+    pos = np.array([[r.report_id == q for r in recs] for q in ids])
+    ref = bidirectional_retrieval(np.stack([text[t] for t in texts]), vol, pos, n_boot=200, seed=3)
+    for d in ref:
+        np.testing.assert_array_equal(res[d].ranks, ref[d].ranks)
+        assert res[d].ci == ref[d].ci
+
+
+def test_zero_shot_matches_metric_api_and_is_perfect_by_construction():
+    rng = np.random.default_rng(2)
+    n = 40
+    labels = (rng.random((n, 18)) < 0.4).astype(np.float32)
+    labels[0], labels[1] = 1, 0  # both classes present everywhere
+    # each finding gets a direction; positive prompts point along it, negative prompts opposite
+    dirs = np.linalg.qr(rng.standard_normal((DIM, DIM)))[0][:, :18 if DIM >= 18 else DIM]
+    table = {}
+    model_dim = DIM
+    assert model_dim < 18  # several findings share directions: only the API comparison is exact then
+    for f_i, name in enumerate(CTRATE_FINDINGS):
+        d = dirs[:, f_i % DIM]
+        for p, q in MEAN7_TEMPLATES:
+            table[p.format(a=name)] = d + 0.01 * rng.standard_normal(DIM)
+            table[q.format(a=name)] = -d + 0.01 * rng.standard_normal(DIM)
+    model = TableModel(table)
+    disease = rng.standard_normal((n, DIM)).astype(np.float32)
+    emb = EmbeddedVolumes([f"k{i}" for i in range(n)], disease, disease)
+    res = run_zero_shot(model, emb, labels, n_boot=100, seed=1)
+    pos, neg = prompt_embeddings(model)
+    assert pos.shape == (18, 7, DIM)
+    ref = evaluate_zero_shot(disease, pos, neg, labels, list(CTRATE_FINDINGS), n_boot=100, seed=1)
+    assert res.macro_auroc == pytest.approx(ref.macro_auroc)
+    assert res.macro_auroc_ci == ref.macro_auroc_ci
+    # perfect by construction for the first finding: image embeddings along +d for positives, -d for negatives
+    y0 = labels[:, 0]
+    disease2 = np.outer(2 * y0 - 1, dirs[:, 0]).astype(np.float32) + 0.01 * rng.standard_normal((n, DIM)).astype(
+        np.float32)
+    res2 = run_zero_shot(model, EmbeddedVolumes(emb.keys, disease2, disease2), labels, n_boot=0)
+    assert res2.findings[CTRATE_FINDINGS[0]].auroc == 1.0
+
+
+def test_localization_exact_when_snippet_equals_true_cell_and_matches_api():
+    rng = np.random.default_rng(4)
+    keys = ["a_1", "b_1", "c_1"]
+    depth = [rng.standard_normal((n, DIM)).astype(np.float32) for n in (10, 14, 7)]
+    pairs = []
+    table = {}
+    for k, d in zip(keys, depth, strict=True):
+        for cell in (1, d.shape[0] - 2):
+            text = f"snippet {k} {cell}"
+            table[text] = d[cell]
+            pairs.append(SnippetPair(k, text, cell))
+    pairs.append(SnippetPair("missing_1", "not evaluated", 0))
+    pairs.append(SnippetPair("c_1", "outside the scan", 50))
+    model = TableModel(table)
+    emb = EmbeddedVolumes(keys, np.zeros((3, DIM), np.float32), np.zeros((3, DIM), np.float32), depth,
+                          [np.arange(len(d)) * 12.0 for d in depth])
+    res, used, probs = run_localization(model, emb, pairs, cell_mm=12.0)
+    assert len(used) == 6 and len(probs) == 6
+    assert res.metrics["model"]["mae_mm"] == 0.0
+    assert res.metrics["model"]["acc_exact"] == 1.0
+    assert all(abs(p.sum() - 1) < 1e-5 and p.argmax() == u.depth_cell for p, u in zip(probs, used, strict=True))
+    # same numbers as the metric API on the same cosine scores
+    scores = []
+    for u in used:
+        c = depth[keys.index(u.key)]
+        s = table[u.snippet]
+        scores.append(c @ s / np.linalg.norm(c, axis=1) / np.linalg.norm(s))
+    ref = localization_metrics(scores, [u.depth_cell for u in used], [u.key for u in used], cell_mm=12.0)
+    assert ref.metrics == res.metrics
+    one, used1, _ = run_localization(model, emb, pairs, cell_mm=12.0, one_per_scan=True)
+    assert [u.key for u in used1] == keys and one.n_snippets == 3
+
+
+def test_read_pairs_and_resolve_tasks(tmp_path):
+    p = tmp_path / "pairs.jsonl"
+    p.write_text(json.dumps({"key": "a", "snippet": "nodule", "depth_cell": 3}) + "\n\n"
+                 + json.dumps({"key": "b", "snippet": "x", "depth_cell": 1, "true_z_mm": -20.5}) + "\n")
+    assert [q.key for q in read_pairs(p)] == ["a", "b"]
+    assert read_pairs(p, ["b"])[0].true_z_mm == -20.5
+    assert resolve_tasks(["all"], "ctrate", has_pairs=False) == ["retrieval", "zero-shot"]
+    assert resolve_tasks(["all"], "ctrate", has_pairs=True) == ["retrieval", "zero-shot", "localization"]
+    assert resolve_tasks(["all"], "radchestct", False) == ["radchestct"]
+    assert resolve_tasks(["zero_shot", "retrieval", "retrieval"], "ctrate", False) == ["zero-shot", "retrieval"]
+    from radfinder.errors import RadfinderError
+
+    with pytest.raises(RadfinderError):
+        resolve_tasks(["segmentation"], "ctrate", False)
+
+
+def test_run_tasks_rejects_empty_records():
+    from radfinder.eval.embed import EvalSetupError
+
+    with pytest.raises(EvalSetupError):
+        run_tasks(TableModel({}), [], ["retrieval"])
+
+
+def test_evaluate_cli_user_errors(tmp_path):
+    from radfinder.cli import main
+
+    assert main(["evaluate", str(tmp_path), "--data", str(tmp_path), "--task", "segmentation"]) == 2
+    assert main(["evaluate", str(tmp_path), "--data", str(tmp_path / "nope"), "--task", "retrieval"]) == 2
