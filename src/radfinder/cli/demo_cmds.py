@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from ..demo.config import DemoSettings
 from .app import app
 from .common import print_json
 
@@ -15,10 +16,11 @@ def demo(
     out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="Output folder (re-running resumes it)."),
     studies: int = typer.Option(200, "--studies", "-n", help="Synthetic studies to generate."),
     seed: int = typer.Option(0, "--seed", help="Seed of the cohort and of every random choice."),
-    encoder: str = typer.Option("pretrained", "--encoder",
-                                help="Frozen window encoder: pretrained (short supervised pre-training on the "
-                                     "train split) or random (tiny ViT at its seeded initialisation)."),
-    epochs: float = typer.Option(15.0, "--epochs", help="Training epochs of the combiner and heads."),
+    encoder: str = typer.Option(DemoSettings.encoder, "--encoder",
+                                help="Frozen window encoder: histogram (regional HU histograms standardised on the "
+                                     "train split), pretrained (tiny ViT after a short supervised pre-training on "
+                                     "the train split) or random (tiny ViT at its seeded initialisation)."),
+    epochs: float = typer.Option(DemoSettings.train_epochs, "--epochs", help="Training epochs (combiner, heads)."),
     pretrain_epochs: float = typer.Option(2.0, "--pretrain-epochs", help="Window-encoder pre-training epochs."),
     max_steps: int = typer.Option(0, "--max-steps", help="Stop training after this many steps (0: no limit)."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the confidence intervals."),
@@ -29,7 +31,7 @@ def demo(
 ) -> None:
     """Synthetic cohort -> preprocessing -> reference mining -> labels -> frozen features -> training ->
     held-out evaluation -> HTML report, each stage resumable and timed."""
-    from ..demo import DemoSettings, run_demo
+    from ..demo import run_demo
 
     settings = DemoSettings(studies=studies, seed=seed, encoder=encoder, train_epochs=epochs,
                             pretrain_epochs=pretrain_epochs, max_steps=max_steps or None, n_boot=n_boot,
