@@ -6,7 +6,6 @@ import numpy as np
 
 from radfinder.demo.config import DEMO_SPEC
 from radfinder.demo.encoder import N_FIND, window_targets
-from radfinder.demo.mining import depth_cell_of_z
 from radfinder.demo.summary import format_table, markdown_table, summarize
 from radfinder.io.volume import Volume
 from radfinder.preprocess import apply_spec
@@ -18,15 +17,6 @@ def _volume() -> Volume:
     aff[:3, 3] = [150.0, 100.0, -300.0]
     arr = np.full((150, 100, 120), -800, np.int16)
     return Volume(arr, aff, {"source": "test"})
-
-
-def test_depth_cell_of_z_agrees_with_cell_bounds():
-    pre = apply_spec(_volume(), DEMO_SPEC)
-    cell_vox = DEMO_SPEC.window[2] // DEMO_SPEC.depth_tokens_per_window
-    for cell in (0, 3, 10, pre.grid[2] * DEMO_SPEC.depth_tokens_per_window - 1):
-        lo, hi = pre.depth_cell_bounds_mm(cell)
-        for z in (lo + 0.01, (lo + hi) / 2, hi - 0.01):
-            assert depth_cell_of_z(z, pre.affine, cell_vox)[0] == cell
 
 
 def test_window_targets_mark_the_overlapping_depth_tokens():

@@ -41,14 +41,15 @@ def stage_preprocess(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
 
 
 def stage_mining(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
-    from .mining import mine_pairs, write_pairs, write_rule_labels
+    from ..data.mining import mine_records
+    from .mining import write_rule_labels
 
     train, valid = _records(out, "train"), _records(out, "valid")
     counts = write_rule_labels(train, out / "mining" / "train_labels.csv")
-    rows, stats = mine_pairs(train + valid, out / "cohort" / "dicom", DEMO_SPEC)
-    write_pairs(rows, out / "mining" / "pairs.jsonl")
+    summary = mine_records(train + valid, out / "cohort" / "dicom", spec=DEMO_SPEC, out=out / "mining" / "pairs.jsonl")
+    rows = [json.loads(x) for x in (out / "mining" / "pairs.jsonl").read_text().splitlines() if x.strip()]
     per_split = {sp: sum(r["split"] == sp for r in rows) for sp in ("train", "valid")}
-    return {"train_label_positives": counts, "pairs": per_split, "references": stats}
+    return {"train_label_positives": counts, "pairs": per_split, "references": summary.to_json()}
 
 
 def stage_encoder(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
