@@ -133,6 +133,7 @@ def stage_features(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
 def stage_train(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
     import torch
 
+    from ..errors import CheckpointError
     from ..train.checkpoint import latest_checkpoint
     from ..train.config import TrainConfig
     from ..train.trainer import train
@@ -145,7 +146,13 @@ def stage_train(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        result = train(cfg, run_dir, resume=resume)
+        try:
+            result = train(cfg, run_dir, resume=resume)
+        except CheckpointError as exc:
+            # a run left from earlier inputs (e.g. after `--redo mining`): its checkpoints cannot be resumed
+            log(f"  previous training run does not match the current inputs, starting over ({exc})")
+            shutil.rmtree(run_dir)
+            result = train(cfg, run_dir, resume=False)
     finally:
         torch.set_num_threads(threads)
     ckpt = latest_checkpoint(run_dir)
