@@ -62,3 +62,29 @@ def test_summary_has_the_headline_keys():
     assert s["localization"]["baseline_middle_mae_mm"] == 70.0
     assert s["localization"]["baseline_random_mae_mm"] == 110.0
     assert "50.0%" in format_table(s) and markdown_table(s).startswith("| metric")
+
+
+def test_a_rerun_stage_invalidates_every_later_stage(tmp_path, monkeypatch):
+    """`--redo X --stop-after X` must not leave later stages marked done on the old outputs."""
+    from radfinder.demo import pipeline
+
+    calls = []
+
+    def fake(name):
+        def run(out, settings, log):
+            calls.append(name)
+            return {"stage": name}
+
+        return run
+
+    names = ["a", "b", "c"]
+    monkeypatch.setattr(pipeline, "STAGES", [(n, fake(n)) for n in names])
+    monkeypatch.setattr(pipeline, "STAGE_NAMES", names)
+    log = lambda msg: None  # noqa: E731
+    pipeline.run_demo(tmp_path, log=log)
+    assert calls == ["a", "b", "c"]
+    pipeline.run_demo(tmp_path, redo=["b"], stop_after="b", log=log)
+    assert calls[3:] == ["b"]
+    assert not (tmp_path / "stages" / "c.json").exists()
+    pipeline.run_demo(tmp_path, log=log)  # resumes: a and b done, c runs again on b's new outputs
+    assert calls[4:] == ["c"]

@@ -58,6 +58,10 @@ def run_demo(
             result = fn(out, s, log)
             info = {"seconds": round(time.perf_counter() - t0, 1), "result": result}
             mark.write_text(json.dumps(info, indent=2, default=str) + "\n")
+            # later stages were built on this stage's previous outputs: a run that stops here (--stop-after)
+            # must not leave their marks behind, or the next run would skip them and report stale results
+            for later, _ in STAGES[i + 1 :]:
+                (marks / f"{later}.json").unlink(missing_ok=True)
             log(f"[{i + 1}/{len(STAGES)}] {name:<10} {info['seconds']:.1f} s")
         infos[name] = info
         if name == stop_after:

@@ -122,12 +122,21 @@ def stage_features(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
     model = from_pretrained(out / "encoder")
     enc = model.backbone_image.eval()
     backbone = {"name": f"demo-{s.model}-{s.encoder}", "hash": state_dict_hash(enc)}
+    _drop_stale_features(out / "features", backbone)
     store = FeatureStore(out / "features", DEMO_SPEC, backbone, enc.feature_dim)
     items = [ExtractItem(r.key, r.path) for sp in ("train", "valid") for r in _records(out, sp)]
     summary = extract_features(items, enc, store, batch_size=16, shard=(0, 1), show_progress=False)
     if summary.failed:
         raise RuntimeError(f"feature extraction failed for {len(summary.failed)} scans: {summary.failed}")
     return summary.as_dict()
+
+
+def _drop_stale_features(root: Path, backbone: dict[str, Any]) -> None:
+    """A feature cache from an earlier encoder (e.g. after `--redo encoder`) is of no use to the new one: the
+    demo owns that folder, so it is cleared instead of failing on the backbone mismatch."""
+    meta = root / "cache.json"
+    if meta.is_file() and json.loads(meta.read_text()).get("backbone", {}).get("hash") != backbone["hash"]:
+        shutil.rmtree(root)
 
 
 def stage_train(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
