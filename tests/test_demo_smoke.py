@@ -54,3 +54,36 @@ def test_demo_pipeline_runs_resumes_and_evaluate_cli_agrees(tmp_path):
     assert cli["retrieval"]["text_to_volume"]["recall"] == demo_full["retrieval"]["text_to_volume"]["recall"]
     assert cli["localization"]["model"] == demo_full["localization"]["model"]
     assert (ev / "report.html").is_file()
+
+
+@pytest.mark.slow
+def test_demo_with_the_pretrained_astra_encoder_standardises_the_combiner_inputs(tmp_path):
+    """`--encoder astra`: the real pretrained CT backbone gives 2048-d features; the combiner that training starts
+    from sees them standardised on the train split (checked on its first layer), and the pipeline finishes."""
+    import torch
+
+    from radfinder.features import FeatureStore, feature_statistics
+    from radfinder.models.astra import astra_available
+    from radfinder.models.pretrained import from_pretrained
+
+    if not astra_available():
+        pytest.skip("ASTRA weights (radfinder[astra]) not installed")
+    out = tmp_path / "demo"
+    s = DemoSettings(studies=6, seed=3, valid_fraction=0.5, workers=1, encoder="astra", device="cpu",
+                     train_epochs=1.0, micro_batch=2, max_steps=1, n_boot=10)
+    run_demo(out, s, log=lambda m: None)
+    store = FeatureStore.open(out / "features")
+    assert store.feature_dim == 2048
+    init = from_pretrained(out / "encoder-standardized")
+    train_keys = [k for k in store.keys() if k.startswith("train_")]
+    rec = store.read(train_keys[0])
+    stats = feature_statistics(store, train_keys)
+    raw = torch.cat([torch.from_numpy(rec.cls.astype("float32")), torch.from_numpy(rec.patch_average.astype("float32"))],
+                    dim=-1).reshape(-1, 4096)
+    original = from_pretrained(out / "encoder").feature_comb_image.patch_proj
+    standardized = torch.cat([(raw[:, :2048] - stats["cls_mean"]) / stats["cls_std"].clamp_min(1e-3),
+                              (raw[:, 2048:] - stats["patch_average_mean"]) / stats["patch_average_std"].clamp_min(1e-3)],
+                             dim=-1)
+    with torch.no_grad():
+        torch.testing.assert_close(init.feature_comb_image.patch_proj(raw), original(standardized), rtol=1e-3, atol=1e-3)
+    assert json.loads((out / "metrics.json").read_text())["zero_shot"]["macro_auroc"] is not None

@@ -93,3 +93,21 @@ def test_collate_pads_to_largest_grid_with_mask():
     assert batch.depth_cells.tolist() == [24, 8]
     np.testing.assert_array_equal(batch.cls[1, :1, :2, :1].numpy(), b.cls)
     assert float(batch.cls[1, 1].abs().sum()) == 0.0
+
+
+def test_feature_statistics_match_numpy_over_the_chosen_scans_only(tmp_path):
+    from radfinder.features import feature_statistics
+
+    store = FeatureStore(tmp_path, PreprocessSpec(), {"name": "t", "hash": "abc"}, feature_dim=6)
+    recs = [_record(f"train_{i}_a_1", grid=(1, 2, i + 1), seed=i) for i in range(3)]
+    for r in recs:
+        r.cls = r.cls * 3 + 5  # a large common component, as a CNN's post-ReLU features have
+        store.write(r)
+    store.write(_record("valid_9_a_1", seed=9))  # must not enter the statistics
+    stats = feature_statistics(store, [r.key for r in recs])
+    for name in ("cls", "patch_average", "axis2"):
+        ref = np.concatenate([getattr(store.read(r.key), name).reshape(-1, 6).astype(np.float64) for r in recs])
+        np.testing.assert_allclose(stats[f"{name}_mean"].numpy(), ref.mean(0), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(stats[f"{name}_std"].numpy(), ref.std(0), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="at least one"):
+        feature_statistics(store, [])

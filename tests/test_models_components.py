@@ -194,3 +194,34 @@ def test_text_feature_cache_matches_eval_mode_and_skips_repeats():
     assert len(model._text_cache) == 2
     tok1 = model.tokenize(texts[1:2])
     torch.testing.assert_close(model.text_features(tok1["input_ids"], tok1["attention_mask"])[0], ref[1])
+
+
+def test_folded_input_standardization_equals_standardizing_the_features():
+    """Raw features through the folded combiner give what standardised features give through the original."""
+    import copy
+
+    torch.manual_seed(0)
+    comb = FeatureCombiner(feature_dim=12, embed_dim=24, depth=1, num_heads=2).eval()
+    cls, avg, axis2 = _scan(2, 2, 3, seed=5)
+    g = torch.Generator().manual_seed(1)
+    scale = {n: torch.rand(12, generator=g) * 5 + 0.5 for n in ("cls", "patch_average", "axis2")}
+    shift = {n: torch.randn(12, generator=g) * 10 for n in ("cls", "patch_average", "axis2")}
+    raw = {"cls": cls, "patch_average": avg, "axis2": axis2}
+    raw = {n: v * scale[n] + shift[n] for n, v in raw.items()}  # features with a common offset and spread
+    stats = {}
+    for n, v in raw.items():
+        flat = v.reshape(-1, 12)
+        stats[f"{n}_mean"], stats[f"{n}_std"] = flat.mean(0), flat.std(0)
+    std = {n: (v - stats[f"{n}_mean"]) / stats[f"{n}_std"] for n, v in raw.items()}
+    folded = copy.deepcopy(comb)
+    folded.fold_input_standardization(stats)
+    with torch.no_grad():
+        ref_g = comb.forward_global(std["cls"][None], std["patch_average"][None])
+        got_g = folded.forward_global(raw["cls"][None], raw["patch_average"][None])
+        ref_d = comb.forward_depth(std["cls"][None], std["axis2"][None])
+        got_d = folded.forward_depth(raw["cls"][None], raw["axis2"][None])
+    torch.testing.assert_close(got_g.cls, ref_g.cls, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got_g.average, ref_g.average, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got_d.cls, ref_d.cls, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got_d.perslice, ref_d.perslice, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(comb.forward_global(raw["cls"][None], raw["patch_average"][None]).cls, ref_g.cls)

@@ -27,8 +27,11 @@ class DemoSettings:
     workers: int | None = None
     model: str = "tiny"
     # "histogram" (regional HU histograms, standardised on train: see radfinder.models.histogram),
-    # "pretrained" (the tiny ViT after a short supervised pre-training on train) or "random"
+    # "astra" (the pretrained ASTRA 3D ResNet-152 from the radfinder[astra] extra; ~1.2 s a window on 2 CPU
+    # cores, so meant for a GPU), "pretrained" (the tiny ViT after a short supervised pre-training on train)
+    # or "random"
     encoder: str = "histogram"
+    device: str = "auto"  # where window features are extracted ("auto": CUDA when present)
     pretrain_epochs: float = 2.0
     train_epochs: float = 40.0
     micro_batch: int = 32

@@ -23,8 +23,16 @@ def _records(out: Path, split: str):
 def stage_cohort(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
     from ..data.synth import make_cohort
 
-    summary = make_cohort(out / "cohort", s.studies, s.seed, res="demo", workers=s.workers,
-                          valid_fraction=s.valid_fraction, overwrite=True, show_progress=False)
+    summary = make_cohort(
+        out / "cohort",
+        s.studies,
+        s.seed,
+        res="demo",
+        workers=s.workers,
+        valid_fraction=s.valid_fraction,
+        overwrite=True,
+        show_progress=False,
+    )
     return {k: summary[k] for k in ("n_studies", "n_patients", "n_volumes", "splits", "n_references")}
 
 
@@ -61,10 +69,12 @@ def stage_encoder(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
 
     torch.manual_seed(s.seed)
     info: dict[str, Any] = {"encoder": s.encoder, "model": s.model}
-    if s.encoder not in ("histogram", "pretrained", "random"):
-        raise ValueError(f"encoder must be 'histogram', 'pretrained' or 'random', got {s.encoder!r}")
+    if s.encoder not in ENCODERS:
+        raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {s.encoder!r}")
     if s.encoder == "histogram":
         return _histogram_encoder(out, s, info)
+    if s.encoder == "astra":
+        return _astra_encoder(out, s, info)
     model = RadFinderModel(s.model)
     model.preprocess_spec = DEMO_SPEC
     truth = read_truth(out / "cohort" / "truth.jsonl")
@@ -74,19 +84,40 @@ def stage_encoder(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
     for r in _records(out, "train"):  # the TRAIN split only
         scans.append(window_targets(cache.get_or_compute(r.path), truth[r.key], t))
     if s.encoder == "pretrained":
-        info.update(pretrain_window_encoder(model.backbone_image, scans, epochs=s.pretrain_epochs, seed=s.seed,
-                                            log=log))
+        info.update(
+            pretrain_window_encoder(model.backbone_image, scans, epochs=s.pretrain_epochs, seed=s.seed, log=log)
+        )
     import numpy as np
 
     sample = np.concatenate([sc.windows for sc in scans])
     sample = sample[np.random.default_rng(s.seed).permutation(len(sample))[:256]]
     info.update(standardize_features(model.backbone_image, sample))
-    tmp = out / "encoder.tmp"
+    _save_model(model, out / "encoder")
+    return info
+
+
+ENCODERS = ("histogram", "astra", "pretrained", "random")
+
+
+def _save_model(model, target: Path) -> None:
+    """Write `model` to `target` atomically (a crash leaves the old folder or none, never half of one)."""
+    tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, preprocess=DEMO_SPEC)
-    shutil.rmtree(out / "encoder", ignore_errors=True)
-    tmp.rename(out / "encoder")
-    return info
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+
+
+def _astra_encoder(out: Path, s: DemoSettings, info: dict[str, Any]) -> dict[str, Any]:
+    """The pretrained ASTRA I3ResNet-152 (weights from the radfinder[astra] extra), frozen as it is."""
+    from ..models.config import resolve_model_config
+    from ..models.radfinder import RadFinderModel
+
+    cfg = resolve_model_config(s.model, ["window_encoder.kind=resnet3d", "window_encoder.embed_dim=2048"])
+    cfg.window_encoder.options = {"weights": "astra"}
+    model = RadFinderModel(cfg)
+    _save_model(model, out / "encoder")
+    return info | {"feature_dim": 2048, "weights": "astra"}
 
 
 def _histogram_encoder(out: Path, s: DemoSettings, info: dict[str, Any]) -> dict[str, Any]:
@@ -99,16 +130,13 @@ def _histogram_encoder(out: Path, s: DemoSettings, info: dict[str, Any]) -> dict
     from ..preprocess import PreprocessedCache
 
     width = 4 * (len(DEFAULT_HU_EDGES) + 1)
-    model = RadFinderModel(resolve_model_config(s.model, ["window_encoder.kind=histogram",
-                                                          f"window_encoder.embed_dim={width}"]))
+    model = RadFinderModel(
+        resolve_model_config(s.model, ["window_encoder.kind=histogram", f"window_encoder.embed_dim={width}"])
+    )
     cache = PreprocessedCache(out / "preprocessed", DEMO_SPEC)
     batches = (torch.from_numpy(cache.get_or_compute(r.path).windows()).float() for r in _records(out, "train"))
     model.backbone_image.fit_standardization(batches)
-    tmp = out / "encoder.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, preprocess=DEMO_SPEC)
-    shutil.rmtree(out / "encoder", ignore_errors=True)
-    tmp.rename(out / "encoder")
+    _save_model(model, out / "encoder")
     return info | {"feature_dim": width}
 
 
@@ -125,7 +153,11 @@ def stage_features(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
     _drop_stale_features(out / "features", backbone)
     store = FeatureStore(out / "features", DEMO_SPEC, backbone, enc.feature_dim)
     items = [ExtractItem(r.key, r.path) for sp in ("train", "valid") for r in _records(out, sp)]
-    summary = extract_features(items, enc, store, batch_size=16, shard=(0, 1), show_progress=False)
+    from ..device import resolve_device
+
+    device = resolve_device(s.device)
+    enc.to(device)
+    summary = extract_features(items, enc, store, batch_size=16, device=device, shard=(0, 1), show_progress=False)
     if summary.failed:
         raise RuntimeError(f"feature extraction failed for {len(summary.failed)} scans: {summary.failed}")
     return summary.as_dict()
@@ -147,7 +179,10 @@ def stage_train(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
     from ..train.config import TrainConfig
     from ..train.trainer import train
 
-    cfg = TrainConfig.model_validate(train_config_dict(s, out, out / "encoder"))
+    init = out / "encoder"
+    if s.encoder == "astra":
+        init = _standardized_init(out, log)
+    cfg = TrainConfig.model_validate(train_config_dict(s, out, init))
     run_dir = out / "train"
     resume = latest_checkpoint(run_dir) is not None
     # The demo's combiner and heads are tiny: on a CPU their many small ops run several times faster on one
@@ -170,8 +205,28 @@ def stage_train(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
     (out / "model").symlink_to(model_dir.relative_to(out))
     info = result.as_dict()
     info["model"] = str(model_dir)
-    return {k: v for k, v in info.items() if k in ("steps", "total_steps", "epochs", "final_loss", "seconds",
-                                                   "samples_per_s", "model")}
+    return {
+        k: v
+        for k, v in info.items()
+        if k in ("steps", "total_steps", "epochs", "final_loss", "seconds", "samples_per_s", "model")
+    }
+
+
+def _standardized_init(out: Path, log: Log) -> Path:
+    """The encoder's model with the combiner's input projections standardised on the TRAIN split's features
+    (`Combiner.fold_input_standardization`); a CNN's raw features would make the fresh combiner collapse."""
+    from ..features import FeatureStore, feature_statistics
+    from ..models.pretrained import from_pretrained
+
+    model = from_pretrained(out / "encoder")
+    stats = feature_statistics(FeatureStore.open(out / "features"), [r.key for r in _records(out, "train")])
+    model.feature_comb_image.fold_input_standardization(stats)
+    log(
+        f"  combiner inputs standardised on train features (mean |mean| {stats['cls_mean'].abs().mean():.3g}, "
+        f"mean std {stats['cls_std'].mean():.3g})"
+    )
+    _save_model(model, out / "encoder-standardized")
+    return out / "encoder-standardized"
 
 
 def stage_evaluate(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:

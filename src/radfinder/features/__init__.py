@@ -2,6 +2,7 @@
 
 from .collate import FeatureBatch, collate_features
 from .extract import ExtractItem, ExtractSummary, extract_features, items_from_paths, parse_shard, select_shard
+from .stats import feature_statistics
 from .store import FeatureCacheError, FeatureRecord, FeatureStore, state_dict_hash
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "FeatureRecord",
     "FeatureStore",
     "extract_features",
+    "feature_statistics",
     "items_from_paths",
     "parse_shard",
     "select_shard",

@@ -136,6 +136,30 @@ class FeatureCombiner(nn.Module):
         init_vit_weights(self)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
+    @torch.no_grad()
+    def fold_input_standardization(self, stats: dict[str, torch.Tensor], min_std: float = 1e-3) -> None:
+        """Make the input projections see standardised window features: with per-channel `stats`
+        ({"cls_mean", "cls_std", "patch_average_mean", ..., "axis2_std"}, each (feature_dim,), from TRAIN
+        features), W <- W / std and b <- b - (W / std) @ mean, which equals standardising the inputs.
+
+        Why: the features of a frozen CNN (post-ReLU averages) share a large common component; a fresh
+        combiner maps every scan to nearly the same vector and the contrastive heads collapse. Folding keeps
+        the feature cache and the encoder untouched, so it works for any encoder and costs nothing later."""
+
+        def fold(layer: nn.Linear, mean: torch.Tensor, std: torch.Tensor) -> None:
+            std = std.to(layer.weight).clamp_min(min_std)
+            w = layer.weight / std
+            layer.bias.sub_(w @ mean.to(layer.weight))
+            layer.weight.copy_(w)
+
+        fold(
+            self.patch_proj,
+            torch.cat([stats["cls_mean"], stats["patch_average_mean"]]),
+            torch.cat([stats["cls_std"], stats["patch_average_std"]]),
+        )
+        if self.axis_patch_proj is not None:
+            fold(self.axis_patch_proj, stats["axis2_mean"], stats["axis2_std"])
+
     def init_axis_patch_proj_from_patch_proj(self) -> None:
         """Start axis_patch_proj as the patch-feature half of patch_proj (how the released model was initialised)."""
         if self.axis_patch_proj is None:
