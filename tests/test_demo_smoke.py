@@ -78,12 +78,16 @@ def test_demo_with_the_pretrained_astra_encoder_standardises_the_combiner_inputs
     train_keys = [k for k in store.keys() if k.startswith("train_")]
     rec = store.read(train_keys[0])
     stats = feature_statistics(store, train_keys)
-    raw = torch.cat([torch.from_numpy(rec.cls.astype("float32")), torch.from_numpy(rec.patch_average.astype("float32"))],
-                    dim=-1).reshape(-1, 4096)
+    cls, avg = (torch.from_numpy(x.astype("float32")).reshape(-1, 2048) for x in (rec.cls, rec.patch_average))
     original = from_pretrained(out / "encoder").feature_comb_image.patch_proj
-    standardized = torch.cat([(raw[:, :2048] - stats["cls_mean"]) / stats["cls_std"].clamp_min(1e-3),
-                              (raw[:, 2048:] - stats["patch_average_mean"]) / stats["patch_average_std"].clamp_min(1e-3)],
-                             dim=-1)
+    standardized = torch.cat(
+        [
+            (cls - stats["cls_mean"]) / stats["cls_std"].clamp_min(1e-3),
+            (avg - stats["patch_average_mean"]) / stats["patch_average_std"].clamp_min(1e-3),
+        ],
+        dim=-1,
+    )
     with torch.no_grad():
-        torch.testing.assert_close(init.feature_comb_image.patch_proj(raw), original(standardized), rtol=1e-3, atol=1e-3)
+        got = init.feature_comb_image.patch_proj(torch.cat([cls, avg], dim=-1))
+        torch.testing.assert_close(got, original(standardized), rtol=1e-3, atol=1e-3)
     assert json.loads((out / "metrics.json").read_text())["zero_shot"]["macro_auroc"] is not None
