@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+
+from radfinder.eval.probe import linear_probe, scan_vectors
+from radfinder.features import FeatureRecord, FeatureStore
+from radfinder.preprocess.spec import PreprocessSpec
+
+
+def test_probe_finds_a_separable_finding_ignores_noise_and_skips_one_class():
+    rng = np.random.default_rng(0)
+    n, d = 120, 10
+    x = rng.normal(size=(2 * n, d)) + 50  # an offset, as raw encoder features have
+    y = np.zeros((2 * n, 3), int)
+    y[:, 0] = x[:, 3] > 50  # carried by one feature
+    y[:, 1] = rng.random(2 * n) < 0.4  # carried by nothing
+    y[:n, 2] = 0  # one class only in train
+    y[n:, 2] = rng.random(n) < 0.5
+    y[5, 1] = -1  # unknown label: left out
+    res = linear_probe(x[:n], y[:n], x[n:], y[n:], ["sep", "noise", "one-class"], c=1.0)
+    assert res["per_finding_auroc"]["sep"] > 0.97
+    assert 0.3 < res["per_finding_auroc"]["noise"] < 0.7
+    assert list(res["skipped"]) == ["one-class"] and res["n_test"] == n
+    # same standardisation and model as scikit-learn by hand
+    mu, sd = x[:n].mean(0), x[:n].std(0) + 1e-6
+    clf = LogisticRegression(C=1.0, max_iter=5000).fit((x[:n] - mu) / sd, y[:n, 0])
+    ref = roc_auc_score(y[n:, 0], clf.decision_function((x[n:] - mu) / sd))
+    assert abs(res["per_finding_auroc"]["sep"] - ref) < 1e-9
+
+
+def test_scan_vectors_are_window_mean_and_max(tmp_path):
+    store = FeatureStore(tmp_path, PreprocessSpec(), {"name": "t", "hash": "abc"}, feature_dim=4)
+    cls = np.arange(2 * 1 * 3 * 4, dtype=np.float32).reshape(2, 1, 3, 4)
+    store.write(FeatureRecord("a", cls, cls, np.zeros((2, 1, 3, 8, 4), np.float32), np.eye(4)))
+    v = scan_vectors(store, ["a"])
+    flat = cls.reshape(-1, 4)
+    np.testing.assert_allclose(v[0], np.concatenate([flat.mean(0), flat.max(0)]))
