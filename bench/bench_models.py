@@ -1,4 +1,5 @@
-"""Window-encoder throughput and peak memory on CPU (`tiny` vs `radfinder-vitl`), and feature-cache read speed.
+"""Window-encoder throughput and peak memory on CPU (`tiny`, `radfinder-vitl`, the ASTRA-sized `resnet3d-152`, the
+demo's `histogram`), and feature-cache read speed.
 
 Encoder: each preset's window encoder alone (the part that sees every 128 x 128 x 32 window) is built once in a
 fresh subprocess, warmed up with one batch, then timed over a few batches of random windows under
@@ -23,7 +24,24 @@ from pathlib import Path
 
 import numpy as np
 
-ENCODERS = {"tiny": {"batch": 4, "batches": 3}, "radfinder-vitl": {"batch": 1, "batches": 2}}
+# label -> model preset, config overrides, batch, batches. "resnet3d-152" is the ASTRA architecture at random
+# init (the same cost as the pretrained weights); "histogram" is the CPU demo's weight-free encoder.
+ENCODERS = {
+    "tiny": {"preset": "tiny", "batch": 4, "batches": 3},
+    "radfinder-vitl": {"preset": "radfinder-vitl", "batch": 1, "batches": 2},
+    "resnet3d-152": {
+        "preset": "tiny",
+        "set": ["window_encoder.kind=resnet3d", "window_encoder.embed_dim=2048"],
+        "batch": 2,
+        "batches": 2,
+    },
+    "histogram": {
+        "preset": "tiny",
+        "set": ["window_encoder.kind=histogram", "window_encoder.embed_dim=80"],
+        "batch": 8,
+        "batches": 3,
+    },
+}
 N_RECORDS = 40
 GRID, DEPTH_TOKENS, WIDTH = (3, 3, 4), 8, 1080
 
@@ -35,7 +53,7 @@ def _vm(field: str) -> float:
     return float("nan")
 
 
-def run_encoder(preset: str, batch: int, batches: int) -> dict:
+def run_encoder(label: str, batch: int, batches: int) -> dict:
     import torch
 
     from radfinder.models import build_window_encoder, resolve_model_config
@@ -43,7 +61,8 @@ def run_encoder(preset: str, batch: int, batches: int) -> dict:
     base = _vm("VmRSS")
     torch.manual_seed(0)
     t0 = time.perf_counter()
-    encoder = build_window_encoder(resolve_model_config(preset).window_encoder).eval()
+    spec = ENCODERS[label]
+    encoder = build_window_encoder(resolve_model_config(spec["preset"], spec.get("set", [])).window_encoder).eval()
     build_s = time.perf_counter() - t0
     n_params = sum(p.numel() for p in encoder.parameters())
     x = torch.rand(batch, 1, *encoder.window_size)
@@ -55,7 +74,7 @@ def run_encoder(preset: str, batch: int, batches: int) -> dict:
         seconds = time.perf_counter() - t0
     assert feats.cls.shape == (batch, encoder.feature_dim)
     return {
-        "preset": preset,
+        "encoder": label,
         "parameters": n_params,
         "weights_mb": n_params * 4 / 2**20,
         "build_s": build_s,
@@ -121,10 +140,10 @@ def _child(*args: str) -> dict:
 
 def main() -> int:
     enc = {}
-    for preset, cfg in ENCODERS.items():
-        r = enc[preset] = _child("encoder", preset, str(cfg["batch"]), str(cfg["batches"]))
+    for label, cfg in ENCODERS.items():
+        r = enc[label] = _child("encoder", label, str(cfg["batch"]), str(cfg["batches"]))
         print(
-            f"window encoder {preset:<15} {r['parameters'] / 1e6:8.1f} M params  batch {r['batch']}: "
+            f"window encoder {label:<15} {r['parameters'] / 1e6:8.1f} M params  batch {r['batch']}: "
             f"{r['windows_per_s']:8.3f} windows/s ({r['windows']} windows in {r['seconds']:.2f} s, "
             f"{r['threads']} threads); peak +{r['peak_mb_above_imports']:.0f} MB (weights {r['weights_mb']:.0f} MB); "
             f"build {r['build_s']:.1f} s",
@@ -135,6 +154,12 @@ def main() -> int:
         f"ratio vitl/tiny: {t['windows_per_s'] / v['windows_per_s']:.0f}x slower per window, "
         f"{v['peak_mb_above_imports'] / t['peak_mb_above_imports']:.1f}x the peak memory "
         f"({v['parameters'] / t['parameters']:.0f}x the parameters)"
+    )
+    h, r = enc["histogram"], enc["resnet3d-152"]
+    print(
+        f"ratio resnet3d-152/histogram: {h['windows_per_s'] / r['windows_per_s']:.0f}x slower per window; the demo's "
+        f"2,948 windows would take {2948 / r['windows_per_s'] / 60:.0f} min (histogram: "
+        f"{2948 / h['windows_per_s']:.0f} s)"
     )
     with tempfile.TemporaryDirectory() as tmp:
         c = _child("cache", tmp)

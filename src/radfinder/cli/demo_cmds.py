@@ -21,7 +21,7 @@ def demo(
         "--encoder",
         help="Frozen window encoder: histogram (regional HU histograms standardised on the "
         "train split), astra (the pretrained ASTRA 3D ResNet-152 of radfinder[astra]; "
-        "about 1.2 s a window on 2 CPU cores, use a GPU), pretrained (tiny ViT after a "
+        "about 1 s a window on 2 CPU cores, use a GPU), pretrained (tiny ViT after a "
         "short supervised pre-training on the train split) or random (tiny ViT at its "
         "seeded initialisation).",
     ),

@@ -27,7 +27,7 @@ class DemoSettings:
     workers: int | None = None
     model: str = "tiny"
     # "histogram" (regional HU histograms, standardised on train: see radfinder.models.histogram),
-    # "astra" (the pretrained ASTRA 3D ResNet-152 from the radfinder[astra] extra; ~1.2 s a window on 2 CPU
+    # "astra" (the pretrained ASTRA 3D ResNet-152 from the radfinder[astra] extra; ~1 s a window on 2 CPU
     # cores, so meant for a GPU), "pretrained" (the tiny ViT after a short supervised pre-training on train)
     # or "random"
     encoder: str = "histogram"
