@@ -74,6 +74,9 @@ def test_demo_with_the_pretrained_astra_encoder_standardises_the_combiner_inputs
     run_demo(out, s, log=lambda m: None)
     store = FeatureStore.open(out / "features")
     assert store.feature_dim == 2048
+    # the saved config names the architecture only: the checkpoint loads without the radfinder[astra] extra
+    saved = json.loads((out / "model" / "config.json").read_text())["model"]["window_encoder"]
+    assert saved["kind"] == "resnet3d" and saved["options"] == {}
     init = from_pretrained(out / "encoder-standardized")
     train_keys = [k for k in store.keys() if k.startswith("train_")]
     rec = store.read(train_keys[0])

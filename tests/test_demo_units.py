@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from radfinder.demo.config import DEMO_SPEC
 from radfinder.demo.encoder import N_FIND, window_targets
@@ -88,3 +89,11 @@ def test_a_rerun_stage_invalidates_every_later_stage(tmp_path, monkeypatch):
     assert not (tmp_path / "stages" / "c.json").exists()
     pipeline.run_demo(tmp_path, log=log)  # resumes: a and b done, c runs again on b's new outputs
     assert calls[4:] == ["c"]
+
+
+def test_an_unknown_encoder_is_refused_before_any_stage_runs(tmp_path):
+    from radfinder.demo import DemoSettings, run_demo
+
+    with pytest.raises(ValueError, match="encoder must be one of histogram, astra"):
+        run_demo(tmp_path / "d", DemoSettings(encoder="spectre"), log=lambda m: None)
+    assert not (tmp_path / "d").exists()

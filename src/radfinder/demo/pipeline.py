@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import DemoSettings
-from .stages import STAGES
+from .stages import ENCODERS, STAGES
 from .summary import format_table
 
 STAGE_NAMES = [name for name, _ in STAGES]
@@ -30,6 +30,8 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run (or resume) the demo in `out`; returns {"stages": {name: info}, "seconds": total, "summary": ...}."""
     s = settings or DemoSettings()
+    if s.encoder not in ENCODERS:  # checked before minutes of cohort generation, not after
+        raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {s.encoder!r}")
     out = Path(out)
     marks = out / "stages"
     marks.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from typing import Any
 from .config import DEMO_SPEC, DemoSettings, train_config_dict
 
 Log = Callable[[str], None]
+ENCODERS = ("histogram", "astra", "pretrained", "random")  # the frozen window encoders the demo can use
 
 
 def _records(out: Path, split: str):
@@ -96,9 +97,6 @@ def stage_encoder(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
     return info
 
 
-ENCODERS = ("histogram", "astra", "pretrained", "random")
-
-
 def _save_model(model, target: Path) -> None:
     """Write `model` to `target` atomically (a crash leaves the old folder or none, never half of one)."""
     tmp = target.with_name(target.name + ".tmp")
@@ -116,6 +114,9 @@ def _astra_encoder(out: Path, s: DemoSettings, info: dict[str, Any]) -> dict[str
     cfg = resolve_model_config(s.model, ["window_encoder.kind=resnet3d", "window_encoder.embed_dim=2048"])
     cfg.window_encoder.options = {"weights": "astra"}
     model = RadFinderModel(cfg)
+    # the weights now live in the model's safetensors: the saved config names the architecture only, so the
+    # encoder and every checkpoint trained from it load without the radfinder[astra] extra
+    model.config.window_encoder.options = {}
     _save_model(model, out / "encoder")
     return info | {"feature_dim": 2048, "weights": "astra"}
 
@@ -143,6 +144,7 @@ def _histogram_encoder(out: Path, s: DemoSettings, info: dict[str, Any]) -> dict
 def stage_features(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
     import torch
 
+    from ..device import resolve_device
     from ..features import ExtractItem, FeatureStore, extract_features, state_dict_hash
     from ..models.pretrained import from_pretrained
 
@@ -153,8 +155,6 @@ def stage_features(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
     _drop_stale_features(out / "features", backbone)
     store = FeatureStore(out / "features", DEMO_SPEC, backbone, enc.feature_dim)
     items = [ExtractItem(r.key, r.path) for sp in ("train", "valid") for r in _records(out, sp)]
-    from ..device import resolve_device
-
     device = resolve_device(s.device)
     enc.to(device)
     summary = extract_features(items, enc, store, batch_size=16, device=device, shard=(0, 1), show_progress=False)
@@ -214,7 +214,7 @@ def stage_train(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
 
 def _standardized_init(out: Path, log: Log) -> Path:
     """The encoder's model with the combiner's input projections standardised on the TRAIN split's features
-    (`Combiner.fold_input_standardization`); a CNN's raw features would make the fresh combiner collapse."""
+    (`FeatureCombiner.fold_input_standardization`); a CNN's raw features would make the fresh combiner collapse."""
     from ..features import FeatureStore, feature_statistics
     from ..models.pretrained import from_pretrained
 
