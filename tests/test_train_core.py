@@ -157,3 +157,11 @@ def test_resume_refuses_other_feature_cache_and_existing_run(cohort, tmp_path):
     bigger = toy_train_config(cohort, schedule={"epochs": 1, "max_steps": 2}, batch={"micro": 2, "accum": 2})
     with pytest.raises(CheckpointError, match="batch.micro"):
         train(bigger, tmp_path / "run", resume=True)
+    # same config, but starting from other weights (here the trained model): not the run that was saved
+    from radfinder.train.checkpoint import latest_checkpoint
+
+    other_init = toy_train_config(cohort, schedule={"epochs": 1, "max_steps": 2})
+    other_init.model.init = str(latest_checkpoint(tmp_path / "run") / "model")
+    other_init.model.overrides = []
+    with pytest.raises(CheckpointError, match="init_weights"):
+        train(other_init, tmp_path / "run", resume=True)

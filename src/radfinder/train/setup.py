@@ -102,7 +102,11 @@ PATH_FIELDS = ("root", "features", "pairs", "labels_csv")
 
 def fingerprint(cfg: TrainConfig, model, sources: list[TrainSource], feature_identity: list[dict] | None,
                 world_size: int) -> dict[str, Any]:
-    """What must be equal for a checkpoint to be resumed by this run: contents, not file locations."""
+    """What must be equal for a checkpoint to be resumed by this run: contents, not file locations. The starting
+    weights count by their hash (`model.init` is a path): a run re-started from another initial model (e.g. a
+    re-standardised combiner) must not resume the old run's checkpoints."""
+    from ..features import state_dict_hash
+
     conf = cfg.model_dump(mode="json")
     for key in RESUME_FREE:
         _drop(conf, key)
@@ -126,5 +130,6 @@ def fingerprint(cfg: TrainConfig, model, sources: list[TrainSource], feature_ide
         "model": model_conf,
         "data": data,
         "prompts": hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16],
+        "init_weights": state_dict_hash(model),
         "world_size": world_size,
     }
