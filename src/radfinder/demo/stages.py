@@ -179,10 +179,7 @@ def stage_train(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
     from ..train.config import TrainConfig
     from ..train.trainer import train
 
-    init = out / "encoder"
-    if s.encoder == "astra":
-        init = _standardized_init(out, log)
-    cfg = TrainConfig.model_validate(train_config_dict(s, out, init))
+    cfg = TrainConfig.model_validate(train_config_dict(s, out, _standardized_init(out, log)))
     run_dir = out / "train"
     resume = latest_checkpoint(run_dir) is not None
     # The demo's combiner and heads are tiny: on a CPU their many small ops run several times faster on one
@@ -214,7 +211,8 @@ def stage_train(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
 
 def _standardized_init(out: Path, log: Log) -> Path:
     """The encoder's model with the combiner's input projections standardised on the TRAIN split's features
-    (`FeatureCombiner.fold_input_standardization`); a CNN's raw features would make the fresh combiner collapse."""
+    (`FeatureCombiner.fold_input_standardization`), whatever the encoder: raw CNN features would make the fresh
+    combiner collapse, and for encoders that standardise themselves (histogram) it is close to the identity."""
     from ..features import FeatureStore, feature_statistics
     from ..models.pretrained import from_pretrained
 
