@@ -17,6 +17,7 @@ from . import (  # noqa: E402,F401,I001
     mine_cmds,
     model_cmds,
     preprocess_cmds,
+    pretrain_cmds,
     synth_cmds,
     text_cmds,
     train_cmds,
