@@ -13,7 +13,9 @@ from .common import print_json
 @app.command("anatomy")
 def anatomy(
     seg: Path = typer.Argument(..., help="Multilabel segmentation NIfTI, or a folder of <class name>.nii.gz masks."),
-    groups: Path = typer.Option(None, "--groups", help="Anatomy-groups YAML (default: fVLM's lung/heart/esophagus/aorta)."),
+    groups: Path = typer.Option(
+        None, "--groups", help="Anatomy-groups YAML (default: fVLM's lung/heart/esophagus/aorta)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Voxels and volume (ml) per anatomy; zero for an anatomy that is not present."""

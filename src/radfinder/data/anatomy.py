@@ -185,8 +185,8 @@ def read_segmentation(path: str | Path, groups: AnatomyGroups | None = None) -> 
     """A multilabel NIfTI, or a folder of ``<class name>.nii.gz`` binary masks.
 
     For a file, the id -> name table is the groups' class table, updated by a ``classes.json`` in the file's
-    folder when there is one. For a folder, only the classes named by `groups` are read (all ``*.nii[.gz]`` files
-    of the built-in groups when `groups` is None); each gets its id from the class table (unknown names: 1000, 1001, ...).
+    folder when there is one. For a folder, only the member classes of `groups` (the built-in groups when None)
+    are read; each gets its id from the class table (unknown names: 1000, 1001, ...).
     """
     groups = groups or load_anatomy_groups()
     p = Path(path)
