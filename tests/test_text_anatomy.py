@@ -91,7 +91,9 @@ def test_anatomy_texts_follow_fvlm_convention():
     assert list(t) == ["lung", "heart", "esophagus", "aorta"]
     assert t["heart"].abnormal and not t["lung"].abnormal and not t["aorta"].abnormal
     # conclusion (impression sentences) first, then the description (findings sentences)
-    assert t["heart"].text == "Cardiomegaly. Coronary artery calcification. Cardiomegaly. Coronary artery calcifications (LAD)."
+    assert t["heart"].text == (
+        "Cardiomegaly. Coronary artery calcification. Cardiomegaly. Coronary artery calcifications (LAD)."
+    )
     assert t["lung"].text == "Lung shows no significant abnormalities. No pleural effusion. No pulmonary nodules."
     assert t["esophagus"].text == "Esophagus shows no significant abnormalities."
     assert is_template_normal(t["lung"].text, "lung") and not is_template_normal(t["heart"].text, "heart")

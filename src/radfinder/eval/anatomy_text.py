@@ -73,7 +73,7 @@ def align_study(truth: dict[str, Any], lang: str) -> list[dict[str, Any]] | None
     out: list[dict[str, Any]] = []
     body, tail = findings[:-2], findings[-2:]
     positives = []
-    for s, a, b in body:
+    for s, _, _ in body:
         if s in negs:
             out.append({"sentence": s, "section": "findings", "kind": "negative", "finding": negs[s]})
         elif s in normal_lines:

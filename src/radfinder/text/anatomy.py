@@ -107,8 +107,8 @@ def load_text_rules(path: str | Path | None = None) -> AnatomyTextRules:
         keywords[str(a)] = {lang: _compile(spec.get(lang), f"{where}: {a}.{lang}") for lang in ("en", "de")}
         names[str(a)] = dict(spec.get("names") or {})
     templates = {"en": "{anatomy} shows no significant abnormalities.", **(data.get("templates") or {})}
-    exclude = {lang: _compile((data.get("exclude") or {}).get(lang), f"{where}: exclude.{lang}") for lang in ("en", "de")}
-    normal = {lang: _compile((data.get("normal") or {}).get(lang), f"{where}: normal.{lang}") for lang in ("en", "de")}
+    exclude = {lg: _compile((data.get("exclude") or {}).get(lg), f"{where}: exclude.{lg}") for lg in ("en", "de")}
+    normal = {lg: _compile((data.get("normal") or {}).get(lg), f"{where}: normal.{lg}") for lg in ("en", "de")}
     return AnatomyTextRules(keywords, exclude, normal, names, templates, where)
 
 
