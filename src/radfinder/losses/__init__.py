@@ -1,7 +1,9 @@
-"""Training objectives: global SigLIP (single and multi-process), disease-prompt BCE, intra-scan localization."""
+"""Training objectives: global SigLIP (single and multi-process), disease-prompt BCE, intra-scan localization,
+fVLM's anatomy-level contrast, and the soft-target contrastive loss (SCALE-VLP style)."""
 
 from ._validate import LossInputError
 from .combined import CombinedLoss, LossWeights, combine_losses
+from .fvlm import FvlmLoss, FvlmOutput, FvlmTemperature, finding_set_ids, fvlm_loss, fvlm_loss_terms, fvlm_text_ids
 from .localization import GaussianLocalizationLoss, gaussian_localization_loss, gaussian_localization_loss_from_index
 from .prompt import (
     DEFAULT_GROUP_WEIGHTS,
@@ -13,10 +15,14 @@ from .prompt import (
 from .siglip import SigLipLoss, batch_bias_init, siglip_loss
 from .siglip_dist import siglip_loss_distributed
 from .siglip_terms import SiglipOutput
+from .soft_contrastive import soft_contrastive_loss
 
 __all__ = [
     "DEFAULT_GROUP_WEIGHTS",
     "CombinedLoss",
+    "FvlmLoss",
+    "FvlmOutput",
+    "FvlmTemperature",
     "GaussianLocalizationLoss",
     "LossInputError",
     "LossWeights",
@@ -24,6 +30,10 @@ __all__ = [
     "SiglipOutput",
     "batch_bias_init",
     "combine_losses",
+    "finding_set_ids",
+    "fvlm_loss",
+    "fvlm_loss_terms",
+    "fvlm_text_ids",
     "gaussian_localization_loss",
     "gaussian_localization_loss_from_index",
     "pos_weight_from_labels",
@@ -32,4 +42,5 @@ __all__ = [
     "select_prompts",
     "siglip_loss",
     "siglip_loss_distributed",
+    "soft_contrastive_loss",
 ]
