@@ -16,6 +16,7 @@ from .siglip import SigLipLoss, batch_bias_init, siglip_loss
 from .siglip_dist import siglip_loss_distributed
 from .siglip_terms import SiglipOutput
 from .soft_contrastive import soft_contrastive_loss
+from .soft_targets import report_soft_targets, soft_targets, spatial_similarity
 
 __all__ = [
     "DEFAULT_GROUP_WEIGHTS",
@@ -39,8 +40,11 @@ __all__ = [
     "pos_weight_from_labels",
     "prompt_bce_loss",
     "question_group_weights",
+    "report_soft_targets",
     "select_prompts",
     "siglip_loss",
     "siglip_loss_distributed",
     "soft_contrastive_loss",
+    "soft_targets",
+    "spatial_similarity",
 ]
