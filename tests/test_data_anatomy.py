@@ -48,7 +48,8 @@ def _hand_built_labels(shape=(40, 36, 30), seed=0) -> np.ndarray:
     lab[18:21, 25:28, 2:28] = 15
     lab[14:17, 24:27, 5:29] = 52
     lab[20:22, 5:8, 20:29] = 16
-    lab[5:7, 5:7, 10:12] = 210  # "Lung nodule" lesion (200 + its 1-based CT-RATE index): no anatomy
+    lab[5:7, 5:7, 10:12] = 210  # "Lung nodule" lesion (200 + its 1-based CT-RATE index), inside the left upper lobe
+    lab[38:40, 3:33, 4:10] = 213  # "Pleural effusion" lesion: outside the lobes
     noise = rng.random(shape) < 0.01
     lab[noise] = 0
     return lab
@@ -89,26 +90,30 @@ def test_synthetic_cohort_layout_and_folder_agree(tmp_path):
     masks.mkdir(parents=True)
     names = {"10": "lung_upper_lobe_left", "11": "lung_lower_lobe_left", "12": "lung_upper_lobe_right",
              "13": "lung_middle_lobe_right", "14": "lung_lower_lobe_right", "15": "esophagus", "16": "trachea",
-             "51": "heart", "52": "aorta", "61": "atrial_appendage_left", "210": "lesion_lung_nodule"}  # fmt: skip
+             "51": "heart", "52": "aorta", "61": "atrial_appendage_left", "210": "lesion: Lung nodule",
+             "213": "lesion: Pleural effusion"}  # fmt: skip
     (masks / "classes.json").write_text(json.dumps(names))
     ml_path = masks / "train_1_a_1.nii.gz"
     nib.save(nib.Nifti1Image(lab, aff), str(ml_path))
     seg = read_segmentation(ml_path)
-    assert seg.names[210] == "lesion_lung_nodule"
+    assert seg.names[210] == "lesion: Lung nodule"
     vols = anatomy_volumes(seg)
     voxel_ml = 1.5 * 1.2 * 2.5 / 1000
-    expect = {"lung": _count(lab, LOBES), "heart": _count(lab, (51, 61)), "esophagus": _count(lab, (15,)),
+    # lesion voxels override their organ's id; a nodule is still lung, a pleural effusion is not
+    expect = {"lung": _count(lab, (*LOBES, 210)), "heart": _count(lab, (51, 61)), "esophagus": _count(lab, (15,)),
               "aorta": _count(lab, (52,))}  # fmt: skip
-    assert all(v > 0 for v in expect.values())
+    assert all(v > 0 for v in expect.values()) and _count(lab, (210,)) > 0 and _count(lab, (213,)) > 0
     assert {a: v["voxels"] for a, v in vols.items()} == expect
     assert vols["lung"]["ml"] == pytest.approx(expect["lung"] * voxel_ml, abs=1e-3)
+    assert anatomy_volumes(seg, lesions=False)["lung"]["voxels"] == _count(lab, LOBES)
+    assert np.array_equal(seg.masks(load_anatomy_groups())["lung"], np.isin(lab, (*LOBES, 210)))
     # the same classes as TotalSegmentator's per-class folder (one binary file per class, all of them written)
     folder = tmp_path / "seg_folder"
     folder.mkdir()
     for cid, name in names.items():
         nib.save(nib.Nifti1Image((lab == int(cid)).astype(np.uint8), aff), str(folder / f"{name}.nii.gz"))
     fvols = anatomy_volumes(read_segmentation(folder))
-    assert fvols == vols
+    assert fvols == anatomy_volumes(seg, lesions=False)  # TotalSegmentator's folder has no lesion classes
     m = read_segmentation(folder).masks(load_anatomy_groups())
     assert np.array_equal(m["heart"], np.isin(lab, (51, 61)))
 
@@ -217,3 +222,28 @@ def test_touches_border():
     assert not touches_border(m)
     m[2, 2, 4] = True
     assert touches_border(m)
+
+
+def test_lesion_class_names():
+    from radfinder.data.anatomy import lesion_finding
+
+    assert lesion_finding("lesion: Lung nodule") == "Lung nodule"
+    assert lesion_finding("lesion_pleural_effusion") == "Pleural effusion"
+    assert lesion_finding("lung_upper_lobe_left") is None and lesion_finding("lesion: unknown thing") is None
+
+
+def test_cli_counts_on_the_preprocessed_grid(tmp_path, capsys):
+    lab = _hand_built_labels()
+    p = tmp_path / "seg.nii.gz"
+    nib.save(nib.Nifti1Image(lab, _affine()), str(p))
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text("spacing: [2.0, 2.0, 3.0]\nwindow: [16, 16, 8]\ndepth_tokens_per_window: 4\n")
+    assert main(["anatomy", str(p), "--spec", str(spec_file), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    masks, _ = anatomy_masks_on_grid(read_segmentation(p), load_anatomy_groups(), SPEC)
+    for a, m in masks.items():
+        assert out["anatomies"][a]["grid_voxels"] == int(m.sum())
+        assert out["anatomies"][a]["cut_by_crop"] == touches_border(m)
+    assert out["mask_hash"] == read_segmentation(p).hash()
+    assert main(["anatomy", str(p)]) == 0
+    assert "lung" in capsys.readouterr().out

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -27,8 +28,24 @@ from ..errors import ConfigError, VolumeReadError
 from ..preprocess.geometry import Geometry, plan_geometry
 from ..preprocess.resample import ValueMap, resample_separable, resample_world
 from ..preprocess.spec import PreprocessSpec, resolve_spec
+from ..text.anatomy import FINDING_ANATOMY
+from ..text.findings import CTRATE_FINDINGS
 
 CLASSES_JSON = "classes.json"
+# Lesion classes of the synthetic cohort ("lesion: <CT-RATE finding>" in classes.json) override the organ id of the
+# voxels they cover; those voxels still belong to the organ, so they are counted in the finding's anatomy
+# (`FINDING_ANATOMY`). A pleural effusion lies outside the lung lobes and is not added to the lung.
+LESIONS_OUTSIDE_ORGAN = frozenset({"Pleural effusion"})
+_LESION_NAME = re.compile(r"^lesion\s*[:_\- ]\s*(.+)$", re.IGNORECASE)
+_FINDING_KEYS = {f.lower(): f for f in CTRATE_FINDINGS}
+
+
+def lesion_finding(class_name: str) -> str | None:
+    """The CT-RATE finding of a lesion class name ("lesion: Lung nodule", "lesion_lung_nodule"), else None."""
+    m = _LESION_NAME.match(class_name.strip())
+    return _FINDING_KEYS.get(m.group(1).replace("_", " ").strip().lower()) if m else None
+
+
 _NIFTI = (".nii.gz", ".nii")
 
 
@@ -136,9 +153,21 @@ class Segmentation:
         h.update(np.ascontiguousarray(self.labels, dtype="<u4").tobytes())
         return h.hexdigest()[:16]
 
-    def masks(self, groups: AnatomyGroups) -> dict[str, np.ndarray]:
+    def anatomy_ids(self, groups: AnatomyGroups, lesions: bool = True) -> dict[str, list[int]]:
+        """Class ids per anatomy: its member classes, plus (with `lesions`) the lesion classes of findings that sit
+        inside it (see `LESIONS_OUTSIDE_ORGAN`)."""
+        out = {a: groups.ids_of(a, self.names) for a in groups.anatomies}
+        if lesions:
+            for cid, name in self.names.items():
+                f = lesion_finding(name)
+                a = FINDING_ANATOMY.get(f) if f and f not in LESIONS_OUTSIDE_ORGAN else None
+                if a in out:
+                    out[a] = sorted({*out[a], cid})
+        return out
+
+    def masks(self, groups: AnatomyGroups, lesions: bool = True) -> dict[str, np.ndarray]:
         """One boolean mask per anatomy (all False where none of its classes is present)."""
-        return {a: np.isin(self.labels, groups.ids_of(a, self.names)) for a in groups.anatomies}
+        return {a: np.isin(self.labels, ids) for a, ids in self.anatomy_ids(groups, lesions).items()}
 
 
 def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -225,13 +254,15 @@ def read_segmentation(path: str | Path, groups: AnatomyGroups | None = None) -> 
     return Segmentation(labels, affine, names, str(p))
 
 
-def anatomy_volumes(seg: Segmentation, groups: AnatomyGroups | None = None) -> dict[str, dict[str, float | int]]:
+def anatomy_volumes(
+    seg: Segmentation, groups: AnatomyGroups | None = None, lesions: bool = True
+) -> dict[str, dict[str, float | int]]:
     """Per anatomy: voxel count and volume in ml (voxels x voxel volume); zero for an anatomy not present."""
     groups = groups or load_anatomy_groups()
     out: dict[str, dict[str, float | int]] = {}
     counts = np.bincount(seg.labels.ravel().astype(np.int64)) if seg.labels.size else np.zeros(1, np.int64)
-    for a in groups.anatomies:
-        ids = [i for i in groups.ids_of(a, seg.names) if i < len(counts)]
+    for a, all_ids in seg.anatomy_ids(groups, lesions).items():
+        ids = [i for i in all_ids if i < len(counts)]
         n = int(counts[ids].sum()) if ids else 0
         out[a] = {"voxels": n, "ml": round(n * seg.voxel_ml, 3)}
     return out
@@ -314,8 +345,9 @@ def anatomy_masks_on_grid(
     *,
     image_shape: tuple[int, int, int] | None = None,
     image_affine: np.ndarray | None = None,
+    lesions: bool = True,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Boolean anatomy masks on the preprocessed grid (see `labels_on_grid`) and that grid's affine."""
     groups = groups or load_anatomy_groups()
     labels, affine = labels_on_grid(seg, spec, image_shape=image_shape, image_affine=image_affine)
-    return {a: np.isin(labels, groups.ids_of(a, seg.names)) for a in groups.anatomies}, affine
+    return {a: np.isin(labels, ids) for a, ids in seg.anatomy_ids(groups, lesions).items()}, affine
