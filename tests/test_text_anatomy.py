@@ -223,3 +223,20 @@ def test_flags_agree_with_manual_labels_of_real_ctrate_reports(real_data):
     for a, r in res.items():
         assert r["positives"] > 50
         assert r["accuracy"] >= 0.88 and r["sensitivity"] >= 0.88, (a, r)
+
+
+def test_cli_anatomy_text_and_accuracy(tmp_path, capsys, cohort):
+    from radfinder.cli import main
+
+    rep = tmp_path / "r.txt"
+    rep.write_text("Befund: Kardiomegalie. Kein Pleuraerguss.\nBeurteilung: 1. Kardiomegalie.\n", encoding="utf-8")
+    assert main(["anatomy-text", str(rep), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["lang"] == "de" and out["anatomies"]["heart"]["abnormal"]
+    assert out["anatomies"]["lung"]["text"] == "Lunge ohne wesentliche Auffälligkeiten. Kein Pleuraerguss."
+    assert [s["anatomy"] for s in out["sentences"]] == ["heart", "lung", "heart"]
+    (tmp_path / "truth.jsonl").write_text("".join(json.dumps(s) + "\n" for s in cohort[:20]))
+    assert main(["anatomy-text-accuracy", str(tmp_path), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["studies"] == 20 and res["en"]["sentence_accuracy"] >= 0.95
+    assert main(["anatomy-text", str(tmp_path / "missing.txt")]) == 2
