@@ -12,6 +12,7 @@ from radfinder.losses import (
     FvlmLoss,
     FvlmTemperature,
     LossInputError,
+    anatomy_finding_ids,
     finding_set_ids,
     fvlm_loss,
     fvlm_loss_terms,
@@ -182,3 +183,18 @@ def test_bad_inputs_are_refused():
         fvlm_loss(image, text, valid.int(), normal, ids, 0.07)
     with pytest.raises(LossInputError, match="valid"):
         fvlm_loss(image, text, valid[:3], normal, ids, 0.07)
+
+
+def test_anatomy_finding_ids_from_report_labels():
+    from radfinder.text.findings import CTRATE_FINDINGS
+
+    y = torch.zeros(3, 18, dtype=torch.int64)
+    col = {f: i for i, f in enumerate(CTRATE_FINDINGS)}
+    y[0, col["Emphysema"]] = y[0, col["Cardiomegaly"]] = 1
+    y[1, col["Emphysema"]] = 1
+    y[1, col["Lymphadenopathy"]] = 1  # no anatomy: ignored
+    y[2, col["Lung nodule"]] = 1
+    y[2, col["Cardiomegaly"]] = -1  # unknown is not positive
+    ids = anatomy_finding_ids(y, ["lung", "heart", "aorta"])
+    assert ids[0, 0] == ids[1, 0] != ids[2, 0]  # same lung finding set for studies 0 and 1
+    assert ids[0, 1] != ids[1, 1] == ids[2, 1] == 0 and (ids[:, 2] == 0).all()

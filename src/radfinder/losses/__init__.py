@@ -3,7 +3,16 @@ fVLM's anatomy-level contrast, and the soft-target contrastive loss (SCALE-VLP s
 
 from ._validate import LossInputError
 from .combined import CombinedLoss, LossWeights, combine_losses
-from .fvlm import FvlmLoss, FvlmOutput, FvlmTemperature, finding_set_ids, fvlm_loss, fvlm_loss_terms, fvlm_text_ids
+from .fvlm import (
+    FvlmLoss,
+    FvlmOutput,
+    FvlmTemperature,
+    anatomy_finding_ids,
+    finding_set_ids,
+    fvlm_loss,
+    fvlm_loss_terms,
+    fvlm_text_ids,
+)
 from .localization import GaussianLocalizationLoss, gaussian_localization_loss, gaussian_localization_loss_from_index
 from .prompt import (
     DEFAULT_GROUP_WEIGHTS,
@@ -29,6 +38,7 @@ __all__ = [
     "LossWeights",
     "SigLipLoss",
     "SiglipOutput",
+    "anatomy_finding_ids",
     "batch_bias_init",
     "combine_losses",
     "finding_set_ids",

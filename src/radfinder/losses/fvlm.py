@@ -36,7 +36,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..text.anatomy import text_id
+from ..text.anatomy import FINDING_ANATOMY, text_id
+from ..text.findings import CTRATE_FINDINGS
 from ._validate import LossInputError, as_scalar, check_shape
 from .collectives import all_gather_no_grad, all_gather_sizes, all_gather_with_grad, dist_active
 
@@ -72,6 +73,25 @@ def finding_set_ids(findings: torch.Tensor) -> torch.Tensor:
         raise LossInputError(f"finding_set_ids supports up to 62 findings, got {k}")
     weights = 2 ** torch.arange(k, dtype=torch.int64, device=findings.device)
     return ((findings > 0).to(torch.int64) * weights).sum(-1)
+
+
+def anatomy_finding_ids(
+    labels: torch.Tensor,
+    anatomies: Sequence[str],
+    findings: Sequence[str] = CTRATE_FINDINGS,
+    mapping: dict[str, str | None] | None = None,
+) -> torch.Tensor:
+    """(B, A) finding-set ids for the disease-aware extension from (B, F) report labels (1 = positive): for each
+    anatomy, the set of its positive findings (`FINDING_ANATOMY` by default), encoded by `finding_set_ids`."""
+    check_shape("labels", labels, 2, "(B, F)")
+    if labels.shape[1] != len(findings):
+        raise LossInputError(f"labels must have {len(findings)} columns, got {labels.shape[1]}")
+    mapping = FINDING_ANATOMY if mapping is None else mapping
+    member = torch.tensor(
+        [[mapping.get(f) == a for f in findings] for a in anatomies], dtype=torch.bool, device=labels.device
+    )  # (A, F)
+    multi = (labels[:, None, :] == 1) & member[None]
+    return finding_set_ids(multi.to(torch.int64))
 
 
 def _check(image, text, valid, normal, text_ids, finding_ids) -> None:
