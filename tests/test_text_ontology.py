@@ -98,6 +98,9 @@ def test_soft_targets():
     s = spatial_similarity(flags)
     assert s[0, 1] == 0.5 and s[2, 3] == 1.0 and s[0, 2] == 0.0
     assert np.array_equal(set_jaccard(flags, empty=0.0)[2, 3], 0.0)
+    d = spatial_similarity(flags, depth_bins=[{1, 2}, {2}, None, {7}])
+    assert d[0, 1] == pytest.approx((0.5 + 0.5) / 2) and d[0, 2] == s[0, 2] and d[2, 3] == s[2, 3]
+    assert d[0, 3] == pytest.approx((0.0 + 0.0) / 2) and d[3, 3] == 1.0
     k = np.full((4, 4), 0.2)
     w = soft_targets(4, alpha=1.0, beta=0.5, gamma=2.0, spatial=s, knowledge=k)
     assert w.dtype == torch.float64

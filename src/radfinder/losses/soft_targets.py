@@ -4,9 +4,11 @@
 
 W_knowledge: `radfinder.text.ontology.knowledge_similarity` of the studies' report-derived finding labels.
 W_spatial: Jaccard similarity of the sets of anatomies each report calls abnormal (the per-anatomy sentence
-assignment of `radfinder.text.anatomy`); two studies with no abnormal anatomy get `empty`. Depth-cell overlap of
-slice references is not included yet. The loss divides each row (and each row of W^T) by its sum, so W needs no
-normalisation here; `normalize=True` returns it row-normalised for inspection.
+assignment of `radfinder.text.anatomy`); two studies with no abnormal anatomy get `empty`. Where both studies have
+slice references, the Jaccard similarity of their referenced depth bins is averaged in (`depth_bins`: per study a
+set of bin indices in a frame shared across patients, e.g. the referenced depth as a fraction of the scan or lung
+extent cut into 10 bins; None for a study without references). The loss divides each row (and each row of W^T)
+by its sum, so W needs no normalisation here; `normalize=True` returns it row-normalised for inspection.
 """
 
 from __future__ import annotations
@@ -34,9 +36,26 @@ def set_jaccard(flags: Any, empty: float = 1.0) -> np.ndarray:
     return out
 
 
-def spatial_similarity(abnormal_anatomies: Any, empty: float = 1.0) -> np.ndarray:
-    """Jaccard of the abnormal-anatomy sets: (N, A) bool (anatomy a of study n described as abnormal)."""
-    return set_jaccard(abnormal_anatomies, empty)
+def spatial_similarity(
+    abnormal_anatomies: Any, empty: float = 1.0, depth_bins: Sequence[set[int] | None] | None = None
+) -> np.ndarray:
+    """Jaccard of the abnormal-anatomy sets, (N, A) bool (anatomy a of study n described as abnormal), averaged
+    with the Jaccard of referenced depth bins for the pairs where both studies have references (see module doc)."""
+    s = set_jaccard(abnormal_anatomies, empty)
+    if depth_bins is None:
+        return s
+    if len(depth_bins) != s.shape[0]:
+        raise LossInputError(f"depth_bins needs one entry per study ({s.shape[0]}), got {len(depth_bins)}")
+    has = np.array([b is not None and len(b) > 0 for b in depth_bins])
+    if not has.any():
+        return s
+    k = 1 + max(max(b) for b in depth_bins if b)
+    flags = np.zeros((len(depth_bins), k), bool)
+    for i, b in enumerate(depth_bins):
+        if b:
+            flags[i, sorted(b)] = True
+    both = has[:, None] & has[None, :]
+    return np.where(both, (s + set_jaccard(flags, empty)) / 2, s)
 
 
 def soft_targets(
