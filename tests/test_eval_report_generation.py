@@ -11,6 +11,8 @@ from radfinder.eval.report_generation import (
     BertScorer,
     clinical_efficacy,
     corpus_bleu,
+    most_common_report,
+    nearest_report,
     report_generation_metrics,
     rouge_l,
     tokenize,
@@ -94,3 +96,15 @@ def test_all_metrics_together():
     perfect = report_generation_metrics(REFS, REFS, bertscore=False)
     assert perfect["bleu4"] == pytest.approx(1.0) and perfect["rouge_l"] == pytest.approx(1.0)
     assert perfect["ce_macro_f1"] == 1.0
+
+
+def test_baselines():
+    train = ["Normal chest.", "Cardiomegaly.", "Nodule.", "No abnormality seen.", "Heart enlarged, big."]
+    emb = np.eye(5)[:, :4] + 0.01
+    emb[4] = [0, 1, 0, 0.2]
+    q = np.array([[0.1, 0.9, 0.0, 0.0], [0.0, 0.0, 0.0, 3.0]])
+    assert nearest_report(q, emb, train) == ["Cardiomegaly.", "No abnormality seen."]
+    labels = np.array([[0, 0], [1, 0], [0, 1], [0, 0], [1, 0]])
+    # [0, 0] and [1, 0] both occur twice: the shortest report among them wins
+    assert most_common_report(train, labels) == "Normal chest."
+    assert most_common_report(train[:3], labels[:3]) == "Nodule."  # all once: the shortest of all

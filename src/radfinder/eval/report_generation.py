@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from radfinder.eval._common import EvalInputError, clean_number
+from radfinder.eval._common import EvalInputError, as_numpy, check_finite, clean_number, l2_normalize
 from radfinder.text.findings import CTRATE_FINDINGS
 from radfinder.text.labeler import RuleLabeler
 
@@ -170,6 +170,30 @@ def clinical_efficacy(
         }
     macro = float(np.mean([v["f1"] for v in per.values()])) if per else float("nan")
     return {"ce_macro_f1": macro, "per_finding": per, "skipped": skipped}
+
+
+def nearest_report(query_emb: Any, train_emb: Any, train_reports: Sequence[str]) -> list[str]:
+    """Baseline `nearest_report`: for each query volume, the report of the training study whose volume embedding is
+    nearest by cosine (ties: the first such study)."""
+    q = l2_normalize(as_numpy(query_emb, name="query embeddings"))
+    t = l2_normalize(as_numpy(train_emb, name="training embeddings"))
+    if q.ndim != 2 or t.ndim != 2 or q.shape[1] != t.shape[1] or len(t) != len(train_reports) or not len(t):
+        raise EvalInputError(f"shapes: queries {q.shape}, training {t.shape}, {len(train_reports)} training reports")
+    check_finite(q, "query embeddings")
+    check_finite(t, "training embeddings")
+    return [train_reports[i] for i in np.argmax(q @ t.T, axis=1)]
+
+
+def most_common_report(train_reports: Sequence[str], train_labels: Any) -> str:
+    """Baseline `most_common_report`: the training report whose finding-label vector is the most frequent one in the
+    training set, ties between vectors and between reports broken by the shortest report (then the first)."""
+    y = np.asarray(train_labels)
+    if y.ndim != 2 or len(y) != len(train_reports) or not len(y):
+        raise EvalInputError(f"train_labels must be ({len(train_reports)}, F), got {y.shape}")
+    counts = Counter(map(tuple, y.tolist()))
+    top = max(counts.values())
+    candidates = [i for i, row in enumerate(map(tuple, y.tolist())) if counts[row] == top]
+    return train_reports[min(candidates, key=lambda i: (len(train_reports[i]), i))]
 
 
 def report_generation_metrics(
