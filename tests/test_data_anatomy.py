@@ -247,3 +247,29 @@ def test_cli_counts_on_the_preprocessed_grid(tmp_path, capsys):
     assert out["mask_hash"] == read_segmentation(p).hash()
     assert main(["anatomy", str(p)]) == 0
     assert "lung" in capsys.readouterr().out
+
+
+def test_synthetic_cohort_masks_have_all_four(tmp_path_factory):
+    """The synthetic cohort's own masks (TotalSegmentator --ml format beside every volume): every study has all four
+    anatomies, and the counts equal an independent count on the raw file. Skips while the generator writes none."""
+    from helpers_data import synth_cohort
+
+    cohort = synth_cohort(tmp_path_factory)
+    masks = sorted((cohort / "masks").glob("*.nii.gz")) if (cohort / "masks").is_dir() else []
+    if not masks:
+        pytest.skip("this synthetic cohort has no masks/ folder")
+    names = {int(k): v for k, v in json.loads((cohort / "masks" / "classes.json").read_text()).items()}
+    by_name = {v: k for k, v in names.items()}
+    lung_lesions = [k for k, v in names.items() if v.lower().startswith("lesion") and any(
+        f.lower() in v.lower() for f in ("Emphysema", "Atelectasis", "Lung nodule", "Lung opacity", "Consolidation",
+                                         "Pulmonary fibrotic sequela", "Mosaic attenuation pattern", "Bronchiectasis",
+                                         "Peribronchial thickening", "Interlobular septal thickening"))]  # fmt: skip
+    for path in masks:
+        arr = np.asarray(nib.load(str(path)).dataobj)
+        lobes = [by_name[n] for n in ("lung_upper_lobe_left", "lung_lower_lobe_left", "lung_upper_lobe_right",
+                                      "lung_middle_lobe_right", "lung_lower_lobe_right") if n in by_name]  # fmt: skip
+        vols = anatomy_volumes(read_segmentation(path))
+        assert all(v["voxels"] > 0 for v in vols.values()), (path.name, vols)
+        assert vols["lung"]["voxels"] == _count(arr, lobes + lung_lesions)
+        assert vols["esophagus"]["voxels"] >= _count(arr, [by_name["esophagus"]])
+        assert vols["aorta"]["voxels"] >= _count(arr, [by_name["aorta"]])
