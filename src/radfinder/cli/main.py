@@ -9,6 +9,7 @@ from ..errors import RadfinderError
 
 # Command modules register themselves on import (one module per area of the package).
 from . import (  # noqa: E402,F401,I001
+    anatomy_cmds,
     data_cmds,
     demo_cmds,
     eval_cmds,
