@@ -251,13 +251,12 @@ def test_cli_counts_on_the_preprocessed_grid(tmp_path, capsys):
 
 def test_synthetic_cohort_masks_have_all_four(tmp_path_factory):
     """The synthetic cohort's own masks (TotalSegmentator --ml format beside every volume): every study has all four
-    anatomies, and the counts equal an independent count on the raw file. Skips while the generator writes none."""
+    anatomies, and the counts equal an independent count on the raw file."""
     from helpers_data import synth_cohort
 
     cohort = synth_cohort(tmp_path_factory)
-    masks = sorted((cohort / "masks").glob("*.nii.gz")) if (cohort / "masks").is_dir() else []
-    if not masks:
-        pytest.skip("this synthetic cohort has no masks/ folder")
+    masks = sorted((cohort / "masks").glob("*.nii.gz"))
+    assert masks, "the synthetic cohort writes a mask beside every volume"
     names = {int(k): v for k, v in json.loads((cohort / "masks" / "classes.json").read_text()).items()}
     by_name = {v: k for k, v in names.items()}
     lung_lesions = [k for k, v in names.items() if v.lower().startswith("lesion") and any(
