@@ -26,7 +26,6 @@ sys.path.insert(0, str(REPO / "src"))
 
 from radfinder.models.shipped import sha256_of  # noqa: E402
 
-
 PROBE_KEYS = ("encoder", "cohort", "n_train", "n_test", "C", "macro_auroc", "min_auroc", "per_finding_auroc",
               "per_finding_ci", "test_positives")  # fmt: skip
 
