@@ -36,7 +36,15 @@ from .checkpoint import (
 )
 from .config import TrainConfig
 from .data import MixedOrder, build_sources
-from .distributed import DistInfo, barrier, cleanup, init_distributed
+from .distributed import (
+    DistInfo,
+    barrier,
+    broadcast_from_main,
+    cleanup,
+    collective_guard,
+    init_distributed,
+    local_only,
+)
 from .hooks import EvalContext, EvalHook, eval_mode
 from .logs import RunLogger
 from .optim import build_optimizer, lr_at, select_trainable, set_lr
@@ -156,10 +164,13 @@ class Trainer:
             # the only buffers are constant RoPE periods: synced once at construction, never per forward
             sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters
                     else {"broadcast_buffers": False})
-            self.wrapped = DDP(step_module, device_ids=ids, find_unused_parameters=False, **sync)
+            with collective_guard("the initial weight broadcast (DDP setup)"):
+                self.wrapped = DDP(step_module, device_ids=ids, find_unused_parameters=False, **sync)
         else:
             self.wrapped = step_module
 
+        # hooks run on rank 0 only; *when* to evaluate depends on the config alone, so every rank takes part in the
+        # same collectives whether or not it holds hooks (an evaluation only rank 0 entered hung the job)
         self.hooks: list[EvalHook] = list(hooks or []) if self.is_main else []
         if cfg.eval.retrieval is not None and hooks is None:
             raise ConfigError(
@@ -242,7 +253,8 @@ class Trainer:
         mine = capture_rng()
         if self.world > 1:
             every: list[Any] = [None] * self.world
-            dist.all_gather_object(every, mine)
+            with collective_guard(f"gathering every rank's RNG state for the checkpoint of step {steps_done}"):
+                dist.all_gather_object(every, mine)
         else:
             every = [mine]
         if self.is_main:
@@ -254,19 +266,23 @@ class Trainer:
                                    "warmup_steps": self.warmup_steps}}
             self.last_checkpoint = save_checkpoint(self.out_dir, steps_done, self.model, self.optimizer, state, every,
                                                    self.cfg.checkpoint.keep_last)
-        barrier()
+        with collective_guard(f"waiting for rank 0 to write the checkpoint of step {steps_done}"):
+            barrier()
 
     def evaluate(self, steps_done: int) -> dict[str, float]:
+        """Run the hooks on rank 0 (alone: no collective inside, see `local_only`) while the other ranks wait;
+        every rank returns rank 0's results. Called on every rank at the same steps."""
         out: dict[str, float] = {}
         if self.is_main and self.hooks:
             ctx = EvalContext(self.model, steps_done, steps_done / self.steps_per_epoch, self.device, self.out_dir)
             state = torch.get_rng_state()  # hooks must not shift the training RNG stream
-            with eval_mode(self.model):
+            with eval_mode(self.model), local_only():
                 for hook in self.hooks:
                     out.update(hook(ctx))
             torch.set_rng_state(state)
-        barrier()
-        return out
+        what = "sharing the evaluation results" if self.is_main else "waiting for rank 0's evaluation"
+        with collective_guard(f"{what} after step {steps_done}"):
+            return broadcast_from_main(out)
 
     # ------------------------------------------------------------------------------------------ loop
     def run(self) -> TrainResult:
@@ -280,7 +296,8 @@ class Trainer:
                 if fail and fail == f"{self.rank}:{step}":
                     raise TrainingFailed(f"rank {self.rank}: injected failure at step {step} ({FAIL_ENV})")
                 t0 = time.perf_counter()
-                stats = self.compute_gradients(step)
+                with collective_guard(f"the gradient exchange of step {step + 1}"):
+                    stats = self.compute_gradients(step)
                 gnorm, lr = self.apply_update(step)
                 dt = time.perf_counter() - t0
                 samples += stats.n_samples
@@ -296,7 +313,7 @@ class Trainer:
                     "snippets": stats.n_snippets, "labelled": stats.n_labelled,
                 }
                 every = cfg.eval.every_steps
-                if (every and done % every == 0) or (done == self.end_step and cfg.eval.at_end and self.hooks):
+                if (every and done % every == 0) or (done == self.end_step and cfg.eval.at_end):
                     last_eval = self.evaluate(done)
                     record.update(last_eval)
                 self.logger.step(record)
