@@ -57,7 +57,14 @@ class CachedFeatures:
             self.stores.append(store)
 
     def get(self, source: int, record: StudyRecord, sample_index: int) -> tuple[FeatureRecord, DepthMap]:
-        return self.stores[source].read(record.key), _identity
+        store = self.stores[source]
+        fr = store.read(record.key)
+        if fr.axis2.shape[3] != store.spec.depth_tokens_per_window:
+            raise ConfigError(
+                f"{store.root}: {record.key} has {fr.axis2.shape[3]} depth tokens per window but the cache's "
+                f"preprocessing spec has {store.spec.depth_tokens_per_window} depth cells per window: snippet cells "
+                "would point at the wrong depth; extract the features with an encoder made for this spec")
+        return fr, _identity
 
     def identity(self) -> list[dict]:
         return [{"spec_hash": s.spec.hash(), "backbone_hash": s.backbone["hash"], "feature_dim": s.feature_dim}
