@@ -18,6 +18,7 @@ from radfinder.features.store import FeatureRecord, FeatureStore
 from radfinder.io.volume import Volume
 from radfinder.preprocess.spec import PreprocessSpec, resolve_spec
 from radfinder.train.batches import CachedFeatures
+from radfinder.train.config import LossSection
 from radfinder.train.data import build_sources
 from radfinder.train.toy import TOY_BACKBONE, make_toy_cohort, toy_train_config
 from radfinder.train.trainer import train
@@ -117,3 +118,27 @@ def test_depth_token_count_is_checked_in_feature_extraction(tmp_path):
     with pytest.raises(DepthTokenMismatch, match="2 depth tokens per window"):
         extract_features([item], _CoarseEncoder(), store, show_progress=False, load_fn=lambda it: vol)
     assert "v_1" not in store
+
+
+def test_fine_tuning_keeps_the_learned_siglip_scale_and_bias_and_saves_the_temperature(cohort, tmp_path):
+    from radfinder.models.pretrained import from_pretrained
+    from radfinder.train.trainer import Trainer
+
+    first = toy_train_config(cohort, schedule={"epochs": 1, "max_steps": 2}, optim={"lr": 0.05, "warmup_steps": 0},
+                             losses={"b_init": -2.0, "localization_tau": 0.05})
+    res = train(first, tmp_path / "first", show_progress=False)
+    saved = from_pretrained(res.last_checkpoint / "model")
+    t, b = float(saved.criterion.t.detach()), float(saved.criterion.b.detach())
+    assert abs(t - np.log(10.0)) > 1e-4 and abs(b + 2.0) > 1e-4, "the first run did not move t and b"
+    assert saved.config.localization_tau == 0.05  # the temperature trained with is saved with the model
+
+    tune = toy_train_config(cohort)
+    tune = tune.model_copy(update={"losses": LossSection(), "model": tune.model.model_copy(
+        update={"init": str(res.last_checkpoint / "model"), "overrides": {}})})
+    tr = Trainer(tune, tmp_path / "tune", show_progress=False)
+    assert float(tr.model.criterion.t.detach()) == pytest.approx(t) and float(tr.model.criterion.b.detach()) == pytest.approx(b)
+    assert tr.settings.tau == 0.05 and tr.model.config.localization_tau == 0.05
+    asked = tune.model_copy(update={"losses": tune.losses.model_copy(update={"t_init": 1.0, "localization_tau": 0.2})})
+    tr2 = Trainer(asked, tmp_path / "tune2", show_progress=False)
+    assert float(tr2.model.criterion.t.detach()) == 1.0 and float(tr2.model.criterion.b.detach()) == pytest.approx(b)
+    assert tr2.settings.tau == 0.2 and tr2.model.config.localization_tau == 0.2

@@ -113,6 +113,10 @@ class Trainer:
                 crit.t.fill_(cfg.losses.t_init)
             if cfg.losses.b_init is not None:
                 crit.b.fill_(cfg.losses.b_init)
+        loc = {k: getattr(cfg.losses, k) for k in ("localization_sigma", "localization_tau")
+               if getattr(cfg.losses, k) is not None}
+        if loc:  # the model's config is the one home of these: what the run trains with is what it saves
+            self.model.config = self.model.config.model_copy(update=loc)
         self.trainable_names = select_trainable(self.model, cfg.model.text_train)
         if cfg.model.text_train == "frozen":
             self.model.cache_text_features(True)  # a frozen text tower's features never change: encode once
@@ -135,7 +139,8 @@ class Trainer:
         texts, self.prompt_shape = prompt_texts(cfg.data.prompt_bank)
         self.prompt_tokens = self.model.tokenize(texts)
         self.settings = LossSettings(
-            weights=cfg.losses.weights, sigma=cfg.losses.localization_sigma, tau=cfg.losses.localization_tau,
+            weights=cfg.losses.weights, sigma=self.model.config.localization_sigma,
+            tau=self.model.config.localization_tau,
             prompt_mode=cfg.losses.prompt_mode,
             pos_weight=pos_weight(self.sources, cfg.losses.pos_weight_cap).to(self.device),
             question_weight=torch.full((self.prompt_shape[0],), cfg.losses.prompt_question_weight,
