@@ -136,7 +136,8 @@ def test_fine_tuning_keeps_the_learned_siglip_scale_and_bias_and_saves_the_tempe
     tune = tune.model_copy(update={"losses": LossSection(), "model": tune.model.model_copy(
         update={"init": str(res.last_checkpoint / "model"), "overrides": {}})})
     tr = Trainer(tune, tmp_path / "tune", show_progress=False)
-    assert float(tr.model.criterion.t.detach()) == pytest.approx(t) and float(tr.model.criterion.b.detach()) == pytest.approx(b)
+    assert float(tr.model.criterion.t.detach()) == pytest.approx(t)
+    assert float(tr.model.criterion.b.detach()) == pytest.approx(b)
     assert tr.settings.tau == 0.05 and tr.model.config.localization_tau == 0.05
     asked = tune.model_copy(update={"losses": tune.losses.model_copy(update={"t_init": 1.0, "localization_tau": 0.2})})
     tr2 = Trainer(asked, tmp_path / "tune2", show_progress=False)
