@@ -29,8 +29,8 @@ class SentenceLocation:
     cell: most likely cell; world_z_mm: world z (RAS mm, superior +) of its centre (``depth_mm`` has the other
     meaning: mm along the cell axis from the start edge of cell 0, in pairs and metrics); cell_bounds_mm: its world
     z extent. depth_resolution: what the window encoder resolves in depth (``coarse`` when its depth tokens repeat
-    values). slice_index: the slice of the ORIGINAL scan nearest world_z_mm along `slice_axis` (its array axis closest to
-    superior-inferior), at world z `slice_z_mm`. instance_number / sop_instance_uid: that slice's DICOM
+    values). slice_index: the slice of the ORIGINAL scan nearest world_z_mm along `slice_axis` (its array axis
+    closest to superior-inferior), at world z `slice_z_mm`. instance_number / sop_instance_uid: that slice's DICOM
     InstanceNumber / SOPInstanceUID (DICOM input whose slice stack runs along S-I; else None).
     """
 
