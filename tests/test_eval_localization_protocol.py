@@ -92,3 +92,43 @@ def test_truth_in_mm_comes_from_the_pairs_depth_mm():
     np.testing.assert_allclose(full.localization.errors_mm["model"], [2.0])
     # the middle cell (6, centre 78 mm) is 22 mm away
     np.testing.assert_allclose(full.localization.errors_mm["middle"], [22.0])
+
+
+def test_evaluate_counts_dropped_pairs_in_metrics_json_and_refuses_another_spec(tmp_path):
+    import json
+
+    from radfinder.data.manifest import load_manifest
+    from radfinder.data.records import DatasetError
+    from radfinder.eval.evaluate import evaluate
+    from radfinder.features.store import FeatureStore, state_dict_hash
+    from radfinder.train.setup import build_model
+    from radfinder.train.toy import make_toy_cohort, toy_train_config
+
+    cohort = make_toy_cohort(tmp_path / "toy", 6, seed=2)
+    model = build_model(toy_train_config(cohort).model).eval()
+    toy = FeatureStore.open(cohort["features"])
+    store = FeatureStore(tmp_path / "features", toy.spec, {"hash": state_dict_hash(model.backbone_image)}, 12)
+    for key in toy.keys():
+        store.write(toy.read(key))
+    records = load_manifest(cohort["manifest"])
+    rows = [json.loads(x) for x in open(cohort["pairs"]).read().splitlines()]
+    spec = rows[0]["spec_hash"]
+    rows += [{"key": "toy_9999", "snippet": "no such scan", "depth_cell": 0, "split": "train", "spec_hash": spec},
+             {"key": "toy_0000", "snippet": "past the end", "depth_cell": 10_000, "split": "train", "spec_hash": spec},
+             {"key": "valid_0001", "snippet": "another split", "depth_cell": 0, "split": "valid", "spec_hash": spec}]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    metrics = evaluate(model, records, ["localization"], tmp_path / "eval", features=store.root, pairs=pairs,
+                       n_boot=0, n_grounding=0)
+    loc = metrics["localization"]
+    assert loc["pairs"]["dropped_missing_scan"] == 1 and loc["pairs"]["dropped_cell_outside_scan"] == 1
+    assert loc["pairs"]["other_splits"] == 1 and loc["pairs"]["lines"] == len(rows) - 1
+    assert loc["n_snippets"] == cohort["n_pairs"] == loc["pairs"]["snippets"]
+    assert "once per cited image" in loc["per_cited_image"]["scoring"]
+    assert json.loads((tmp_path / "eval/metrics.json").read_text())["localization"]["pairs"] == loc["pairs"]
+
+    rows[0] = {**rows[0], "spec_hash": "0" * 16}
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DatasetError, match="mined for preprocessing spec 0000000000000000"):
+        evaluate(model, records, ["localization"], tmp_path / "eval2", features=store.root, pairs=pairs, n_boot=0,
+                 n_grounding=0)

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from radfinder.eval._common import EvalInputError, as_numpy, clean_number
+from radfinder.preprocess.cells import cell_centre_mm
 
 DEFAULT_CELL_MM = 12.0
 DEFAULT_WITHIN_MM: tuple[float, ...] = (12.0, 24.0)
@@ -163,7 +164,7 @@ def localization_metrics(
         c = np.asarray(cells)[..., None]
         if depths is None:
             return np.abs(c - trues[i]).min(axis=-1).astype(np.float64) * cell_mm
-        return np.abs((c + 0.5) * cell_mm - depths[i]).min(axis=-1)
+        return np.abs(cell_centre_mm(c, cell_mm) - depths[i]).min(axis=-1)
 
     def errors(cells: np.ndarray) -> np.ndarray:
         return np.array([float(err_of(i, c)) for i, c in enumerate(cells)], dtype=np.float64)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["cell_bounds_world", "cell_centre_voxel", "cell_centre_world", "cell_data_extent", "cells_in_scan"]
+__all__ = ["cell_bounds_world", "cell_centre_mm", "cell_centre_voxel", "cell_centre_world", "cell_data_extent",
+           "cells_in_scan"]
 
 
 def _cells(cells) -> np.ndarray:
@@ -28,6 +29,11 @@ def cell_centre_voxel(cells, k: int, extent: tuple[float, float] | None = None) 
     ext = cell_data_extent(c.astype(np.int64), k, extent)
     has = ext[..., 1] > ext[..., 0]
     return np.where(has, (ext[..., 0] + ext[..., 1] - 1) / 2.0, c * k + (k - 1) / 2.0)
+
+
+def cell_centre_mm(cells, cell_mm: float) -> np.ndarray:
+    """Centre of cells in ``depth_mm`` terms (mm along the cell axis from the start edge of cell 0)."""
+    return (_cells(cells) + 0.5) * float(cell_mm)
 
 
 def cell_centre_world(affine: np.ndarray, shape, cells, k: int,
