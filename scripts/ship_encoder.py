@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("run", type=Path)
     ap.add_argument("--probe", type=Path, action="append", default=[], help="probe JSON (repeatable)")
     ap.add_argument("--name", default="pretrained-synthetic")
+    ap.add_argument("--note", default="", help="anything a reader of the card must know about the run")
     ap.add_argument("--command", default="radfinder pretrain-encoder --config configs/pretrain/synthetic.yaml "
                     "--out RUN", help="the command that made RUN")  # fmt: skip
     a = ap.parse_args()
@@ -55,8 +56,14 @@ def main() -> None:
     cohort = json.loads(cohort_json.read_text()) if cohort_json.is_file() else {}
     windows = json.loads((run / "windows" / "cache.json").read_text())
     log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if x.strip()]
-    start = (run / "config.yaml").stat().st_mtime
-    end = (run / "encoder" / "encoder.json").stat().st_mtime
+    # stage wall times from the files each stage left (a run resumed or restarted after its window cache still
+    # counts each stage once): cohort rendering, window/target cache, training up to the exported encoder
+    mtime = lambda p: p.stat().st_mtime  # noqa: E731
+    vols = sorted((run / "cohort" / "volumes").glob("*.nii.gz"), key=mtime) if (run / "cohort").is_dir() else []
+    parts = sorted((run / "windows" / "parts").glob("*.npy"), key=mtime)
+    cohort_s = mtime(run / "cohort" / "cohort.json") - mtime(vols[0]) if vols else 0.0
+    windows_s = mtime(parts[-1]) - (mtime(run / "cohort" / "cohort.json") if vols else mtime(parts[0]))
+    train_s = mtime(run / "encoder" / "encoder.json") - mtime(run / "config.yaml")
     git = ["git", "-C", str(REPO), "rev-parse", "HEAD"]
     commit = subprocess.run(git, capture_output=True, text=True, check=False).stdout.strip()
     dest = REPO / "src" / "radfinder" / "resources" / "encoders" / a.name
@@ -80,13 +87,16 @@ def main() -> None:
                      "last_loss": log[-1]["loss"] if log else None},  # fmt: skip
         "hardware": {"device": "cpu", "cpu": _cpu(), "cores": os.cpu_count(), "torch": enc.get("torch"),
                      "platform": enc.get("platform"), "note": "shared with other jobs while it ran"},  # fmt: skip
-        "wall_time_s": round(end - start, 1),
+        "wall_time_s": round(cohort_s + windows_s + train_s, 1),
+        "wall_time_stages_s": {"cohort": round(cohort_s, 1), "windows": round(windows_s, 1),
+                               "train": round(train_s, 1)},
         "window_encoder": enc["window_encoder"],
         "preprocess": enc["preprocess"],
         "spec_hash": enc["spec_hash"],
         "sha256": sha256_of(dest / "encoder.safetensors"),
         "bytes": (dest / "encoder.safetensors").stat().st_size,
         "probe": [{k: p.get(k) for k in PROBE_KEYS} for p in probes],
+        "note": a.note,
     }
     (dest / "card.json").write_text(json.dumps(card, indent=1) + "\n")
     print(f"shipped {dest / 'encoder.safetensors'} ({card['bytes'] / 1e6:.2f} MB, sha256 {card['sha256'][:16]}...)")

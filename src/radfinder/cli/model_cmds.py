@@ -37,6 +37,8 @@ def model_info(
         "parameters": counts,
         "total_parameters": sum(counts.values()),
         "state_dict_tensors": len(built.state_dict()),
+        # how finely the window encoder resolves depth (a coarse backbone repeats values across depth tokens)
+        "depth_resolution": built.backbone_image.depth_resolution(float(built.preprocess_spec.spacing[2])),
     }
     if json_out:
         print_json(info)
@@ -45,6 +47,11 @@ def model_info(
     for name, n in counts.items():
         typer.echo(f"  {name:<24} {n:>14,d}")
     typer.echo(f"  {'total':<24} {info['total_parameters']:>14,d}  ({info['state_dict_tensors']} tensors)")
+    res = info["depth_resolution"]
+    note = (f"  COARSE: {res['distinct_depth_positions_per_window']} distinct positions per window, repeated over "
+            f"{res['depth_tokens_per_window']} depth tokens") if res["coarse"] else ""
+    typer.echo(f"depth: {res['depth_token_mm']:g} mm per depth token, resolution {res['depth_resolution_mm']:g} mm"
+               + note)
 
 
 @app.command("verify-compat")

@@ -99,6 +99,10 @@ def encode_windows(
     return tuple(np.concatenate([p[i] for p in parts]) for i in range(len(parts[0])))
 
 
+class DepthTokenMismatch(RadfinderError):
+    """The window encoder's depth tokens per window differ from the spec's depth cells per window."""
+
+
 def extract_features(
     items: Sequence[ExtractItem],
     encoder: WindowEncoderLike,
@@ -142,6 +146,11 @@ def extract_features(
             windows = pre.windows()
             out = encode_windows(encoder, windows, batch_size=batch_size, device=device, spatial=store.spatial)
             cls, avg, axis2 = out[:3]
+            if axis2.shape[1] != store.spec.depth_tokens_per_window:
+                raise DepthTokenMismatch(
+                    f"the window encoder gives {axis2.shape[1]} depth tokens per window but the preprocessing spec "
+                    f"of {store.root} has {store.spec.depth_tokens_per_window} depth cells per window: "
+                    "use an encoder made for this spec")
             hg, wg, dg = (int(v) for v in pre.grid)
             e = cls.shape[-1]
             record = FeatureRecord(
@@ -150,12 +159,15 @@ def extract_features(
                 patch_average=avg.reshape(hg, wg, dg, e),
                 axis2=axis2.reshape(hg, wg, dg, axis2.shape[1], e),
                 affine=np.asarray(pre.affine, dtype=np.float64),
-                meta={"source": str(item.path), "series": item.series, "image_shape": list(pre.image.shape)},
+                meta={"source": str(item.path), "series": item.series, "image_shape": list(pre.image.shape),
+                      "depth_extent": list(pre.depth_extent)},
                 spatial=out[3].reshape(hg, wg, dg, *out[3].shape[1:]) if store.spatial else None,
             )
             store.write(record)
             summary.written.append(item.key)
             summary.windows += len(windows)
+        except DepthTokenMismatch:  # the encoder does not fit the spec: every scan would fail the same way
+            raise
         except Exception as exc:  # one bad scan must not stop a dataset-wide job
             summary.failed[item.key] = f"{type(exc).__name__}: {exc}"
             if os.environ.get("RADFINDER_DEBUG"):

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import VolumeReadError
 from ..io.volume import Volume
+from .cells import cell_bounds_world
 from .geometry import Geometry, plan_geometry
 from .resample import ValueMap, intensity_f32, resample_separable, resample_world
 from .spec import PreprocessSpec
@@ -66,11 +67,14 @@ class Preprocessed:
 
     def depth_cell_bounds_mm(self, cell: int) -> tuple[float, float]:
         """World extent (mm, ascending) along D covered by depth cell `cell` = voxels [cell*k, (cell+1)*k)."""
-        d = np.array([cell * self.depth_cell - 0.5, (cell + 1) * self.depth_cell - 0.5])
-        step = self.affine[:3, 2]
-        axis = int(np.argmax(np.abs(step)))
-        ends = self.affine[axis, 3] + d * step[axis]
-        return float(ends.min()), float(ends.max())
+        lo, hi = cell_bounds_world(self.affine, cell, self.depth_cell)
+        return float(lo), float(hi)
+
+    @property
+    def depth_extent(self) -> tuple[int, int]:
+        """[lo, hi) of the D axis holding scan data (the rest is padding)."""
+        start = self.crop_start[2]
+        return max(0, -start), min(self.image.shape[2], self.spaced_shape[2] - start)
 
     def header(self) -> dict[str, Any]:
         """Everything but the voxels, JSON-serialisable (the cache stores it next to the image)."""
