@@ -7,6 +7,7 @@ stage to a plain `str.lower()` pass over the same reports as a machine-speed ref
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 import time
@@ -19,7 +20,8 @@ from radfinder.text.labeler import RuleLabeler  # noqa: E402
 from radfinder.text.references import mine_references  # noqa: E402
 
 TARGET = 20_000
-REAL = REPO.parent / "shared" / "data" / "real" / "ct_clip_reports" / "train.csv"
+SHARED = Path(os.environ.get("RADFINDER_SHARED", REPO.parent / "shared"))  # as in tests/conftest.py
+REAL = SHARED / "data" / "real" / "ct_clip_reports" / "train.csv"
 
 _SENTENCES = [
     "Trachea, both main bronchi are open.",
