@@ -86,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, sel in [(f"split {s}", [r for r in rows if r["split"] == s]) for s in ("dev", "held")] + [
         (f"style {s}", [r for r in rows if r["style"] == s]) for s in ("us", "ctrate", "de", "neg")
     ]:
-        if sel:
+        if sel and name == "style neg":
+            c, _ = score(sel)
+            print(f"{name:13s} {len(sel):4d} sentences without references: {c['fp']} false positives")
+        elif sel:
             c, _ = score(sel)
             p, rc = pr(c)
             print(f"{name:13s} {len(sel):4d} sentences, {c['tp'] + c['fn']:4d} refs: precision {p:.4f} recall {rc:.4f}")

@@ -125,9 +125,17 @@ _BEHIND = re.compile(
     r"(?:seri[a-z]*[\s.:#-]{0,6}|ser?\.?[\s.:]{0,3}|(?:im(?:ages?|gs?|a)?\.?|sect[a-z]*|slic[a-z]*|bild[a-z]*"
     r"|schicht[a-z]*)" + _LABEL_TAIL + r"|\(\s*)$"
 )
-_BEHIND_CASED = re.compile(r"B(?:i\.?)?\s?:?\s?$")  # "S3/B45", "Se. 5, Bi. 33"
+# `_BEHIND` spelled backwards, matched at the start of the reversed lower-cased text before a digit run: one
+# anchored attempt instead of a search over 40 start positions (tests check that both agree).
+_BEHIND_REV = re.compile(
+    r"\s*\("
+    r"|[\s.:#-]{0,6}[a-z]*ires"
+    r"|[\s.:]{0,3}\.?r?es"
+    r"|[\s.:#]{0,3}(?:\.?on|\.?rn|rebmun)?[\s.:#-]{0,6}(?:\.?(?:s?ega|s?g|a)?mi|[a-z]*(?:tces|cils|dlib|thcihcs))"
+)
+_BEHIND_CASED_REV = re.compile(r"\s?:?\s?(?:\.?i)?B")  # "S3/B45", "Se. 5, Bi. 33" (reversed, case kept)
 _COLON_AFTER = re.compile(r"\s*:\s*[0-9]")
-_WIN_BEFORE, _WIN_AFTER = 40, 160
+_WIN_BEFORE = 40
 _RANGE_LEAD = re.compile(r"\b(?:from|von|between|zwischen)\s+$", re.IGNORECASE)
 _MAX_RANGE = 200
 _RANGE = frozenset(("-", "–", "—", "to", "bis"))
@@ -251,26 +259,33 @@ def _digit_runs(text: str) -> list[tuple[int, int]]:
 
 
 def _candidates(text: str) -> Iterable[re.Match]:
-    """Matches of the full pattern, scanned only in windows around prefilter hits (see `_BEHIND`)."""
-    n = len(text)
-    windows: list[list[int]] = []
+    """Matches of the full pattern, tried only where a prefilter hit says one may start (see `_BEHIND`).
+
+    Every alternative of `_PATTERN` starts at a keyword right before a digit run ("series 4"), at the bracket or
+    the digit of a shorthand ("(4:103)", "3:23"), or at the "S" of "S3/B45" / "S7: 311"; the full pattern (about
+    0.3 us per character scanned) is only ever tried at those positions, in order, skipping any inside a match.
+    """
+    starts: list[int] = []
     for a, b in _digit_runs(text):
-        lo = max(0, a - _WIN_BEFORE)
-        hit = _BEHIND.search(text[lo:a].lower()) or _BEHIND_CASED.search(text, max(0, a - 6), a)
+        back = text[max(0, a - _WIN_BEFORE) : a][::-1]
+        hit = _BEHIND_REV.match(back.lower())
         if hit is not None:
-            h = hit.start() + (lo if hit.re is _BEHIND else 0)
-        elif _COLON_AFTER.match(text, b):
-            h = a - 1 if a and text[a - 1] == "(" else a
-        else:
-            continue
-        wa, wb = max(0, h - _WIN_BEFORE), min(n, a + _WIN_AFTER)
-        if windows and wa <= windows[-1][1]:
-            windows[-1][1] = max(windows[-1][1], wb)
-        else:
-            windows.append([wa, wb])
+            starts.append(a - hit.end())
+        elif (hit := _BEHIND_CASED_REV.match(back)) is not None:
+            b_at = a - hit.end()  # "S3/B45", "Se. 5, Bi. 33": the match starts at the "S" a few characters back
+            starts.extend(i for i in range(max(0, b_at - 16), b_at) if text[i] == "S")
+        elif text[b : b + 1] in (":", " ") and _COLON_AFTER.match(text, b):
+            if a and text[a - 1] in "(S":
+                starts.append(a - 1)
+            elif a > 1 and text[a - 2 : a] == "S ":
+                starts.append(a - 2)
+            starts.append(a)
     pos = 0
-    for a, b in windows:
-        for m in _PATTERN.finditer(text, max(a, pos), b):
+    for h in sorted(starts):
+        if h < pos:
+            continue
+        m = _PATTERN.match(text, h)
+        if m is not None and m.end() > m.start():
             pos = m.end()
             yield m
 
@@ -466,18 +481,17 @@ def mine_references(text: str) -> list[SliceReference]:
         allhits = inside + [h for h in mentions if sa <= h.start < sb]
         cuts = [_cut_span(text, h, sa) for h in allhits]
         for i, h in enumerate(inside):
-            if len(inside) == 1:
+            if h.joined and i > 0:  # far end of a shorthand range: the near end's snippet
+                snippet = out[-1].snippet
+                out.append(SliceReference(h.series, tuple(h.images), h.start, h.end, h.text(text), snippet, h.kind))
+                continue
+            if sum(not x.joined for x in inside) == 1:  # one reference (or one range) in the sentence
                 lo, hi = sa, sb
             else:
                 # Several references in one sentence: the clause running up to this one usually names the finding
                 # it points at ("nodules in the upper lobe, serial 2 image 60, ..."); if that clause is too short,
                 # the finding follows the reference instead ("(in image 18 in series 2), 7 mm in size ...").
                 # References next to each other ("IMA: 42, IMA: 47") share the previous one's snippet.
-                if h.joined:
-                    snippet = out[-1].snippet
-                    ref = SliceReference(h.series, tuple(h.images), h.start, h.end, h.text(text), snippet, h.kind)
-                    out.append(ref)
-                    continue
                 lo = sa if i == 0 else inside[i - 1].end
                 hi = h.end
                 if len(_snippet(text, lo, hi, cuts).split()) < 3:
