@@ -23,6 +23,7 @@ import torch.distributed as dist
 from ..config import dump_config
 from ..device import resolve_device
 from ..errors import CheckpointError, ConfigError, RadfinderError
+from ..models.accel import maybe_compile
 from .batches import CachedFeatures, MicroBatch, make_micro_batch
 from .checkpoint import (
     capture_rng,
@@ -159,6 +160,7 @@ class Trainer:
             self.wrapped = DDP(step_module, device_ids=ids, find_unused_parameters=False, **sync)
         else:
             self.wrapped = step_module
+        self.wrapped = maybe_compile(self.wrapped, cfg.compile)  # same parameters; compiled on the first step
 
         self.hooks: list[EvalHook] = list(hooks or []) if self.is_main else []
         if cfg.eval.retrieval is not None and hooks is None:
