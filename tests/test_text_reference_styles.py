@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from radfinder.text import references as R
+from radfinder.text import ref_prefilter as R
 from radfinder.text.references import mine_references
 
 REPO = Path(__file__).resolve().parents[1]

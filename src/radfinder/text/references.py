@@ -30,6 +30,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
+from .ref_prefilter import candidate_starts
+from .ref_snippets import cut_span
+from .ref_snippets import snippet as make_snippet
 from .sentences import sentence_spans
 
 _NUM = r"[0-9]{1,4}(?![0-9])(?!\.[0-9])"
@@ -107,35 +110,6 @@ _CUE = re.compile(
     re.IGNORECASE,
 )
 _EXPLICIT = re.compile(rf"{_SER}\s*:?\s*\d|{_IMG}{_LABEL}\s*:?\s*\d", re.IGNORECASE)
-# Text around a removed reference that would dangle: a preposition before it, brackets holding nothing else.
-_LEAD_WORD = re.compile(
-    r"(?:\b(?:see|cf\.|e\.g\.|siehe|vgl\.|in|on|at|auf|im|in\s+the\s+level\s+of|at\s+the\s+level\s+of)\s*)$",
-    re.IGNORECASE,
-)
-# Prefilter. Scanning the full pattern over every report is ~20x too slow, and most reports have no reference.
-# Every reference holds a digit run that is either preceded by a keyword ("series", "image", "(", "B", ...: see
-# `_BEHIND`) or followed by ":" and a digit (shorthand, "S7: 311"). Digit runs are found without a regex pass over
-# the text (6-20 ns per character in `re`): the text is encoded to one byte per character ("?" for anything
-# outside ASCII, so offsets are kept), every byte mapped to "0" (digit) or " " (other), and the runs located with
-# bytes.find. Only the few runs that pass the checks open a window for the full pattern. The prefilter may pass
-# text that is no reference (the full pattern decides), but must never miss one.
-_DIGIT_MASK = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
-_LABEL_TAIL = r"[\s.:#-]{0,6}(?:no\.?|nr\.?|number)?[\s.:#]{0,3}"
-_BEHIND = re.compile(
-    r"(?:seri[a-z]*[\s.:#-]{0,6}|ser?\.?[\s.:]{0,3}|(?:im(?:ages?|gs?|a)?\.?|sect[a-z]*|slic[a-z]*|bild[a-z]*"
-    r"|schicht[a-z]*)" + _LABEL_TAIL + r"|\(\s*)$"
-)
-# `_BEHIND` spelled backwards, matched at the start of the reversed lower-cased text before a digit run: one
-# anchored attempt instead of a search over 40 start positions (tests check that both agree).
-_BEHIND_REV = re.compile(
-    r"\s*\("
-    r"|[\s.:#-]{0,6}[a-z]*ires"
-    r"|[\s.:]{0,3}\.?r?es"
-    r"|[\s.:#]{0,3}(?:\.?on|\.?rn|rebmun)?[\s.:#-]{0,6}(?:\.?(?:s?ega|s?g|a)?mi|[a-z]*(?:tces|cils|dlib|thcihcs))"
-)
-_BEHIND_CASED_REV = re.compile(r"\s?:?\s?(?:\.?i)?B")  # "S3/B45", "Se. 5, Bi. 33" (reversed, case kept)
-_COLON_AFTER = re.compile(r"\s*:\s*[0-9]")
-_WIN_BEFORE = 40
 _RANGE_LEAD = re.compile(r"\b(?:from|von|between|zwischen)\s+$", re.IGNORECASE)
 _MAX_RANGE = 200
 _RANGE = frozenset(("-", "–", "—", "to", "bis"))
@@ -242,46 +216,12 @@ class _Hit:
         return text[self.start : self.end]
 
 
-def _digit_runs(text: str) -> list[tuple[int, int]]:
-    """(start, end) of every run of ASCII digits in `text`."""
-    mask = text.encode("ascii", "replace").translate(_DIGIT_MASK)
-    runs = []
-    find = mask.find
-    i = find(b"0")
-    while i >= 0:
-        j = find(b" ", i)
-        if j < 0:
-            runs.append((i, len(mask)))
-            break
-        runs.append((i, j))
-        i = find(b"0", j)
-    return runs
-
-
 def _candidates(text: str) -> Iterable[re.Match]:
-    """Matches of the full pattern, tried only where a prefilter hit says one may start (see `_BEHIND`).
-
-    Every alternative of `_PATTERN` starts at a keyword right before a digit run ("series 4"), at the bracket or
-    the digit of a shorthand ("(4:103)", "3:23"), or at the "S" of "S3/B45" / "S7: 311"; the full pattern (about
-    0.3 us per character scanned) is only ever tried at those positions, in order, skipping any inside a match.
-    """
-    starts: list[int] = []
-    for a, b in _digit_runs(text):
-        back = text[max(0, a - _WIN_BEFORE) : a][::-1]
-        hit = _BEHIND_REV.match(back.lower())
-        if hit is not None:
-            starts.append(a - hit.end())
-        elif (hit := _BEHIND_CASED_REV.match(back)) is not None:
-            b_at = a - hit.end()  # "S3/B45", "Se. 5, Bi. 33": the match starts at the "S" a few characters back
-            starts.extend(i for i in range(max(0, b_at - 16), b_at) if text[i] == "S")
-        elif text[b : b + 1] in (":", " ") and _COLON_AFTER.match(text, b):
-            if a and text[a - 1] in "(S":
-                starts.append(a - 1)
-            elif a > 1 and text[a - 2 : a] == "S ":
-                starts.append(a - 2)
-            starts.append(a)
+    """Matches of the full pattern, tried only where the prefilter says one may start (see `ref_prefilter`): the
+    full pattern (about 0.3 us per character scanned) runs only at those positions, in order, skipping any inside a
+    match."""
     pos = 0
-    for h in sorted(starts):
+    for h in candidate_starts(text):
         if h < pos:
             continue
         m = _PATTERN.match(text, h)
@@ -385,82 +325,6 @@ def _bare_s_ok(text: str, m: re.Match) -> bool:
     return text[max(sa, m.start() - 2) : m.start()].strip().endswith("(") or bool(_CUE.search(text, sa, m.start()))
 
 
-def _cut_span(text: str, hit: _Hit, lo: int) -> tuple[int, int]:
-    """Widen a reference span to what must go with it: a leading 'in'/'see' and brackets holding only it."""
-    a, b = hit.cut
-    lead = _LEAD_WORD.search(text, max(lo, a - 30), a)
-    if lead:
-        a = lead.start()
-    la = a
-    while la > lo and text[la - 1] == " ":
-        la -= 1
-    if la > lo and text[la - 1] in "([" and text[b:].lstrip(" ,;").startswith((")", "]")):
-        close = b + len(text[b:]) - len(text[b:].lstrip(" ,;"))
-        a, b = la - 1, close + 1
-    return a, b
-
-
-_TIDY = [
-    (re.compile(r"\(\s*[,;:]*\s*\)|\[\s*[,;:]*\s*\]"), ""),
-    (re.compile(r"\(\s*[,;]\s*"), "("),
-    (re.compile(r"\s*[,;]\s*\)"), ")"),
-    (re.compile(r"\s+([,.;:)\]])"), r"\1"),
-    (re.compile(r"([(\[])\s+"), r"\1"),
-    (re.compile(r",\s*(?:,\s*)+"), ", "),
-    (re.compile(r"[,;:]\s*([.!?])"), r"\1"),
-    (re.compile(r"\s{2,}"), " "),
-]
-
-
-def _balance(s: str) -> str:
-    """Drop brackets left unmatched when a clause boundary fell inside "(IMA: 42, IMA: 47)"."""
-    if not any(c in s for c in "()[]"):
-        return s
-    keep = [True] * len(s)
-    stack: list[int] = []
-    for i, c in enumerate(s):
-        if c in "([":
-            stack.append(i)
-        elif c in ")]":
-            if stack:
-                stack.pop()
-            else:
-                keep[i] = False
-    for i in stack:
-        keep[i] = False
-    return "".join(c for c, k in zip(s, keep, strict=True) if k)
-
-
-_HEADER_PREFIX = re.compile(
-    r"^\s*(?:findings?|impressions?|conclusions?|befunde?|beurteilung|summary|assessment|zusammenfassung)\s*:\s*",
-    re.IGNORECASE,
-)
-
-
-def _tidy(s: str) -> str:
-    s = _HEADER_PREFIX.sub("", _balance(s))
-    for pat, rep in _TIDY:
-        s = pat.sub(rep, s)
-    s = s.strip(" ,;:-–\"'”“")
-    s = re.sub(r"^(?:and|und|or|oder)\s+", "", s, flags=re.I).strip(" ,;:")
-    if s and s[0].islower():
-        s = s[0].upper() + s[1:]
-    return s
-
-
-def _snippet(text: str, a: int, b: int, cuts: Iterable[tuple[int, int]]) -> str:
-    out, pos = [], a
-    for ca, cb in sorted(cuts):
-        ca, cb = max(ca, a), min(cb, b)
-        if cb <= ca or ca < pos:
-            continue
-        out.append(text[pos:ca])
-        out.append(" ")
-        pos = cb
-    out.append(text[pos:b])
-    return _tidy("".join(out))
-
-
 def mine_references(text: str) -> list[SliceReference]:
     """Every slice reference in `text`, in order of appearance (see module doc for the rules)."""
     if not text:
@@ -479,7 +343,7 @@ def mine_references(text: str) -> list[SliceReference]:
         if not inside:
             continue
         allhits = inside + [h for h in mentions if sa <= h.start < sb]
-        cuts = [_cut_span(text, h, sa) for h in allhits]
+        cuts = [cut_span(text, h.cut, sa) for h in allhits]
         for i, h in enumerate(inside):
             if h.joined and i > 0:  # far end of a shorthand range: the near end's snippet
                 snippet = out[-1].snippet
@@ -494,7 +358,7 @@ def mine_references(text: str) -> list[SliceReference]:
                 # References next to each other ("IMA: 42, IMA: 47") share the previous one's snippet.
                 lo = sa if i == 0 else inside[i - 1].end
                 hi = h.end
-                if len(_snippet(text, lo, hi, cuts).split()) < 3:
+                if len(make_snippet(text, lo, hi, cuts).split()) < 3:
                     if i > 0 and not re.search(r"[^\W\d_]", text[inside[i - 1].end : h.start].replace("and", "")):
                         snippet = out[-1].snippet
                         out.append(
@@ -504,7 +368,7 @@ def mine_references(text: str) -> list[SliceReference]:
                         )
                         continue
                     lo, hi = h.start, inside[i + 1].start if i + 1 < len(inside) else sb
-            snippet = _snippet(text, lo, hi, cuts)
+            snippet = make_snippet(text, lo, hi, cuts)
             out.append(
                 SliceReference(h.series, tuple(h.images), h.start, h.end, text[h.start : h.end], snippet, h.kind)
             )
