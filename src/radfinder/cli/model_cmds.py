@@ -195,6 +195,7 @@ def extract_features_cmd(
     batch_size: int = typer.Option(8, "--batch-size", help="Windows per forward pass."),
     shard: str | None = typer.Option(None, "--shard", help="i/n: this process's share (default torchrun's rank)."),
     device: str = typer.Option("auto", "--device", help="auto: cuda:LOCAL_RANK when CUDA is present, else cpu."),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the encoder (long CUDA runs)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Run a frozen window encoder over a dataset into a feature cache (works under torchrun)."""
@@ -206,6 +207,7 @@ def extract_features_cmd(
     summary, store = extract_dataset(
         out, inputs or [], list_file=list_file, ctrate=ctrate, split=split, model=model, backbone=backbone,
         spec=spec, batch_size=batch_size, shard=parse_shard(shard), device=device, show_progress=not json_out,
+        compile=compile_,
     )  # fmt: skip
     info = {"out": str(store.root), "spec_hash": store.spec.hash(), "backbone": store.backbone,
             "entries_in_cache": len(store), **summary.as_dict()}  # fmt: skip

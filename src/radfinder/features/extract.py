@@ -23,6 +23,7 @@ import torch
 from ..errors import RadfinderError
 from ..preprocess.sources import parse_shard  # noqa: F401  (re-exported: one parser for every --shard)
 from ..progress import progress
+from .prefetch import encode_windows_overlapped, prefetch
 from .store import FeatureRecord, FeatureStore, check_key
 
 
@@ -114,11 +115,14 @@ def extract_features(
     show_progress: bool = True,
     load_fn: Callable[[ExtractItem], Any] | None = None,
     preprocessed_fn: Callable[[ExtractItem], Any] | None = None,
+    prefetch_depth: int | None = None,
 ) -> ExtractSummary:
     """Extract and store features for every item of this process's shard; failures are collected, not raised.
 
     preprocessed_fn: returns the item's `Preprocessed` volume (e.g. from a `PreprocessedCache` of the same spec),
-    instead of loading and preprocessing it again."""
+    instead of loading and preprocessing it again. `prefetch_depth` scans are read and preprocessed in background
+    threads while one is encoded (default: 1 on CUDA, 0 on CPU, where the encoder already uses every core); see
+    `prefetch`."""
     from ..io import load_volume
     from ..preprocess import apply_spec
 
@@ -129,22 +133,30 @@ def extract_features(
         check_key(it.key)
     summary = ExtractSummary(shard=shard)
     t0 = time.perf_counter()
-    for item in progress(mine, total=len(mine), desc=f"features {shard[0]}/{shard[1]}", enabled=show_progress):
+
+    def load(item: ExtractItem):  # in a prefetch thread when prefetch_depth > 0
+        if item.key in store:
+            return None
+        if preprocessed_fn is not None:
+            return preprocessed_fn(item)
+        volume = load_fn(item) if load_fn else load_volume(item.path, series=item.series, **dict(item.load_opts))
+        return apply_spec(volume, store.spec)
+
+    depth = prefetch_depth if prefetch_depth is not None else int(device.type == "cuda")
+    loaded = prefetch(mine, load, depth=depth)
+    desc = f"features {shard[0]}/{shard[1]}"
+    for item, pending in progress(loaded, total=len(mine), desc=desc, enabled=show_progress):
         if item.key in store:
             summary.skipped.append(item.key)
             continue
         try:
-            if preprocessed_fn is not None:
-                pre = preprocessed_fn(item)
-                if pre.spec_hash != store.spec.hash():
-                    raise RadfinderError(f"{item.key}: preprocessed with spec {pre.spec_hash}, the cache's is "
-                                         f"{store.spec.hash()}")  # fmt: skip
-            else:
-                opts = dict(item.load_opts)
-                volume = load_fn(item) if load_fn else load_volume(item.path, series=item.series, **opts)
-                pre = apply_spec(volume, store.spec)
+            pre = pending.get()
+            if pre.spec_hash != store.spec.hash():
+                raise RadfinderError(f"{item.key}: preprocessed with spec {pre.spec_hash}, the cache's is "
+                                     f"{store.spec.hash()}")  # fmt: skip
             windows = pre.windows()
-            out = encode_windows(encoder, windows, batch_size=batch_size, device=device, spatial=store.spatial)
+            out = encode_windows_overlapped(encoder, windows, batch_size=batch_size, device=device,
+                                            spatial=store.spatial)  # fmt: skip
             cls, avg, axis2 = out[:3]
             if axis2.shape[1] != store.spec.depth_tokens_per_window:
                 raise DepthTokenMismatch(

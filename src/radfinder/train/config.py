@@ -143,6 +143,7 @@ class TrainConfig(_Strict):
     seed: int = 42
     device: str = "auto"
     precision: Literal["auto", "bf16", "fp32", "fp64"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    compile: bool = False  # torch.compile the training step (worth it on long CUDA runs; first step compiles)
     model: ModelSection = Field(default_factory=ModelSection)
     data: DataSection = Field(default_factory=DataSection)
     losses: LossSection = Field(default_factory=LossSection)
@@ -156,7 +157,7 @@ class TrainConfig(_Strict):
 
 
 # Sections that may change between a checkpoint and its resumption without changing the loss trajectory.
-RESUME_FREE = ("logging", "checkpoint", "eval", "schedule.max_steps", "device", "distributed",
+RESUME_FREE = ("logging", "checkpoint", "eval", "schedule.max_steps", "device", "distributed", "compile",
                "data.augment.encoder_batch", "data.augment.preprocessed_cache")
 
 

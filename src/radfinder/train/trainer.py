@@ -24,6 +24,7 @@ import torch.distributed as dist
 from ..config import dump_config
 from ..device import resolve_device
 from ..errors import CheckpointError, ConfigError, RadfinderError
+from ..models.accel import maybe_compile
 from .batches import CachedFeatures, MicroBatch, make_micro_batch
 from .checkpoint import (
     capture_rng,
@@ -176,6 +177,7 @@ class Trainer:
                 self.wrapped = DDP(step_module, device_ids=ids, find_unused_parameters=False, **sync)
         else:
             self.wrapped = step_module
+        self.wrapped = maybe_compile(self.wrapped, cfg.compile)  # same parameters; compiled on the first step
 
         # hooks run on rank 0 only; *when* to evaluate depends on the config alone, so every rank takes part in the
         # same collectives whether or not it holds hooks (an evaluation only rank 0 entered hung the job)
