@@ -62,23 +62,29 @@ def make_manifest(root: Path, names=tuple(REPORTS)) -> Path:
         write_nifti(root / f"{name}.nii.gz", n)
         rows.append({"id": name, "volume": f"{name}.nii.gz", "findings": REPORTS[name], "impressions": "",
                      "split": "test",
-                     "labels": {"Pleural effusion": int(name == "effusion"), "Lung nodule": int(name == "nodule")}})  # fmt: skip
+                     "labels": {"Pleural effusion": int(name == "effusion"),
+                                "Lung nodule": int(name == "nodule")}})  # fmt: skip
     path = root / "manifest.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
-def tiny_library(tmp_path_factory) -> dict[str, Path]:
-    """{"ckpt", "manifest", "library"} built once per session (treat as read-only; copy to modify)."""
+def tiny_library(tmp_path_factory) -> dict:
+    """{"ckpt", "manifest", "library", "model", "prompts"} built once per session (treat as read-only; copy to
+    modify). `model` is the checkpoint loaded on the CPU, `prompts` its zero-shot prompt embeddings."""
     if "library" not in _CACHE:
+        from radfinder.api import load_model, prompt_embeddings
         from radfinder.library import build_library
 
         base = tmp_path_factory.getbasetemp() / "tiny_library"
         ckpt = make_checkpoint(base / "ckpt")
         manifest = make_manifest(base / "data")
-        build_library(ckpt, manifest, base / "lib", kind="manifest", device="cpu", show_progress=False)
-        _CACHE.update(ckpt=ckpt, manifest=manifest, library=base / "lib")
-    return {k: _CACHE[k] for k in ("ckpt", "manifest", "library")}
+        model = load_model(ckpt, device="cpu")
+        prompts = prompt_embeddings(model)
+        build_library(ckpt, manifest, base / "lib", kind="manifest", model=model, prompts=prompts,
+                      show_progress=False)  # fmt: skip
+        _CACHE.update(ckpt=ckpt, manifest=manifest, library=base / "lib", model=model, prompts=prompts)
+    return dict(_CACHE)
 
 
 def copy_library(paths: dict[str, Path], dst: Path) -> Path:

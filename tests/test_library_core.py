@@ -38,7 +38,7 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def lib(tiny):
-    return Library(tiny["library"], device="cpu")
+    return Library(tiny["library"], model=tiny["model"])
 
 
 def _json(capsys, args):
@@ -71,7 +71,7 @@ def test_build_stores_every_volume_with_its_metadata(tiny, lib):
 
 
 def test_scores_are_cosines_of_an_independent_encoding(tiny, lib):
-    model = load_model(tiny["ckpt"], device="cpu")
+    model = load_model(tiny["ckpt"], device="cpu")  # its own load: nothing shared with the library's model
     enc = encode_volume(model, tiny["manifest"].parent / "nodule.nii.gz")
     q = encode_text(model, QUERIES["nodule"])[0]
     snip = encode_text(model, QUERIES["nodule"], snippet=True)[0]
@@ -143,7 +143,7 @@ def test_changed_checkpoint_is_refused(tiny, tmp_path, capsys):
     assert main(["search", str(lib_dir), "effusion", "--device", "cpu"]) == 2
     assert "changed since" in capsys.readouterr().err
     with pytest.raises(LibraryError, match="built with checkpoint"):
-        build_library(ckpt, tiny["manifest"], lib_dir, kind="manifest", device="cpu", show_progress=False)
+        build_library(ckpt, tiny["manifest"], lib_dir, kind="manifest", model=tiny["model"], show_progress=False)
 
 
 def test_interrupted_sharded_build_resumes_to_the_same_library(tiny, tmp_path, monkeypatch):
@@ -157,7 +157,7 @@ def test_interrupted_sharded_build_resumes_to_the_same_library(tiny, tmp_path, m
         return real_row(*args, **kwargs)
 
     monkeypatch.setattr(build_mod, "_row", flaky)
-    kw = dict(kind="manifest", device="cpu", show_progress=False)
+    kw = dict(kind="manifest", model=tiny["model"], prompts=tiny["prompts"], show_progress=False)
     with pytest.raises(KeyboardInterrupt):
         build_library(tiny["ckpt"], tiny["manifest"], out, shard=(0, 2), **kw)
     monkeypatch.setattr(build_mod, "_row", real_row)
@@ -206,7 +206,7 @@ def test_rebuilt_hnsw_index_answers_like_the_exact_one(tiny, tmp_path):
     lib_dir = tmp_path / "lib"
     shutil.copytree(tiny["library"], lib_dir)
     assert rebuild_index(lib_dir, "hnsw")["image"]["kind"] == "hnsw"
-    res = Library(lib_dir, device="cpu").search_like(tiny["manifest"].parent / "emphysema.nii.gz", k=1)
+    res = Library(lib_dir, model=tiny["model"]).search_like(tiny["manifest"].parent / "emphysema.nii.gz", k=1)
     assert res["results"][0]["study"] == "emphysema"
 
 

@@ -148,13 +148,15 @@ def build_library(
     device: str = "auto",
     chunk_size: int = 8,
     model=None,
+    prompts=None,
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Embed every volume of `data` (a dataset root read with `kind`/`split`, or `StudyRecord`s) into the library
     folder `out` (created, or resumed when it holds a library of the same checkpoint). Returns a summary.
 
     The checkpoint's absolute path and content hash are stored; `search`/`serve` refuse a changed checkpoint.
-    `model`: an already loaded model of `checkpoint` (saves loading it twice)."""
+    `model`: an already loaded model of `checkpoint` (saves loading it twice); `prompts`: its
+    `prompt_embeddings` (saves embedding the 18 x 14 prompt sentences again)."""
     t0 = time.perf_counter()
     ckpt = Path(checkpoint).resolve()
     ckpt_hash = checkpoint_hash(ckpt)
@@ -179,7 +181,7 @@ def build_library(
                                    "shard": f"{shard[0]}/{shard[1]}", "requested": len(records),
                                    "skipped_existing": len(mine) - len(todo), "added": 0, "failed": {}}  # fmt: skip
         if todo:
-            prompts = prompt_embeddings(model)
+            prompts = prompts if prompts is not None else prompt_embeddings(model)
             for r in progress(todo, total=len(todo), desc="library", enabled=show_progress):
                 try:
                     store.add(_row(model, prompts, r, chunk_size))

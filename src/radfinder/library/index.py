@@ -57,7 +57,7 @@ def make_index(kind: str, dim: int, n: int, *, nlist: int | None = None, pq_m: i
         base.hnsw.efSearch = HNSW_EF_SEARCH
         return faiss.IndexIDMap2(base)
     nlist = nlist or max(1, min(int(4 * np.sqrt(max(n, 1))), max(1, n // 39)))
-    pq_m = pq_m or next(m for m in (64, 32, 16, 8, 4, 2, 1) if dim % m == 0)
+    pq_m = pq_m or (dim // 8 if dim % 8 == 0 else 1)  # 8 dimensions per 1-byte code
     quant = faiss.IndexFlatIP(dim)
     ivf = faiss.IndexIVFPQ(quant, dim, nlist, pq_m, 8, faiss.METRIC_INNER_PRODUCT)
     ivf.nprobe = min(nlist, 32)
