@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
@@ -118,7 +118,7 @@ def create_app(library: Library, *, limits: UploadLimits | None = None, volume_c
         return out
 
     @app.get("/api/search")
-    def search(q: str, k: int = 10, over: str = "image", filter: list[str] | None = None) -> dict:  # noqa: A002
+    def search(q: str, k: int = 10, over: str = "image", filter: list[str] = Query(default=[])) -> dict:  # noqa: A002
         return library.search(q, k=k, filters=filter, over=over)
 
     def _study_volume(study_id: int):
