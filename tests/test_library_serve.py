@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from helpers_library import AFFINE, phantom, tiny_library, write_nifti
+from helpers_library import phantom, tiny_library, write_nifti
 from radfinder.cli import main
 from radfinder.io import write_dicom_series
 from radfinder.library import Library
