@@ -75,6 +75,8 @@ function setSlice(i) {
   img.setAttribute("data-slice", String(state.slice));
   $("slice-range").value = String(state.slice);
   const z = state.sliceZ[state.slice];
+  document.querySelectorAll("#heat-strip .heat-cell").forEach((c) =>
+    c.classList.toggle("current", c.dataset.slice === String(state.slice)));
   $("slice-label").textContent = `slice ${state.slice} / ${state.nSlices - 1}` + (z !== undefined ? ` · z ${z.toFixed(1)} mm` : "");
 }
 
@@ -92,8 +94,8 @@ function renderFindings(findings) {
   }
 }
 
-function heatColor(p, max) {
-  const t = max > 0 ? p / max : 0;
+function heatColor(p, min, max) {
+  const t = max > min ? (p - min) / (max - min) : 0.5; // relative within the scan: the strip shows where, not how sure
   const r = Math.round(255 * Math.min(1, 2 * t)), g = Math.round(255 * Math.min(1, 2 * (1 - t)) * 0.6 + 40);
   return `rgb(${r},${g},60)`;
 }
@@ -103,13 +105,14 @@ function renderHeat(heat) {
   strip.textContent = "";
   if (!heat) return;
   const cells = heat.cells.slice().sort((a, b) => b.z_mm - a.z_mm); // superior at the top
-  const max = Math.max(...cells.map((c) => c.probability));
+  const probs = cells.filter((c) => c.valid).map((c) => c.probability);
+  const max = Math.max(...probs), min = Math.min(...probs);
   for (const c of cells) {
     const d = el("div", { class: "heat-cell" + (c.valid ? "" : " invalid") + (c.cell === heat.best_cell ? " best" : ""),
       "data-cell": c.cell, "data-slice": c.slice,
       title: `cell ${c.cell} · z ${c.z_mm.toFixed(0)} mm · p ${c.probability.toFixed(3)}` });
     if (c.valid) {
-      d.style.background = heatColor(c.probability, max);
+      d.style.background = heatColor(c.probability, min, max);
       d.addEventListener("click", () => setSlice(c.slice));
     }
     strip.appendChild(d);
