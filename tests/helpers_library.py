@@ -22,18 +22,27 @@ REPORTS = {
     "nodule": "Solid pulmonary nodule of 9 mm in the left upper lobe (image 30). Follow-up CT advised.",
     "normal": "Normal chest CT. Lungs clear, no mass or lymph node enlargement.",
 }
-SHAPE = (48, 44, 40)
-AFFINE = np.array([[-2.0, 0, 0, 40], [0, -2.0, 0, 50], [0, 0, 5.0, -120.0], [0, 0, 0, 1]])
-_CACHE: dict[str, Path] = {}
+SHAPE = (96, 88, 40)
+# LPS-stored (array i runs to the patient's right, j to posterior), 1 x 1 x 5 mm, superior at the last slice.
+AFFINE = np.array([[-1.0, 0, 0, 48], [0, -1.0, 0, 44], [0, 0, 5.0, -120.0], [0, 0, 0, 1]])
+_CACHE: dict = {}
 
 
 def phantom(seed: int, shape=SHAPE) -> np.ndarray:
+    """A chest-like phantom in HU: body with a fat rim, two lungs (size varies with the seed), heart, aorta, spine."""
     rng = np.random.default_rng(seed)
     i, j, k = np.meshgrid(*(np.linspace(-1, 1, n) for n in shape), indexing="ij")
-    body = np.where(i**2 + j**2 < 0.8, 40.0, -1000.0)
-    r = 0.08 + 0.04 * seed
-    lungs = np.where(((np.abs(i) - 0.4) ** 2 + j**2 < r) & (k > -0.6), -850.0, body)
-    return (lungs + rng.normal(0, 20, shape)).astype(np.int16)
+    body = (i / 0.92) ** 2 + (j / 0.72) ** 2
+    vol = np.where(body < 1.0, -100.0, -1000.0)
+    vol = np.where(body < 0.8, 40.0, vol)
+    r = 0.26 + 0.02 * seed
+    lungs = (((np.abs(i) - 0.42) / r) ** 2 + (j / 0.5) ** 2 < 1.0) & (k > -0.7)
+    vol = np.where(lungs, -850.0, vol)
+    heart = (((i + 0.08) / 0.26) ** 2 + ((j + 0.22) / 0.24) ** 2 < 1.0) & (k > -0.55) & (k < 0.35)
+    vol = np.where(heart, 45.0, vol)
+    vol = np.where((i + 0.1) ** 2 + (j - 0.3) ** 2 < 0.006, 60.0, vol)  # aorta
+    vol = np.where(i**2 + (j - 0.52) ** 2 < 0.012, 700.0, vol)  # vertebral body
+    return (vol + rng.normal(0, 15, shape)).astype(np.int16)
 
 
 def write_nifti(path: Path, seed: int) -> Path:

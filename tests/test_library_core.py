@@ -60,7 +60,7 @@ def test_build_stores_every_volume_with_its_metadata(tiny, lib):
     assert info["indexes"] == {"image": {"vectors": 5, "kind": "flat"}, "report": {"vectors": 5, "kind": "flat"}}
     row = lib.study(1)
     assert row.key == "effusion" and row.findings_text == REPORTS["effusion"]
-    assert row.spacing == [2.0, 2.0, 5.0] and row.source_shape == [48, 44, 40]
+    assert row.spacing == [1.0, 1.0, 5.0] and row.source_shape == [96, 88, 40]
     assert set(row.probabilities) == set(info["findings"]) and len(info["findings"]) == 18
     assert row.labels[info["findings"].index("Pleural effusion")] == 1.0
     assert np.isclose(np.linalg.norm(row.retrieval), 1.0, atol=1e-5)

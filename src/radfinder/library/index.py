@@ -62,7 +62,7 @@ def make_index(kind: str, dim: int, n: int, *, nlist: int | None = None, pq_m: i
     ivf = faiss.IndexIVFPQ(quant, dim, nlist, pq_m, 8, faiss.METRIC_INNER_PRODUCT)
     ivf.nprobe = min(nlist, 32)
     refine = faiss.IndexRefineFlat(ivf)
-    refine.k_factor = 8
+    refine.k_factor = 16
     return faiss.IndexIDMap2(refine)
 
 

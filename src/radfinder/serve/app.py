@@ -73,7 +73,7 @@ def create_app(library: Library, *, limits: UploadLimits | None = None, volume_c
     limits = limits or UploadLimits()
     app = FastAPI(title="radfinder library", docs_url=None, redoc_url=None, openapi_url=None)
     volumes = _LRU(volume_cache)
-    uploads = _LRU(4)
+    uploads = _LRU(2)  # decoded scans can be hundreds of MB each
     model_lock = threading.Lock()
     prompts: dict[str, Any] = {}
 
@@ -119,7 +119,7 @@ def create_app(library: Library, *, limits: UploadLimits | None = None, volume_c
 
     @app.get("/api/search")
     def search(q: str, k: int = 10, over: str = "image", filter: list[str] = Query(default=[])) -> dict:  # noqa: A002
-        return library.search(q, k=k, filters=filter, over=over)
+        return {"results": library.search(q, k=k, filters=filter, over=over)["results"]}  # = `search --json`
 
     def _study_volume(study_id: int):
         row = library.study(study_id)
