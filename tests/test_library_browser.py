@@ -121,7 +121,6 @@ def test_search_study_view_heat_strip_and_references(server, driver):
     assert len(cells) == n_cells
     _wait(driver, _image_loaded, "first slice")
     assert len(driver.find_elements(By.CSS_SELECTOR, "#findings .finding")) == 18
-    _shot(driver, "library-study-view")
 
     # Click a valid heat cell other than the current slice: the viewer jumps to that cell's slice.
     current = driver.find_element(By.ID, "slice-img").get_attribute("data-slice")
@@ -138,6 +137,8 @@ def test_search_study_view_heat_strip_and_references(server, driver):
     assert ref.text == "series 2, image 12"
     ref.click()
     _wait(driver, lambda d: d.find_element(By.ID, "slice-img").get_attribute("data-slice") == "28", "reference jump")
+    _wait(driver, _image_loaded, "referenced slice rendered")
+    _shot(driver, "library-study-view")
 
     # Window presets re-render the same slice.
     driver.find_element(By.CSS_SELECTOR, ".windows button[data-window='bone']").click()

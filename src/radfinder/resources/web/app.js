@@ -75,8 +75,15 @@ function setSlice(i) {
   img.setAttribute("data-slice", String(state.slice));
   $("slice-range").value = String(state.slice);
   const z = state.sliceZ[state.slice];
-  document.querySelectorAll("#heat-strip .heat-cell").forEach((c) =>
-    c.classList.toggle("current", c.dataset.slice === String(state.slice)));
+  // Mark the depth cell nearest the shown slice (cells are 12 mm, slices usually thinner).
+  const z0 = state.sliceZ[state.slice];
+  let near = null, dist = Infinity;
+  document.querySelectorAll("#heat-strip .heat-cell").forEach((c) => {
+    const d = Math.abs(parseFloat(c.dataset.z) - z0);
+    if (d < dist) { dist = d; near = c; }
+    c.classList.remove("current");
+  });
+  if (near) near.classList.add("current");
   $("slice-label").textContent = `slice ${state.slice} / ${state.nSlices - 1}` + (z !== undefined ? ` · z ${z.toFixed(1)} mm` : "");
 }
 
@@ -109,7 +116,7 @@ function renderHeat(heat) {
   const max = Math.max(...probs), min = Math.min(...probs);
   for (const c of cells) {
     const d = el("div", { class: "heat-cell" + (c.valid ? "" : " invalid") + (c.cell === heat.best_cell ? " best" : ""),
-      "data-cell": c.cell, "data-slice": c.slice,
+      "data-cell": c.cell, "data-slice": c.slice, "data-z": c.z_mm,
       title: `cell ${c.cell} · z ${c.z_mm.toFixed(0)} mm · p ${c.probability.toFixed(3)}` });
     if (c.valid) {
       d.style.background = heatColor(c.probability, min, max);
