@@ -210,12 +210,14 @@ def test_rebuilt_hnsw_index_answers_like_the_exact_one(tiny, tmp_path):
     assert res["results"][0]["study"] == "emphysema"
 
 
-def test_finding_precision_scores_labelled_findings(lib):
-    out = finding_precision(lib, k=3, over="report")
-    assert set(out["findings"]) == {"Pleural effusion", "Lung nodule"}
-    pe = out["findings"]["Pleural effusion"]
-    assert pe["chance"] == pytest.approx(0.2) and pe["k"] == 3
-    assert 0.0 <= pe["precision"] <= 1.0
+def test_finding_precision_against_a_hand_count(lib):
+    out = finding_precision(lib, k=2, over="report")
+    assert set(out["findings"]) == {"Pleural effusion", "Lung nodule"}  # the only findings with both labels
+    for name, study in (("Pleural effusion", "effusion"), ("Lung nodule", "nodule")):
+        f = out["findings"][name]
+        top2 = [r["study"] for r in lib.search(f["sentence"], k=2, over="report")["results"]]
+        assert f["precision"] == (study in top2) / 2 and f["chance"] == pytest.approx(0.2) and f["k"] == 2
+    assert finding_precision(lib, k=2, split="nonexistent")["findings"] == {}
 
 
 @pytest.mark.parametrize(
