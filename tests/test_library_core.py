@@ -164,8 +164,12 @@ def test_interrupted_sharded_build_resumes_to_the_same_library(tiny, tmp_path, m
     first = build_library(tiny["ckpt"], tiny["manifest"], out, shard=(0, 2), **kw)
     assert (first["skipped_existing"], first["added"], first["indexes"]) == (1, 2, None)
     assert first["waiting_for"] == 2
-    second = build_library(tiny["ckpt"], tiny["manifest"], out, shard=(1, 2), **kw)
-    assert second["added"] == 2 and second["indexes"]["image"]["vectors"] == 5
+    monkeypatch.setenv("RANK", "1")  # the second process as torchrun would start it
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    second = build_library(tiny["ckpt"], tiny["manifest"], out, **kw)
+    assert second["shard"] == "1/2" and second["added"] == 2 and second["indexes"]["image"]["vectors"] == 5
+    monkeypatch.delenv("RANK")
+    monkeypatch.delenv("WORLD_SIZE")
     ref, got = _vectors_by_key(tiny["library"]), _vectors_by_key(out)
     assert set(ref) == set(got)
     for key in ref:

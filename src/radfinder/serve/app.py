@@ -115,6 +115,7 @@ def create_app(library: Library, *, limits: UploadLimits | None = None, volume_c
         out["windows"] = list(WINDOWS)
         out.pop("library", None)
         out.pop("checkpoint", None)  # no server paths in answers
+        out["failures"] = len(out.get("failures") or {})
         return out
 
     @app.get("/api/search")
