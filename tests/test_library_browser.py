@@ -169,3 +169,15 @@ def test_upload_good_and_bad_files(server, driver, tmp_path):
                 else None, "error shown")  # fmt: skip
     assert "upload failed" in err.text and "broken.nii.gz" in err.text and "not gzip" in err.text
     _shot(driver, "library-upload-error")
+
+
+def test_missing_browser_skips_locally_and_fails_in_ci(monkeypatch):
+    import test_library_browser as me
+
+    monkeypatch.setattr(me, "DRIVER", "/nonexistent/chromedriver")
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="chromium-driver"):
+        me._browser_or_skip()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        me._browser_or_skip()
