@@ -7,8 +7,10 @@ Kinds:
   milliseconds at millions of vectors; builds slower and holds the vectors plus the graph in memory.
 - `ivf`: inverted lists with product quantisation and exact re-ranking (`IVFk,PQm` + `IndexRefineFlat`): the
   smallest memory for very large libraries; needs a training sample (>= 39 x lists vectors).
-- `auto`: `flat` below `AUTO_CROSSOVER` vectors, else `hnsw` (the crossover `bench/bench_search.py` measures: a
-  batch of exact queries stays above 60 queries/s and a single one under ~20 ms up to about this size on 2 cores).
+- `auto`: `flat` below `AUTO_CROSSOVER` vectors, else `hnsw`. The crossover comes from the memory traffic of exact
+  search: one query reads N x dim x 4 bytes (200,000 x 512: 400 MB, a few tens of ms at the ~10-20 GB/s two cores
+  stream), which is where single-query latency stops being interactive; `bench/bench_search.py` measures both
+  sides on the machine at hand (`--n`), and `library index LIB --index ...` switches any time.
 
 The FAISS file is written atomically; its own binary format is read back (no pickle). Ids are the library's study
 row ids (`IndexIDMap2`), so a result is a row of `library.sqlite` directly.
