@@ -15,6 +15,7 @@ from . import (  # noqa: E402,F401,I001
     eval_cmds,
     info_cmds,
     io_cmds,
+    library_cmds,
     mine_cmds,
     model_cmds,
     preprocess_cmds,
