@@ -155,3 +155,29 @@ def test_a_damaged_weights_file_is_refused(tmp_path):
     (dst / "encoder.safetensors").write_bytes(bytes(raw))
     with pytest.raises(CheckpointError, match="sha256"):
         load_encoder_weights(dst)
+
+
+def test_the_shipped_encoder_fills_a_feature_cache_with_spatial_tokens(tmp_path):
+    import nibabel as nib
+
+    from radfinder.features import ExtractItem, FeatureStore, extract_features, state_dict_hash
+    from radfinder.models.config import WindowEncoderConfig
+    from radfinder.models.radfinder import build_window_encoder
+
+    rng = np.random.default_rng(0)
+    vol = rng.integers(-1000, 400, size=(120, 100, 90)).astype(np.int16)
+    aff = np.diag([-2.0, -2.0, 2.5, 1.0])
+    nib.save(nib.Nifti1Image(vol, aff), tmp_path / "scan.nii.gz")
+    enc = build_window_encoder(WindowEncoderConfig.model_validate(window_encoder_config("pretrained-synthetic")))
+    spec = resolve_spec("demo")
+    store = FeatureStore(tmp_path / "f", spec, {"name": "shipped", "hash": state_dict_hash(enc)}, enc.feature_dim,
+                         spatial=True)  # fmt: skip
+    summary = extract_features([ExtractItem("scan", str(tmp_path / "scan.nii.gz"))], enc.eval(), store,
+                               show_progress=False)  # fmt: skip
+    assert not summary.failed and summary.written == ["scan"]
+    rec = FeatureStore.open(tmp_path / "f").read("scan")
+    hg, wg, dg = rec.grid
+    assert rec.spatial.shape == (hg, wg, dg, 4, 4, spec.depth_tokens_per_window, enc.feature_dim)
+    # the spatial grid averages to the depth tokens (fp16 storage)
+    np.testing.assert_allclose(rec.spatial.astype(np.float32).mean(axis=(3, 4)), rec.axis2.astype(np.float32),
+                               atol=2e-2, rtol=1e-2)  # fmt: skip

@@ -19,10 +19,10 @@ def demo(
     encoder: str = typer.Option(
         DemoSettings.encoder,
         "--encoder",
-        help="Frozen window encoder: pretrained-synthetic (the shipped light3d encoder, pre-trained on a "
-        "synthetic cohort of its own stream, disjoint from every demo seed), or the ablations histogram "
-        "(regional HU histograms standardised on the train split), astra (the pretrained ASTRA 3D ResNet-152 "
-        "of radfinder[astra]; about 1 s a window on 2 CPU cores, use a GPU) and random (light3d at its seeded "
+        help="Frozen window encoder: histogram (regional HU histograms standardised on the train split; the best "
+        "measured today), pretrained-synthetic (the shipped light3d encoder, pre-trained on a synthetic cohort of "
+        "its own stream, disjoint from every demo seed), astra (the pretrained ASTRA 3D ResNet-152 of "
+        "radfinder[astra]; about 1 s a window on 2 CPU cores, use a GPU) and random (light3d at its seeded "
         "initialisation: a control).",
     ),
     device: str = typer.Option(
