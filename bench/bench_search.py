@@ -218,6 +218,7 @@ async def _load(url: str, texts: list[str], clients: int, seconds: float) -> tup
 
     lat: list[float] = []
     errors = 0
+    kinds: dict[str, int] = {}
     it = iter(texts)
     stop = time.perf_counter() + seconds
 
@@ -230,15 +231,20 @@ async def _load(url: str, texts: list[str], clients: int, seconds: float) -> tup
             try:
                 r = await client.get(url, params={"q": text, "k": 10})
                 ok = r.status_code == 200 and len(r.json()["results"]) == 10
-            except httpx.HTTPError:
-                ok = False
+                kind = f"HTTP {r.status_code}"
+            except httpx.HTTPError as exc:
+                ok, kind = False, type(exc).__name__
             lat.append(time.perf_counter() - t)
-            errors += not ok
+            if not ok:
+                errors += 1
+                kinds[kind] = kinds.get(kind, 0) + 1
 
     t0 = time.perf_counter()
     limits = httpx.Limits(max_connections=clients)
     async with httpx.AsyncClient(timeout=60.0, limits=limits, trust_env=False) as client:
         await asyncio.gather(*(worker(client) for _ in range(clients)))
+    if kinds:
+        print(f"errors by kind: {kinds}", flush=True)
     return lat, errors, time.perf_counter() - t0
 
 
