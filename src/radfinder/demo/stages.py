@@ -262,6 +262,32 @@ def stage_evaluate(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
     return {"report": metrics["report"]["html"]}
 
 
+def stage_library(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
+    """A scan library of the held-out valid split (so its search precision is never measured on training data),
+    searchable with `radfinder search` and browsable with `radfinder serve`."""
+    from ..library import Library, build_library, finding_precision
+
+    lib_dir = out / "library"
+    info = build_library(out / "model", _records(out, "valid"), lib_dir, show_progress=s.progress)
+    lib = Library(lib_dir)
+    try:
+        image = finding_precision(lib, k=10, over="image")  # the model reads the scans
+        report = finding_precision(lib, k=10, over="report")  # reference: the stored reports' own text
+    finally:
+        lib.close()
+    (out / "library_precision.json").write_text(json.dumps({"image": image, "report": report}, indent=2) + "\n")
+
+    def fmt(v):
+        return "n/a" if v is None else f"{v:.2f}"
+
+    log(f"  library: {info['studies']} held-out volumes; finding-sentence search precision@10 "
+        f"{fmt(image['mean_precision'])} over scans (chance {fmt(image['mean_chance'])}), "
+        f"{fmt(report['mean_precision'])} over reports")  # fmt: skip
+    log(f"  browse it: radfinder serve {lib_dir}   (then open http://127.0.0.1:8000/)")
+    return {"studies": info["studies"], "precision_at_10": image["mean_precision"], "chance": image["mean_chance"],
+            "report_precision_at_10": report["mean_precision"], "serve": f"radfinder serve {lib_dir}"}  # fmt: skip
+
+
 STAGES: list[tuple[str, Callable[[Path, DemoSettings, Log], dict[str, Any]]]] = [
     ("cohort", stage_cohort),
     ("preprocess", stage_preprocess),
@@ -270,4 +296,5 @@ STAGES: list[tuple[str, Callable[[Path, DemoSettings, Log], dict[str, Any]]]] = 
     ("features", stage_features),
     ("train", stage_train),
     ("evaluate", stage_evaluate),
+    ("library", stage_library),
 ]
