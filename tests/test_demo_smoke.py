@@ -11,6 +11,7 @@ import pytest
 
 from radfinder.cli import main
 from radfinder.demo import STAGE_NAMES, DemoSettings, run_demo
+from radfinder.errors import ConfigError
 
 
 @pytest.mark.slow
@@ -40,7 +41,7 @@ def test_demo_pipeline_runs_resumes_and_evaluate_cli_agrees(tmp_path):
     again = run_demo(out, s, log=logs.append)
     assert all("skipped" in line for line in logs if line.startswith("["))
     assert again["summary"]["retrieval"]["R@10"] == m["retrieval"]["R@10"]
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(ConfigError, match="other settings"):
         run_demo(out, DemoSettings(studies=7, seed=3))
 
     # the CLI evaluation of the same checkpoint on the same features gives the same retrieval numbers

@@ -8,6 +8,7 @@ import pytest
 from radfinder.demo.config import DEMO_SPEC
 from radfinder.demo.encoder import N_FIND, window_targets
 from radfinder.demo.summary import format_table, markdown_table, summarize
+from radfinder.errors import ConfigError
 from radfinder.io.volume import Volume
 from radfinder.preprocess import apply_spec
 from radfinder.text.findings import CTRATE_FINDINGS
@@ -94,6 +95,6 @@ def test_a_rerun_stage_invalidates_every_later_stage(tmp_path, monkeypatch):
 def test_an_unknown_encoder_is_refused_before_any_stage_runs(tmp_path):
     from radfinder.demo import DemoSettings, run_demo
 
-    with pytest.raises(ValueError, match="encoder must be one of histogram, astra"):
+    with pytest.raises(ConfigError, match="encoder must be one of histogram, astra"):
         run_demo(tmp_path / "d", DemoSettings(encoder="spectre"), log=lambda m: None)
     assert not (tmp_path / "d").exists()
