@@ -214,8 +214,7 @@ def test_encode_text_heads_differ_and_errors(model):
         load_model("no-such-model", device="cpu")
 
 
-@pytest.mark.slow
-def test_real_ct_classify_and_localize(real_data):
+def test_real_ct_classify_and_localize(real_data):  # 15 s: not slow
     path = real_data / "totalsegmentator_ct" / "aorta_crop" / "ct_cropped.nii.gz"
     if not path.is_file():
         pytest.skip(f"{path} absent")
