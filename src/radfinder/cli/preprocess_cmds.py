@@ -27,6 +27,8 @@ def preprocess_cmd(
     from ..preprocess import apply_spec, load_source, resolve_spec
     from ..preprocess.cache import atomic_write_bytes
 
+    if out.suffix != ".npz":  # before minutes of work, not after
+        raise ConfigError(f"--out must end in .npz, got {out}")
     sp = resolve_spec(spec)
     t0 = time.perf_counter()
     vol = load_source(path, series)
@@ -42,8 +44,6 @@ def preprocess_cmd(
         spec=np.asarray(sp.canonical_json()),
         spec_hash=np.asarray(sp.hash()),
     )
-    if out.suffix != ".npz":
-        raise ConfigError(f"--out must end in .npz, got {out}")
     atomic_write_bytes(out, buf.getvalue())
     t3 = time.perf_counter()
     info = {

@@ -87,7 +87,7 @@ def load_nifti(path: str | Path) -> Volume:
         raise
     except EOFError as exc:
         raise VolumeReadError(
-            path, "truncated file: the gzip stream ends before its end marker (an interrupted download or copy?)"
+            path, "truncated NIfTI: the gzip stream ends before its end marker (an interrupted download or copy?)"
         ) from exc
     except Exception as exc:
         raise VolumeReadError(path, f"cannot read NIfTI ({type(exc).__name__}: {exc})") from exc
