@@ -16,7 +16,8 @@ from radfinder.cli.app import app
 from radfinder.errors import ConfigError
 
 # Commands that only read and print. Every other command writes files and must take --out/-o.
-READ_ONLY = {"version", "model-info", "verify-compat", "check-data", "classify", "mine-text", "prompts"}
+READ_ONLY = {"version", "model-info", "verify-compat", "check-data", "classify", "mine-text", "prompts", "anatomy",
+             "anatomy-text", "anatomy-text-accuracy"}
 
 
 def commands() -> dict[str, object]:

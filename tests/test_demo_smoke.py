@@ -18,7 +18,7 @@ from radfinder.errors import ConfigError
 @pytest.mark.slow
 def test_demo_pipeline_runs_resumes_and_evaluate_cli_agrees(tmp_path):
     out = tmp_path / "demo"
-    s = DemoSettings(studies=6, seed=3, valid_fraction=0.5, workers=1, pretrain_epochs=0.2, train_epochs=1.0,
+    s = DemoSettings(studies=6, seed=3, valid_fraction=0.5, workers=1, train_epochs=1.0,
                      micro_batch=2, max_steps=1, n_boot=20)
     logs: list[str] = []
     result = run_demo(out, s, log=logs.append)

@@ -2,46 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from radfinder.demo.config import DEMO_SPEC
-from radfinder.demo.encoder import N_FIND, window_targets
 from radfinder.demo.summary import format_table, markdown_table, summarize
 from radfinder.errors import ConfigError
-from radfinder.io.volume import Volume
-from radfinder.preprocess import apply_spec
-from radfinder.text.findings import CTRATE_FINDINGS
-
-
-def _volume() -> Volume:
-    aff = np.diag([-2.0, -2.0, 2.5, 1.0])
-    aff[:3, 3] = [150.0, 100.0, -300.0]
-    arr = np.full((150, 100, 120), -800, np.int16)
-    return Volume(arr, aff, {"source": "test"})
-
-
-def test_window_targets_mark_the_overlapping_depth_tokens():
-    pre = apply_spec(_volume(), DEMO_SPEC)
-    t = DEMO_SPEC.depth_tokens_per_window
-    f = CTRATE_FINDINGS.index("Lung nodule")
-    lo, hi = pre.depth_cell_bounds_mm(5)
-    box = [[-10.0, -10.0, lo + 1.0], [0.0, 0.0, lo + 5.0]]  # inside depth cell 5 only
-    truth = {"lesions": [{"finding": "Lung nodule", "bbox_ras_mm": box}],
-             "anatomy": {"apex_z_mm": 0.0, "carina_z_mm": -100.0, "right_dome_z_mm": -250.0}}
-    tg = window_targets(pre, truth, t, keep_empty=True)
-    n = pre.n_windows
-    assert tg.windows.shape == (n, 1, *DEMO_SPEC.window)
-    assert tg.depth.shape == (n, t, N_FIND) and tg.landmarks.shape == (n, t, 3)
-    hits = np.argwhere(tg.depth[:, :, f] > 0)
-    assert len(hits) >= 1
-    loc = pre.window_locations()
-    for w, k in hits:  # every marked token is depth cell 5 of the scan
-        assert loc[2, w] // (DEMO_SPEC.window[2] // t) + k == 5
-    assert tg.window[:, f].sum() == len({int(w) for w, _ in hits})
-    assert tg.depth[:, :, np.arange(N_FIND) != f].sum() == 0
-    # landmark offsets grow by one cell (12 mm = 0.12 in 100 mm units) per depth token (z increases)
-    assert np.allclose(np.diff(tg.landmarks[0, :, 0]), DEMO_SPEC.depth_cell_mm / 100.0, atol=1e-5)
 
 
 def test_summary_has_the_headline_keys():
@@ -95,6 +59,6 @@ def test_a_rerun_stage_invalidates_every_later_stage(tmp_path, monkeypatch):
 def test_an_unknown_encoder_is_refused_before_any_stage_runs(tmp_path):
     from radfinder.demo import DemoSettings, run_demo
 
-    with pytest.raises(ConfigError, match="encoder must be one of histogram, astra"):
+    with pytest.raises(ConfigError, match="encoder must be one of pretrained-synthetic, histogram"):
         run_demo(tmp_path / "d", DemoSettings(encoder="spectre"), log=lambda m: None)
     assert not (tmp_path / "d").exists()

@@ -34,6 +34,19 @@ def test_scan_vectors_are_window_mean_and_max(tmp_path):
     store = FeatureStore(tmp_path, PreprocessSpec(), {"name": "t", "hash": "abc"}, feature_dim=4)
     cls = np.arange(2 * 1 * 3 * 4, dtype=np.float32).reshape(2, 1, 3, 4)
     store.write(FeatureRecord("a", cls, cls, np.zeros((2, 1, 3, 8, 4), np.float32), np.eye(4)))
-    v = scan_vectors(store, ["a"])
+    v = scan_vectors(store, ["a"], kinds=("cls",))
     flat = cls.reshape(-1, 4)
     np.testing.assert_allclose(v[0], np.concatenate([flat.mean(0), flat.max(0)]))
+    # every feature type: cls, patch_average, then the depth tokens (zeros here), each as mean and max
+    both = scan_vectors(store, ["a"])[0]
+    np.testing.assert_allclose(both, np.concatenate([v[0], v[0], np.zeros(8)]))
+
+
+def test_probe_ci_brackets_the_auroc_and_counts_test_positives():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 5))
+    y = (x[:, :1] + rng.normal(scale=1.0, size=(300, 1)) > 0.8).astype(int)
+    res = linear_probe(x[:150], y[:150], x[150:], y[150:], ["f"], n_boot=400)
+    lo, hi = res["per_finding_ci"]["f"]
+    assert lo < res["per_finding_auroc"]["f"] < hi and hi - lo < 0.3
+    assert res["test_positives"]["f"] == int(y[150:, 0].sum())

@@ -135,8 +135,8 @@ def test_each_finding_is_visible_at_its_centre(study):
     A1 = sample_anatomy(rng_for(SEED, ANATOMY, plan["patient_index"]))
     lesions, ops = plan_findings(rng, A1, np.ones(18, int))
     g = scan_geometry(rng, A1, "demo")
-    with_f, _ = render_volumes(A1, ops, g, "demo", rng_for(SEED, NOISE, plan["index"]))
-    without, _ = render_volumes(A0, [], g, "demo", rng_for(SEED, NOISE, plan["index"]))
+    with_f = render_volumes(A1, ops, g, "demo", rng_for(SEED, NOISE, plan["index"]))[0]
+    without = render_volumes(A0, [], g, "demo", rng_for(SEED, NOISE, plan["index"]))[0]
     assert {les.finding for les in lesions} == set(CTRATE_FINDINGS)
     diff = np.abs(with_f.astype(np.float32) - without)
     for les in lesions:

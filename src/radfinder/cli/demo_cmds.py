@@ -19,17 +19,16 @@ def demo(
     encoder: str = typer.Option(
         DemoSettings.encoder,
         "--encoder",
-        help="Frozen window encoder: histogram (regional HU histograms standardised on the "
-        "train split), astra (the pretrained ASTRA 3D ResNet-152 of radfinder[astra]; "
-        "about 1 s a window on 2 CPU cores, use a GPU), pretrained (tiny ViT after a "
-        "short supervised pre-training on the train split) or random (tiny ViT at its "
-        "seeded initialisation).",
+        help="Frozen window encoder: pretrained-synthetic (the shipped light3d encoder, pre-trained on a "
+        "synthetic cohort of its own stream, disjoint from every demo seed), or the ablations histogram "
+        "(regional HU histograms standardised on the train split), astra (the pretrained ASTRA 3D ResNet-152 "
+        "of radfinder[astra]; about 1 s a window on 2 CPU cores, use a GPU) and random (light3d at its seeded "
+        "initialisation: a control).",
     ),
     device: str = typer.Option(
-        "auto", "--device", help="Device of the feature extraction: auto (CUDA when present), cpu, cuda, cuda:1 ..."
+        "auto", "--device", help="Device of feature extraction and training: auto (CUDA when present), cpu, cuda ..."
     ),
     epochs: float = typer.Option(DemoSettings.train_epochs, "--epochs", help="Training epochs (combiner, heads)."),
-    pretrain_epochs: float = typer.Option(2.0, "--pretrain-epochs", help="Window-encoder pre-training epochs."),
     max_steps: int = typer.Option(0, "--max-steps", help="Stop training after this many steps (0: no limit)."),
     n_boot: int = typer.Option(
         DemoSettings.n_boot, "--n-boot", help="Bootstrap resamples for the confidence intervals."
@@ -49,7 +48,7 @@ def demo(
         encoder=encoder,
         device=device,
         train_epochs=epochs,
-        pretrain_epochs=pretrain_epochs,
+        progress=not json_out,
         max_steps=max_steps or None,
         n_boot=n_boot,
         workers=workers or None,

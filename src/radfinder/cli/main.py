@@ -11,6 +11,7 @@ from ..errors import RadfinderError
 
 # Command modules register themselves on import (one module per area of the package).
 from . import (  # noqa: E402,F401,I001
+    anatomy_cmds,
     data_cmds,
     demo_cmds,
     eval_cmds,
@@ -19,6 +20,7 @@ from . import (  # noqa: E402,F401,I001
     mine_cmds,
     model_cmds,
     preprocess_cmds,
+    pretrain_cmds,
     synth_cmds,
     text_cmds,
     train_cmds,

@@ -26,6 +26,9 @@ def synth(
     workers: int = typer.Option(0, "--workers", "-w", help="Worker processes (0: one per CPU core)."),
     valid_fraction: float = typer.Option(0.2, "--valid-fraction", help="Share of patients in the valid split."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a previous cohort in OUT."),
+    stream: str = typer.Option("cohort", "--stream", help="cohort (DICOM, NIfTI, reports, masks, truth), or "
+                               "pretrain / probe: volumes, masks and truth only, from a random stream of their own "
+                               "that no cohort seed reaches (encoder pre-training, feature probes)."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ) -> None:
     """Render synthetic chest CTs with CT-RATE findings, slice-referencing reports and exact ground truth."""
@@ -48,6 +51,7 @@ def synth(
         valid_fraction=valid_fraction,
         overwrite=overwrite,
         show_progress=not json_out,
+        stream=stream,
     )
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     if json_out:

@@ -8,13 +8,20 @@ and depth cells stay 12 mm like RadFinder's.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..preprocess.spec import PreprocessSpec
+from ..preprocess.spec import PRESETS
 
-DEMO_SPEC = PreprocessSpec(name="demo", spacing=(2.0, 2.0, 3.0), crop="none")
+DEMO_SPEC = PRESETS["demo"]
+
+
+# Settings that change how a run executes or reports, not what it computes: a re-run may change them freely
+# (n_boot re-runs the evaluation stage only).
+EXECUTION_ONLY = ("device", "progress", "workers")
+EVALUATION_ONLY = ("n_boot",)
 
 
 @dataclass
@@ -26,33 +33,43 @@ class DemoSettings:
     valid_fraction: float = 0.3
     workers: int | None = None
     model: str = "tiny"
-    # "histogram" (regional HU histograms, standardised on train: see radfinder.models.histogram),
-    # "astra" (the pretrained ASTRA 3D ResNet-152 from the radfinder[astra] extra; ~1 s a window on 2 CPU
-    # cores, so meant for a GPU), "pretrained" (the tiny ViT after a short supervised pre-training on train)
-    # or "random"
-    encoder: str = "histogram"
-    device: str = "auto"  # where window features are extracted ("auto": CUDA when present)
-    pretrain_epochs: float = 2.0
+    # "pretrained-synthetic" (the shipped light3d encoder, pre-trained on a synthetic cohort of its own stream:
+    # see radfinder.models.shipped), or the ablations "histogram" (regional HU histograms standardised on the
+    # train split), "astra" (the pretrained ASTRA 3D ResNet-152 of radfinder[astra]; ~1 s a window on 2 CPU
+    # cores, meant for a GPU) and "random" (light3d at its seeded initialisation: a control)
+    encoder: str = "pretrained-synthetic"
+    device: str = "auto"  # feature extraction and training ("auto": CUDA when present)
     train_epochs: float = 40.0
     micro_batch: int = 32
     accum: int = 1
     text_train: str = "frozen"
     n_boot: int = 10_000  # = eval.bootstrap.DEFAULT_N_BOOT (a test holds them equal; importing eval costs 0.5 s)
     max_steps: int | None = None
+    progress: bool = True  # progress bars on the long stages
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
+    def identity(self) -> dict[str, Any]:
+        """What a run's outputs depend on (a folder holds one identity; see `run_demo`)."""
+        return {k: v for k, v in self.as_dict().items() if k not in EXECUTION_ONLY + EVALUATION_ONLY}
 
-def train_config_dict(settings: DemoSettings, out: Path, init: Path) -> dict[str, Any]:
-    """The training config (as a dict for `TrainConfig`); `configs/train/demo.yaml` is used as the base when it
-    exists, with the demo's own data paths, model and sizes written over it."""
-    base: dict[str, Any] = {}
-    yaml_path = Path(__file__).resolve().parents[3] / "configs" / "train" / "demo.yaml"
-    if yaml_path.is_file():
-        import yaml
 
-        base = yaml.safe_load(yaml_path.read_text()) or {}
+# The demo's training recipe (configs/train/demo.yaml is the same run as a config file; a test keeps them equal).
+DEMO_TRAIN: dict[str, Any] = {
+    "precision": "fp32",
+    "losses": {"weights": {"siglip": 1.0, "localization": 1.0, "prompt": 8.0}, "b_init": -3.5},
+    "optim": {"lr": 1.0e-3, "warmup_epochs": 2.0},
+    "logging": {"tensorboard": False, "progress": True, "log_every": 10},
+    "checkpoint": {"every_steps": 25, "keep_last": 1, "final": True},  # resumable mid-training
+    "eval": {"at_end": False},
+}
+
+
+def train_config_dict(settings: DemoSettings, out: Path, init: Path, n_train: int | None = None) -> dict[str, Any]:
+    """The training config (as a dict for `TrainConfig`) of a demo run in `out`, starting from `init`.
+
+    n_train: training scans; the micro-batch shrinks to it when the train split is smaller (a small demo)."""
     cohort = out / "cohort"
     dataset = {
         "kind": "ctrate",
@@ -64,24 +81,16 @@ def train_config_dict(settings: DemoSettings, out: Path, init: Path) -> dict[str
         "labels_csv": str(out / "mining" / "train_labels.csv"),
         "name": "synthetic",
     }
-    cfg = dict(base)
+    cfg = json.loads(json.dumps(DEMO_TRAIN))
     cfg["seed"] = settings.seed
-    cfg["device"] = "cpu"
+    cfg["device"] = settings.device
     cfg["model"] = {"init": str(init), "text_train": settings.text_train}
-    data = dict(cfg.get("data") or {})
-    data.update({"datasets": [dataset], "source": "features", "max_snippets_per_scan": 4})
-    data.pop("samples_per_epoch", None)
-    cfg["data"] = data
-    cfg["batch"] = {"micro": settings.micro_batch, "accum": settings.accum}
-    sched = {"epochs": settings.train_epochs}
+    cfg["data"] = {"datasets": [dataset], "source": "features", "max_snippets_per_scan": 4}
+    micro = settings.micro_batch if n_train is None else max(2, min(settings.micro_batch, n_train))
+    cfg["batch"] = {"micro": micro, "accum": settings.accum}
+    sched: dict[str, Any] = {"epochs": settings.train_epochs}
     if settings.max_steps is not None:
         sched["max_steps"] = settings.max_steps
     cfg["schedule"] = sched
-    optim = dict(cfg.get("optim") or {})
-    optim.setdefault("lr", 1e-3)
-    optim.setdefault("warmup_epochs", 2.0)
-    cfg["optim"] = optim
-    cfg["logging"] = {"tensorboard": False, "progress": True, "log_every": 10}
-    cfg["checkpoint"] = {"every_steps": 25, "keep_last": 1, "final": True}  # resumable mid-training
-    cfg["eval"] = {"at_end": False}
+    cfg["logging"]["progress"] = settings.progress
     return cfg

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .config import DemoSettings
+from .config import EVALUATION_ONLY, DemoSettings
 from .stages import ENCODERS, STAGES
 from .summary import format_table
 
@@ -36,15 +36,20 @@ def run_demo(
     out = Path(out)
     marks = out / "stages"
     marks.mkdir(parents=True, exist_ok=True)
-    settings_path = out / "settings.json"
-    previous = json.loads(settings_path.read_text()) if settings_path.is_file() else None
-    if previous is not None and previous != s.as_dict():
-        changed = sorted(k for k in s.as_dict() if previous.get(k) != s.as_dict().get(k))
-        raise ConfigError(f"{out} holds a demo run with other settings ({', '.join(changed)}); use another folder")
-    settings_path.write_text(json.dumps(s.as_dict(), indent=2) + "\n")
     unknown = [r for r in redo if r not in STAGE_NAMES]
     if unknown or (stop_after and stop_after not in STAGE_NAMES):
         raise ConfigError(f"unknown stage(s) {unknown or [stop_after]}; stages: {', '.join(STAGE_NAMES)}")
+    settings_path = out / "settings.json"
+    previous = json.loads(settings_path.read_text()) if settings_path.is_file() else None
+    redo = list(redo)
+    if previous is not None:
+        changed = sorted(k for k in s.as_dict() if previous.get(k) != s.as_dict().get(k))
+        if any(k in s.identity() for k in changed):
+            wrong = [k for k in changed if k in s.identity()]
+            raise ConfigError(f"{out} holds a demo run with other settings ({', '.join(wrong)}); use another folder")
+        if any(k in EVALUATION_ONLY for k in changed):
+            redo.append("evaluate")  # e.g. another --n-boot: the evaluation only, nothing before it
+    settings_path.write_text(json.dumps(s.as_dict(), indent=2) + "\n")
     first_redo = min((STAGE_NAMES.index(r) for r in redo), default=len(STAGE_NAMES))
     t_all = time.perf_counter()
     infos: dict[str, Any] = {}

@@ -10,10 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..progress import progress
 from .config import DEMO_SPEC, DemoSettings, train_config_dict
 
 Log = Callable[[str], None]
-ENCODERS = ("histogram", "astra", "pretrained", "random")  # the frozen window encoders the demo can use
+# The frozen window encoders the demo can use: the shipped light3d encoder pre-trained on its own synthetic cohort
+# (the default), and as ablations HU histograms, the ASTRA ResNet-152 (real-CT weights, radfinder[astra]) and the
+# light3d architecture at its seeded random initialisation (a control, not an encoder anyone should use).
+ENCODERS = ("pretrained-synthetic", "histogram", "astra", "random")
 
 
 def _records(out: Path, split: str):
@@ -33,7 +37,7 @@ def stage_cohort(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
         workers=s.workers,
         valid_fraction=s.valid_fraction,
         overwrite=True,
-        show_progress=False,
+        show_progress=s.progress,
     )
     return {k: summary[k] for k in ("n_studies", "n_patients", "n_volumes", "splits", "n_references")}
 
@@ -42,11 +46,10 @@ def stage_preprocess(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
     from ..preprocess import PreprocessedCache
 
     cache = PreprocessedCache(out / "preprocessed", DEMO_SPEC)
-    n = 0
-    for split in ("train", "valid"):
-        for r in _records(out, split):
-            cache.get_or_compute(r.path)
-            n += 1
+    records = _records(out, "train") + _records(out, "valid")
+    for r in progress(records, total=len(records), desc="preprocess", enabled=s.progress):
+        cache.get_or_compute(r.path)
+    n = len(records)
     return {"volumes": n, "spec": DEMO_SPEC.model_dump(mode="json"), "spec_hash": DEMO_SPEC.hash()}
 
 
@@ -56,18 +59,22 @@ def stage_mining(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
 
     train, valid = _records(out, "train"), _records(out, "valid")
     counts = write_rule_labels(train, out / "mining" / "train_labels.csv")
-    summary = mine_records(train + valid, out / "cohort" / "dicom", spec=DEMO_SPEC, out=out / "mining" / "pairs.jsonl")
+    summary = mine_records(
+        train + valid, out / "cohort" / "dicom", spec=DEMO_SPEC, out=out / "mining" / "pairs.jsonl",
+        show_progress=s.progress,
+    )
     rows = [json.loads(x) for x in (out / "mining" / "pairs.jsonl").read_text().splitlines() if x.strip()]
     per_split = {sp: sum(r["split"] == sp for r in rows) for sp in ("train", "valid")}
     return {"train_label_positives": counts, "pairs": per_split, "references": summary.to_json()}
 
 
 def stage_encoder(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
+    """The frozen window encoder and the model around it (combiner, heads, text tower of `s.model`)."""
     import torch
 
+    from ..models.config import resolve_model_config
     from ..models.radfinder import RadFinderModel
-    from ..preprocess import PreprocessedCache
-    from .encoder import pretrain_window_encoder, read_truth, standardize_features, window_targets
+    from ..models.shipped import read_card, window_encoder_config
 
     torch.manual_seed(s.seed)
     info: dict[str, Any] = {"encoder": s.encoder, "model": s.model}
@@ -77,25 +84,18 @@ def stage_encoder(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
         return _histogram_encoder(out, s, info)
     if s.encoder == "astra":
         return _astra_encoder(out, s, info)
-    model = RadFinderModel(s.model)
-    model.preprocess_spec = DEMO_SPEC
-    truth = read_truth(out / "cohort" / "truth.jsonl")
-    cache = PreprocessedCache(out / "preprocessed", DEMO_SPEC)
-    t = model.backbone_image.depth_tokens
-    scans = []
-    for r in _records(out, "train"):  # the TRAIN split only
-        scans.append(window_targets(cache.get_or_compute(r.path), truth[r.key], t))
-    if s.encoder == "pretrained":
-        info.update(
-            pretrain_window_encoder(model.backbone_image, scans, epochs=s.pretrain_epochs, seed=s.seed, log=log)
-        )
-    import numpy as np
-
-    sample = np.concatenate([sc.windows for sc in scans])
-    sample = sample[np.random.default_rng(s.seed).permutation(len(sample))[:256]]
-    info.update(standardize_features(model.backbone_image, sample))
+    cfg = resolve_model_config(s.model)
+    shipped = window_encoder_config("pretrained-synthetic")
+    if s.encoder == "random":  # the control: the same architecture at its seeded initialisation
+        shipped["options"].pop("weights")
+    cfg.window_encoder = type(cfg.window_encoder).model_validate(shipped)
+    model = RadFinderModel(cfg)
+    # the weights now live in the model's safetensors: the saved config names the architecture only
+    model.config.window_encoder.options.pop("weights", None)
     _save_model(model, out / "encoder")
-    return info
+    card = read_card("pretrained-synthetic")
+    return info | {"feature_dim": model.backbone_image.feature_dim, "weights_sha256": card.get("sha256"),
+                   "pretrained": s.encoder != "random"}  # fmt: skip
 
 
 def _save_model(model, target: Path) -> None:
@@ -148,20 +148,29 @@ def stage_features(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
     from ..device import resolve_device
     from ..features import ExtractItem, FeatureStore, extract_features, state_dict_hash
     from ..models.pretrained import from_pretrained
+    from ..preprocess import PreprocessedCache
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model = from_pretrained(out / "encoder")
     enc = model.backbone_image.eval()
     backbone = {"name": f"demo-{s.model}-{s.encoder}", "hash": state_dict_hash(enc)}
     _drop_stale_features(out / "features", backbone)
-    store = FeatureStore(out / "features", DEMO_SPEC, backbone, enc.feature_dim)
+    # spatial tokens (a coarse grid per depth token) go into the cache where the encoder gives them, for
+    # anatomy-level pooling; the demo's cache stays well under 1 GB with them
+    store = FeatureStore(out / "features", DEMO_SPEC, backbone, enc.feature_dim, spatial=enc.has_spatial_tokens)
     items = [ExtractItem(r.key, r.path) for sp in ("train", "valid") for r in _records(out, sp)]
     device = resolve_device(s.device)
     enc.to(device)
-    summary = extract_features(items, enc, store, batch_size=16, device=device, shard=(0, 1), show_progress=False)
+    cache = PreprocessedCache(out / "preprocessed", DEMO_SPEC)  # the preprocess stage's volumes, not again
+    summary = extract_features(
+        items, enc, store, batch_size=16, device=device, shard=(0, 1), show_progress=s.progress,
+        preprocessed_fn=lambda it: cache.get_or_compute(it.path),
+    )  # fmt: skip
     if summary.failed:
         raise RuntimeError(f"feature extraction failed for {len(summary.failed)} scans: {summary.failed}")
-    return summary.as_dict()
+    info = summary.as_dict()
+    info["cache_bytes"] = sum(f.stat().st_size for f in (out / "features").iterdir() if f.is_file())
+    return info
 
 
 def _drop_stale_features(root: Path, backbone: dict[str, Any]) -> None:
@@ -175,18 +184,20 @@ def _drop_stale_features(root: Path, backbone: dict[str, Any]) -> None:
 def stage_train(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
     import torch
 
+    from ..device import resolve_device
     from ..errors import CheckpointError
     from ..train.checkpoint import latest_checkpoint
     from ..train.config import TrainConfig
     from ..train.trainer import train
 
-    cfg = TrainConfig.model_validate(train_config_dict(s, out, _standardized_init(out, log)))
+    n_train = len(_records(out, "train"))
+    cfg = TrainConfig.model_validate(train_config_dict(s, out, _standardized_init(out, log), n_train))
     run_dir = out / "train"
     resume = latest_checkpoint(run_dir) is not None
     # The demo's combiner and heads are tiny: on a CPU their many small ops run several times faster on one
     # thread than split across two (measured here: ~10x for a demo epoch).
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(1 if resolve_device(s.device).type == "cpu" else threads)
     try:
         try:
             result = train(cfg, run_dir, resume=resume)

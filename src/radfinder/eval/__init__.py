@@ -5,11 +5,13 @@ Tasks (model-agnostic; callers supply embeddings, scores and labels):
 - `pool_retrieval`: Merlin-style recall@k inside random pools;
 - `zero_shot` / `classification`: mean7 prompt scoring and per-finding / macro AUROC with Youden-J metrics;
 - `radchestct`: the Rad-ChestCT label mapping and 16-class standard protocol;
-- `localization`: snippet depth localization with middle and random baselines.
+- `localization`: snippet depth localization with middle and random baselines;
+- `anatomy_zero_shot`: fVLM's anatomy-level zero-shot protocol (short prompt pairs on anatomy embeddings).
 Figures and reports (`plots`, `grounding`, `report`) import matplotlib and are not re-exported here.
 """
 
 from radfinder.eval._common import EvalInputError
+from radfinder.eval.anatomy_zero_shot import anatomy_prompts, evaluate_anatomy_zero_shot
 from radfinder.eval.classification import ClassificationResult, evaluate_scores
 from radfinder.eval.localization import LocalizationResult, localization_metrics
 from radfinder.eval.pool_retrieval import PoolRetrievalResult, pool_retrieval
@@ -30,7 +32,9 @@ __all__ = [
     "LocalizationResult",
     "PoolRetrievalResult",
     "RetrievalResult",
+    "anatomy_prompts",
     "bidirectional_retrieval",
+    "evaluate_anatomy_zero_shot",
     "evaluate_radchestct_standard",
     "evaluate_scores",
     "evaluate_zero_shot",

@@ -1,29 +1,40 @@
 """Linear probe on frozen window features: how much of each finding the cached features carry at all.
 
 A diagnostic for a window encoder, not one of the paper's protocols: each scan becomes the mean and the maximum of
-its windows' `cls` features, standardised with the TRAIN scans' statistics, and one L2-regularised logistic
-regression per finding is fitted on the train scans and scored (AUROC) on the held-out ones. A contrastive model
-trained on the same features rarely does better than this probe, so it tells whether a weak zero-shot figure comes
-from the features or from the training.
+its windows' features (by default every feature type: `cls`, `patch_average` and the `axis2` depth tokens),
+standardised with the TRAIN scans' statistics, and one L2-regularised logistic regression per finding is fitted on
+the train scans and scored (AUROC, with a percentile-bootstrap CI over the test scans) on the held-out ones. A
+contrastive model trained on the same features rarely does better than this probe, so it tells whether a weak
+zero-shot figure comes from the features or from the training.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..features import FeatureStore
 from .binary import auroc
+from .bootstrap import DEFAULT_N_BOOT, bootstrap_counts, percentile_ci, weighted_auroc
+
+FEATURE_KINDS = ("cls", "patch_average", "axis2")
 
 
-def scan_vectors(store: FeatureStore, keys: Sequence[str]) -> np.ndarray:
-    """(n_scans, 2 * feature_dim): mean and max over the windows of each scan's cls features."""
+def scan_vectors(store: FeatureStore, keys: Sequence[str], kinds: Sequence[str] = FEATURE_KINDS) -> np.ndarray:
+    """(n_scans, 2 * len(kinds) * feature_dim): per feature type, the mean and the max over each scan's windows
+    (over its windows' depth tokens for `axis2`)."""
     rows = []
     for key in keys:
-        cls = np.asarray(store.read(key).cls, dtype=np.float64).reshape(-1, store.feature_dim)
-        rows.append(np.concatenate([cls.mean(0), cls.max(0)]))
+        rec = store.read(key)
+        parts = []
+        for kind in kinds:
+            x = np.asarray(getattr(rec, kind), dtype=np.float64).reshape(-1, store.feature_dim)
+            parts += [x.mean(0), x.max(0)]
+        rows.append(np.concatenate(parts))
     return np.stack(rows)
 
 
@@ -35,8 +46,11 @@ def linear_probe(
     names: Sequence[str],
     *,
     c: float = 0.1,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Per-finding logistic regression (inverse regularisation `c`) fitted on train, AUROC on test.
+    """Per-finding logistic regression (inverse regularisation `c`) fitted on train, AUROC on test (with a 95%
+    percentile-bootstrap CI over the test scans when `n_boot` > 0) and the test positives per finding.
 
     Labels are 0/1 (anything else, e.g. -1 for unknown, is left out of that finding); a finding without both
     classes in train and in test is listed under "skipped"."""
@@ -45,6 +59,8 @@ def linear_probe(
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
     tr, te = (train_x - mean) / std, (test_x - mean) / std
     per: dict[str, float] = {}
+    ci: dict[str, tuple[float, float]] = {}
+    positives: dict[str, int] = {}
     skipped: dict[str, str] = {}
     for j, name in enumerate(names):
         ktr, kte = np.isin(train_y[:, j], (0, 1)), np.isin(test_y[:, j], (0, 1))
@@ -53,12 +69,77 @@ def linear_probe(
             skipped[name] = "one class only in train or test"
             continue
         clf = LogisticRegression(C=c, max_iter=5000).fit(tr[ktr], ytr)
-        per[name] = auroc(clf.decision_function(te[kte]), yte)
+        scores = clf.decision_function(te[kte])
+        per[name] = auroc(scores, yte)
+        positives[name] = int(yte.sum())
+        if n_boot > 0:
+            boot = np.concatenate([weighted_auroc(scores, yte, w) for w in bootstrap_counts(len(yte), n_boot, seed)])
+            ci[name] = percentile_ci(boot[np.isfinite(boot)])
     return {
         "macro_auroc": float(np.mean(list(per.values()))) if per else None,
         "per_finding_auroc": per,
+        "per_finding_ci": ci,
+        "test_positives": positives,
+        "min_auroc": float(min(per.values())) if per else None,
         "skipped": skipped,
         "n_train": int(len(train_x)),
         "n_test": int(len(test_x)),
         "C": c,
     }
+
+
+def encoder_for_probe(name: str):
+    """A frozen window encoder by name: "histogram" (HU histograms), a shipped encoder ("pretrained-synthetic"),
+    or a `radfinder pretrain-encoder` output folder (`<run>/encoder`)."""
+    from ..models.config import WindowEncoderConfig
+    from ..models.histogram import DEFAULT_HU_EDGES
+    from ..models.radfinder import build_window_encoder
+    from ..models.shipped import window_encoder_config
+
+    if name == "histogram":
+        cfg = WindowEncoderConfig(kind="histogram", embed_dim=4 * (len(DEFAULT_HU_EDGES) + 1))
+    else:
+        cfg = WindowEncoderConfig.model_validate(window_encoder_config(name))
+    return build_window_encoder(cfg).eval()
+
+
+def probe_cohort(
+    cohort: str | Path,
+    encoder: str,
+    *,
+    features: str | Path | None = None,
+    spec: str = "demo",
+    c: float = 0.1,
+    n_boot: int = DEFAULT_N_BOOT,
+    device: str = "auto",
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Linear probe of `encoder` on a probe cohort (`radfinder synth OUT --stream probe`): features of each study's
+    first volume are extracted once into `features` (default `<cohort>/features-<encoder name>`), the probe is
+    fitted on the cohort's train split and scored on its valid split against the truth labels."""
+    from ..device import resolve_device
+    from ..features import ExtractItem, FeatureStore, extract_features, state_dict_hash
+    from ..preprocess.spec import resolve_spec
+    from ..text.findings import CTRATE_FINDINGS
+
+    cohort = Path(cohort)
+    studies = [json.loads(x) for x in (cohort / "truth.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+    enc = encoder_for_probe(encoder)
+    dev = resolve_device(device)
+    enc.to(dev)
+    tag = Path(encoder).name if Path(encoder).exists() else encoder
+    root = Path(features) if features else cohort / f"features-{tag}"
+    store = FeatureStore(root, resolve_spec(spec), {"name": tag, "hash": state_dict_hash(enc)}, enc.feature_dim)
+    items = {st["study"]: ExtractItem(st["volumes"][0]["name"].removesuffix(".nii.gz"),
+                                      str(cohort / st["volumes"][0]["path"])) for st in studies}  # fmt: skip
+    summary = extract_features(list(items.values()), enc, store, batch_size=16, device=dev, shard=(0, 1),
+                               show_progress=show_progress)  # fmt: skip
+    if summary.failed:
+        raise RuntimeError(f"feature extraction failed: {summary.failed}")
+    split = {s: [st for st in studies if st["split"] == s] for s in ("train", "valid")}
+    x = {s: scan_vectors(store, [items[st["study"]].key for st in sts]) for s, sts in split.items()}
+    y = {s: np.array([[st["labels"][f] for f in CTRATE_FINDINGS] for st in sts]) for s, sts in split.items()}
+    res = linear_probe(x["train"], y["train"], x["valid"], y["valid"], CTRATE_FINDINGS, c=c, n_boot=n_boot)
+    res.update({"encoder": encoder, "cohort": str(cohort), "features": str(root),
+                "extraction": summary.as_dict()})  # fmt: skip
+    return res

@@ -79,26 +79,24 @@ def select_shard(items: Sequence[ExtractItem], shard: tuple[int, int]) -> list[E
     return ordered[rank::world]
 
 
-def _features_to_numpy(out: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return (
-        out.cls.detach().float().cpu().numpy(),
-        out.patch_average.detach().float().cpu().numpy(),
-        out.axis2.detach().float().cpu().numpy(),
-    )
+def _features_to_numpy(out: Any, spatial: bool) -> tuple[np.ndarray, ...]:
+    parts = [out.cls, out.patch_average, out.axis2] + ([out.spatial] if spatial else [])
+    return tuple(t.detach().float().cpu().numpy() for t in parts)
 
 
 @torch.no_grad()
 def encode_windows(
-    encoder: WindowEncoderLike, windows: np.ndarray, *, batch_size: int, device: torch.device
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Encode (N, 1, wh, ww, wd) windows in batches; returns float32 cls, patch_average, axis2."""
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    encoder: WindowEncoderLike, windows: np.ndarray, *, batch_size: int, device: torch.device, spatial: bool = False
+) -> tuple[np.ndarray, ...]:
+    """Encode (N, 1, wh, ww, wd) windows in batches; returns float32 cls, patch_average, axis2 (and spatial)."""
+    parts: list[tuple[np.ndarray, ...]] = []
     autocast = device.type == "cuda"
+    kw = {"spatial": True} if spatial else {}
     for start in range(0, len(windows), batch_size):
         batch = torch.from_numpy(np.ascontiguousarray(windows[start : start + batch_size])).to(device)
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=autocast):
-            parts.append(_features_to_numpy(encoder(batch.float())))
-    return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))  # type: ignore[return-value]
+            parts.append(_features_to_numpy(encoder(batch.float(), **kw), spatial))
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(len(parts[0])))
 
 
 def extract_features(
@@ -111,8 +109,12 @@ def extract_features(
     shard: tuple[int, int] | None = None,
     show_progress: bool = True,
     load_fn: Callable[[ExtractItem], Any] | None = None,
+    preprocessed_fn: Callable[[ExtractItem], Any] | None = None,
 ) -> ExtractSummary:
-    """Extract and store features for every item of this process's shard; failures are collected, not raised."""
+    """Extract and store features for every item of this process's shard; failures are collected, not raised.
+
+    preprocessed_fn: returns the item's `Preprocessed` volume (e.g. from a `PreprocessedCache` of the same spec),
+    instead of loading and preprocessing it again."""
     from ..io import load_volume
     from ..preprocess import apply_spec
 
@@ -128,10 +130,18 @@ def extract_features(
             summary.skipped.append(item.key)
             continue
         try:
-            volume = load_fn(item) if load_fn else load_volume(item.path, series=item.series, **dict(item.load_opts))
-            pre = apply_spec(volume, store.spec)
+            if preprocessed_fn is not None:
+                pre = preprocessed_fn(item)
+                if pre.spec_hash != store.spec.hash():
+                    raise RadfinderError(f"{item.key}: preprocessed with spec {pre.spec_hash}, the cache's is "
+                                         f"{store.spec.hash()}")  # fmt: skip
+            else:
+                opts = dict(item.load_opts)
+                volume = load_fn(item) if load_fn else load_volume(item.path, series=item.series, **opts)
+                pre = apply_spec(volume, store.spec)
             windows = pre.windows()
-            cls, avg, axis2 = encode_windows(encoder, windows, batch_size=batch_size, device=device)
+            out = encode_windows(encoder, windows, batch_size=batch_size, device=device, spatial=store.spatial)
+            cls, avg, axis2 = out[:3]
             hg, wg, dg = (int(v) for v in pre.grid)
             e = cls.shape[-1]
             record = FeatureRecord(
@@ -141,6 +151,7 @@ def extract_features(
                 axis2=axis2.reshape(hg, wg, dg, axis2.shape[1], e),
                 affine=np.asarray(pre.affine, dtype=np.float64),
                 meta={"source": str(item.path), "series": item.series, "image_shape": list(pre.image.shape)},
+                spatial=out[3].reshape(hg, wg, dg, *out[3].shape[1:]) if store.spatial else None,
             )
             store.write(record)
             summary.written.append(item.key)

@@ -40,7 +40,8 @@ class FeatureCacheError(RadfinderError):
 class FeatureRecord:
     """Frozen window-encoder outputs of one scan, arranged on its window grid (Hg, Wg, Dg).
 
-    cls, patch_average: (Hg, Wg, Dg, E); axis2: (Hg, Wg, Dg, T, E) with T depth tokens per window.
+    cls, patch_average: (Hg, Wg, Dg, E); axis2: (Hg, Wg, Dg, T, E) with T depth tokens per window; spatial
+    (optional, caches made with spatial tokens): (Hg, Wg, Dg, Sh, Sw, T, E), a coarse in-plane grid per depth token.
     affine: voxel index of the preprocessed (cropped/padded) image -> RAS mm, used to map depth cells back to mm.
     """
 
@@ -50,6 +51,7 @@ class FeatureRecord:
     axis2: np.ndarray
     affine: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    spatial: np.ndarray | None = None
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -68,6 +70,9 @@ class FeatureRecord:
             raise FeatureCacheError(f"{self.key}: axis2 shape {self.axis2.shape} does not match grid {self.grid}x{e}")
         if np.asarray(self.affine).shape != (4, 4):
             raise FeatureCacheError(f"{self.key}: affine must be 4x4")
+        sp = self.spatial
+        if sp is not None and (sp.ndim != 7 or sp.shape[:3] != (hg, wg, dg) or sp.shape[5:] != self.axis2.shape[3:]):
+            raise FeatureCacheError(f"{self.key}: spatial shape {self.spatial.shape} does not match grid and axis2")
 
 
 def state_dict_hash(module: Any) -> str:
@@ -95,9 +100,12 @@ def check_key(key: str) -> str:
 class FeatureStore:
     """A feature-cache directory for one preprocessing spec and one backbone."""
 
-    def __init__(self, root: str | Path, spec: PreprocessSpec, backbone: dict[str, Any], feature_dim: int):
+    def __init__(
+        self, root: str | Path, spec: PreprocessSpec, backbone: dict[str, Any], feature_dim: int, spatial: bool = False
+    ):
         self.root = Path(root)
         self.spec = spec
+        self.spatial = bool(spatial)  # every entry carries the spatial token grid
         self.backbone = dict(backbone)
         if "hash" not in self.backbone:
             raise FeatureCacheError("backbone description needs a 'hash'")
@@ -107,7 +115,8 @@ class FeatureStore:
         path = self.root / "cache.json"
         if path.exists():
             existing = json.loads(path.read_text())
-            for name in ("spec_hash", "backbone_hash", "feature_dim"):
+            existing.setdefault("spatial", False)  # caches from before spatial tokens
+            for name in ("spec_hash", "backbone_hash", "feature_dim", "spatial"):
                 if existing.get(name) != header[name]:
                     raise FeatureCacheError(
                         f"{self.root} holds features for {name}={existing.get(name)!r}, not {header[name]!r}; "
@@ -125,6 +134,7 @@ class FeatureStore:
             "backbone": self.backbone,
             "backbone_hash": self.backbone["hash"],
             "feature_dim": self.feature_dim,
+            "spatial": self.spatial,
         }
 
     @classmethod
@@ -137,7 +147,7 @@ class FeatureStore:
         spec = PreprocessSpec.model_validate(header["spec"])
         if spec.hash() != header["spec_hash"]:
             raise FeatureCacheError(f"{path}: stored spec does not match its hash (edited by hand?)")
-        return cls(root, spec, header["backbone"], header["feature_dim"])
+        return cls(root, spec, header["backbone"], header["feature_dim"], bool(header.get("spatial", False)))
 
     def path_of(self, key: str) -> Path:
         return self.root / f"{check_key(key)}{SUFFIX}"
@@ -158,12 +168,16 @@ class FeatureStore:
         record.validate()
         if record.cls.shape[-1] != self.feature_dim:
             raise FeatureCacheError(f"{record.key}: feature dim {record.cls.shape[-1]} != cache's {self.feature_dim}")
+        if self.spatial and record.spatial is None:
+            raise FeatureCacheError(f"{record.key}: this cache keeps spatial tokens and the record has none")
         tensors = {
             "cls": np.ascontiguousarray(record.cls, dtype=np.float16),
             "patch_average": np.ascontiguousarray(record.patch_average, dtype=np.float16),
             "axis2": np.ascontiguousarray(record.axis2, dtype=np.float16),
             "affine": np.ascontiguousarray(record.affine, dtype=np.float64),
         }
+        if self.spatial:
+            tensors["spatial"] = np.ascontiguousarray(record.spatial, dtype=np.float16)
         metadata = {
             "key": record.key,
             "spec_hash": self.spec.hash(),
@@ -197,6 +211,7 @@ class FeatureStore:
             axis2=tensors["axis2"],
             affine=tensors["affine"],
             meta=json.loads(metadata.get("meta", "{}")),
+            spatial=tensors.get("spatial"),
         )
 
     def __iter__(self) -> Iterator[FeatureRecord]:

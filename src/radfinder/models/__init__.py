@@ -23,6 +23,7 @@ from .config import (
 )
 from .heads import ProjectionHead, SigLIPScale
 from .histogram import HistogramWindowEncoder
+from .light3d import Light3DWindowEncoder
 from .lora import LoRALinear, add_lora, load_lora_base_state_dict, lora_parameters
 from .official import LoadReport, config_from_official, load_official_state_dict, load_spectre_components
 from .pretrained import from_pretrained, save_pretrained
@@ -75,6 +76,7 @@ __all__ = [
     "ResNet3dWindowEncoder",
     "HistogramWindowEncoder",
     "load_astra_resnet152",
+    "Light3DWindowEncoder",
     "add_lora",
     "apply_rope",
     "build_window_encoder",

@@ -21,29 +21,37 @@ class WindowFeatures:
     """Per-window features taken from the encoder's final (normed) tokens.
 
     cls (N, F); patch_average (N, F): unmasked mean of all patch tokens; axis2 (N, T, F): depth profile, the patch
-    tokens averaged over the two in-plane axes (T = 8 depth tokens of 4 slices each for RadFinder).
+    tokens averaged over the two in-plane axes (T = 8 depth tokens of 4 slices each for RadFinder); spatial
+    (N, Sh, Sw, T, F), only from encoders that offer it and only when asked: a coarse in-plane grid per depth
+    token, for pooling over anatomy masks.
     """
 
     cls: torch.Tensor
     patch_average: torch.Tensor
     axis2: torch.Tensor
+    spatial: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.cls.shape[0]
 
+    def _parts(self) -> tuple[torch.Tensor | None, ...]:
+        return (self.cls, self.patch_average, self.axis2, self.spatial)
+
     def to(self, *args, **kwargs) -> WindowFeatures:
-        return WindowFeatures(*(t.to(*args, **kwargs) for t in (self.cls, self.patch_average, self.axis2)))
+        return WindowFeatures(*(None if t is None else t.to(*args, **kwargs) for t in self._parts()))
 
     @staticmethod
     def cat(parts: list[WindowFeatures]) -> WindowFeatures:
+        spatial = None if any(p.spatial is None for p in parts) else torch.cat([p.spatial for p in parts])
         return WindowFeatures(
             torch.cat([p.cls for p in parts]),
             torch.cat([p.patch_average for p in parts]),
             torch.cat([p.axis2 for p in parts]),
+            spatial,
         )
 
     def __getitem__(self, index) -> WindowFeatures:
-        return WindowFeatures(self.cls[index], self.patch_average[index], self.axis2[index])
+        return WindowFeatures(*(None if t is None else t[index] for t in self._parts()))
 
 
 class WindowEncoder(nn.Module):
@@ -58,19 +66,25 @@ class WindowEncoder(nn.Module):
     feature_dim: int
     depth_tokens: int = 8
     window_size: tuple[int, int, int] = (128, 128, 32)
+    has_spatial_tokens: bool = False  # forward_features(..., spatial=True) gives WindowFeatures.spatial
 
     def forward_features(self, windows: torch.Tensor) -> WindowFeatures:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def forward(self, windows: torch.Tensor, chunk_size: int | None = None) -> WindowFeatures:
+    def forward(self, windows: torch.Tensor, chunk_size: int | None = None, spatial: bool = False) -> WindowFeatures:
+        """Features of (N, 1, *window_size) windows; `spatial=True` also asks for the coarse spatial token grid,
+        which only some encoders give (the others raise)."""
         if windows.dim() != 5 or windows.shape[1] != 1 or tuple(windows.shape[2:]) != tuple(self.window_size):
             raise ValueError(
                 f"{type(self).__name__} expects windows of shape (N, 1, {', '.join(map(str, self.window_size))}), "
                 f"got {tuple(windows.shape)}"
             )
+        kw = {"spatial": True} if spatial else {}
+        if spatial and not self.has_spatial_tokens:
+            raise ValueError(f"{type(self).__name__} gives no spatial token grid")
         if chunk_size is None or windows.shape[0] <= chunk_size:
-            return self.forward_features(windows)
-        return WindowFeatures.cat([self.forward_features(c) for c in windows.split(chunk_size)])
+            return self.forward_features(windows, **kw)
+        return WindowFeatures.cat([self.forward_features(c, **kw) for c in windows.split(chunk_size)])
 
 
 def fold_patch_embed(weight: torch.Tensor) -> torch.Tensor:

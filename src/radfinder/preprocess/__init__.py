@@ -1,7 +1,7 @@
 """The one preprocessing contract (`PreprocessSpec`), the function that applies it, its geometry, and the
 preprocessed-volume cache."""
 
-from .apply import Preprocessed, apply_spec, spaced_volume
+from .apply import Preprocessed, apply_spec, apply_spec_labels, spaced_volume
 from .cache import (
     PreprocessedCache,
     entry_path,
@@ -24,6 +24,7 @@ __all__ = [
     "PreprocessedCache",
     "Source",
     "apply_spec",
+    "apply_spec_labels",
     "discover_sources",
     "entry_path",
     "load_preprocessed",

@@ -174,6 +174,33 @@ def apply_spec(volume: Volume, spec: PreprocessSpec) -> Preprocessed:
     )
 
 
+def apply_spec_labels(labels: Volume, spec: PreprocessSpec) -> np.ndarray:
+    """A label map (segmentation) on the grid `apply_spec` gives its image: same orientation, spacing and
+    crop/pad, nearest-neighbour sampling, no intensity mapping; uint8, padding 0. The label map must share its
+    image's geometry (shape and affine), as TotalSegmentator's output does."""
+    arr = labels.array
+    if arr.dtype.kind not in "iub" or (arr.size and (arr.min() < 0 or arr.max() > 255)):
+        raise VolumeReadError(labels.meta.get("source"), f"a label map needs integer ids 0-255, got {arr.dtype}")
+    geom = plan_geometry(labels.shape, labels.affine, spec)
+    out = np.zeros(geom.shape, dtype=np.uint8)
+    box = tuple(
+        (max(0, s), min(n, s + f)) for s, n, f in zip(geom.crop_start, geom.spaced_shape, geom.shape, strict=True)
+    )
+    src = arr.astype(np.uint8, copy=False)
+    values = ValueMap(np.uint8, spec, apply_intensity=False)  # identity table: ids pass through unchanged
+
+    def finish(v: np.ndarray) -> np.ndarray:
+        return v.astype(np.uint8)
+
+    if geom.oblique:
+        resample_world(src, geom.source_affine, geom.spaced_affine, box, out, geom.crop_start, values, finish, True)
+    else:
+        s_in = np.linalg.norm(geom.reoriented_affine[:3, :3], axis=0)
+        ratios = tuple(float(so / si) for so, si in zip(spec.spacing, s_in, strict=True))
+        resample_separable(_reoriented_view(src, geom), ratios, box, out, geom.crop_start, values, finish, True)
+    return out
+
+
 def spaced_volume(volume: Volume, spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray]:
     """The whole resampled volume in float32 before cast and crop, with its affine (for checks and plots)."""
     _check_volume(volume)

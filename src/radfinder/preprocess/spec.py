@@ -91,6 +91,9 @@ class PreprocessSpec(BaseModel):
 
 PRESETS: dict[str, PreprocessSpec] = {
     "radfinder": PreprocessSpec(),
+    # The built-in synthetic cohort is rendered at about 2 mm in-plane: resampling it to 0.75 mm would only
+    # interpolate, so its spec keeps 2 x 2 x 3 mm (12 mm depth cells still) and pads instead of cropping.
+    "demo": PreprocessSpec(name="demo", spacing=(2.0, 2.0, 3.0), crop="none"),
 }
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import segmentation as SEG
 from .canvas import (
     AIRWAY,
     BODY,
@@ -53,6 +54,7 @@ class Anatomy:
     fat_hu: float
     aorta: list[Segment] = field(default_factory=list)
     great_vessels: list[Segment] = field(default_factory=list)
+    esophagus: list[Segment] = field(default_factory=list)
     airways: list[Segment] = field(default_factory=list)
     arteries: list[Segment] = field(default_factory=list)
     veins: list[Segment] = field(default_factory=list)
@@ -113,17 +115,20 @@ class Anatomy:
         )
         return np.where(inside, np.where(X > self.bx, LUNG_R, LUNG_L), 0).astype(np.uint8)
 
+    def lobe_parts(self, X, Y, Z):
+        """(right, lower, middle-or-lingula) booleans of lung points: the oblique fissure descends anteriorly,
+        the horizontal fissure on the right (and the lingula on the left) sits below the carina, anteriorly."""
+        right = X > self.bx
+        lower = Z < self.zc + 25.0 - 0.9 * (Y - (self.y_spine - 10.0))
+        middle = np.where(right, (Z < self.zc - 20.0) & (Y > self.by - 10), (Z < self.zc - 25.0) & (Y > self.by))
+        return right, lower, middle
+
     def lobe(self, p) -> str:
-        """Lobe of a lung point: oblique fissure descends anteriorly; horizontal fissure on the right."""
-        x, y, z = p
-        fissure = self.zc + 25.0 - 0.9 * (y - (self.y_spine - 10.0))
-        if x > self.bx:
-            if z < fissure:
-                return "right lower lobe"
-            return "right middle lobe" if z < self.zc - 20.0 and y > self.by - 10 else "right upper lobe"
-        if z < fissure:
-            return "left lower lobe"
-        return "lingula" if z < self.zc - 25.0 and y > self.by else "left upper lobe"
+        """Lobe of a lung point (see `lobe_parts`)."""
+        right, lower, middle = (bool(v) for v in self.lobe_parts(*(np.asarray(c) for c in p)))
+        if right:
+            return "right lower lobe" if lower else ("right middle lobe" if middle else "right upper lobe")
+        return "left lower lobe" if lower else ("lingula" if middle else "left upper lobe")
 
 
 def sample_anatomy(rng: np.random.Generator) -> Anatomy:
@@ -196,13 +201,13 @@ def _vessels(A: Anatomy, rng: np.random.Generator) -> None:
     for dx in (u(2, 8), -u(6, 12), -u(16, 22)):  # brachiocephalic, left carotid, left subclavian
         p0 = arch_top + np.array([dx, -u(0, 6), -2.0])
         A.great_vessels.append((p0, p0 + np.array([dx * 1.2, u(-5, 5), 120.0]), u(4.5, 7)))
-    A.great_vessels.append(
+    A.esophagus = [
         (
             np.array([A.bx - u(4, 10), A.y_spine + u(14, 20), A.z_apex + 60]),
             desc_low + np.array([u(6, 12), u(5, 10), 0.0]),
             u(6, 8),
         )
-    )  # esophagus
+    ]
     A.pa_bif = bif
 
 
@@ -249,30 +254,50 @@ def render_anatomy(cv: Canvas, A: Anatomy) -> None:
     _ribs_and_spine(cv, A, X, Y, Z, cav)
     # Upper abdomen below the domes: liver on the right, spleen/stomach soft tissue on the left.
     below = (Z < A.dome(X, Y)) & (cav > 0)
-    cv.blend(full, below.astype(np.float32), np.where(X > A.bx - 0.25 * A.a, 58.0, 38.0), LIVER)
+    liver_side = X > A.bx - 0.25 * A.a
+    cv.blend(full, below.astype(np.float32), np.where(liver_side, 58.0, 38.0), LIVER)
+    cv.mark(full, below & liver_side, SEG.LIVER)
     lung = A.lung_side(X, Y, Z)
     # Dependent (posterior) lung is a little denser, as in any supine scan.
     grad = A.lung_hu + 35.0 * np.clip((A.by - Y) / A.b_post, -1, 1)
     cv.blend(full, (lung > 0).astype(np.float32), grad)
     lab = cv.labels
-    lab[lung > 0] = lung[lung > 0]
+    in_lung = lung > 0
+    lab[in_lung] = lung[in_lung]
+    if cv.seg is not None and in_lung.any():
+        idx = np.nonzero(in_lung)
+        Xb, Yb, Zb = (np.broadcast_to(c, lung.shape)[idx] for c in (X, Y, Z))
+        cv.seg[idx] = SEG.lobe_id(*A.lobe_parts(Xb, Yb, Zb))
     # Heart with its fat pad; pericardial fluid (a finding) replaces the fat with water-density rim.
     peri = A.pericardial_fluid
     rim_val = 12.0 if peri > 0 else A.fat_hu
     b = cv.box(A.heart_c - A.heart_r.max() - 10 - peri, A.heart_c + A.heart_r.max() + 10 + peri)
     if b is not None:
         s, hx, hy, hz = b
-        cv.blend(s, ellipsoid_weight(hx, hy, hz, A.heart_c, A.heart_r + 2.5 + peri, A.heart_rot, vx), rim_val, HEART)
-        cv.blend(s, ellipsoid_weight(hx, hy, hz, A.heart_c, A.heart_r + 1.0, A.heart_rot, vx), 42.0)
-    for p0, p1, r in A.aorta + A.great_vessels:
-        paint_capsule(cv, p0, p1, r, 42.0, VESSEL)
+        rim_seg = SEG.lesion_id("Pericardial effusion") if peri > 0 else None
+        w_rim = ellipsoid_weight(hx, hy, hz, A.heart_c, A.heart_r + 2.5 + peri, A.heart_rot, vx)
+        cv.blend(s, w_rim, rim_val, HEART, seg=rim_seg)
+        cv.blend(s, ellipsoid_weight(hx, hy, hz, A.heart_c, A.heart_r + 1.0, A.heart_rot, vx), 42.0, seg=SEG.HEART)
+    for p0, p1, r in A.aorta:
+        paint_capsule(cv, p0, p1, r, 42.0, VESSEL, seg=SEG.AORTA)
+    # great vessels: pulmonary trunk, SVC, brachiocephalic trunk, left carotid, left subclavian
+    vessel_seg = [None, SEG.SUPERIOR_VENA_CAVA, SEG.BRACHIOCEPHALIC_TRUNK]
+    for i, (p0, p1, r) in enumerate(A.great_vessels):
+        paint_capsule(cv, p0, p1, r, 42.0, VESSEL, seg=vessel_seg[i] if i < len(vessel_seg) else None)
+    for p0, p1, r in A.esophagus:  # a collapsed muscular tube with a thin line of air, not a vessel
+        paint_capsule(cv, p0, p1, r, 34.0, BODY, seg=SEG.ESOPHAGUS)
+        paint_capsule(cv, p0, p1, 1.2, -600.0)
     lungs = (LUNG_R, LUNG_L, VESSEL, AIRWAY)
     for p0, p1, r in A.veins + A.arteries:
         paint_capsule(cv, p0, p1, r, 40.0, VESSEL, confine=lungs + (BODY,) if r > 7 else lungs)
     wall = A.bronchial_wall
-    for p0, p1, r in A.airways:
+    thick_wall = SEG.lesion_id("Peribronchial thickening") if wall > 1.5 else None
+    for i, (p0, p1, r) in enumerate(A.airways):
         conf = None if r >= 6.0 else lungs  # trachea and main bronchi run through the mediastinum
-        paint_capsule(cv, p0, p1, r, -1000.0, AIRWAY, wall=max(1.2, 0.25 * r) * wall, wall_value=30.0, confine=conf)
+        paint_capsule(
+            cv, p0, p1, r, -1000.0, AIRWAY, wall=max(1.2, 0.25 * r) * wall, wall_value=30.0, confine=conf,
+            seg=SEG.TRACHEA if i == 0 else None, wall_seg=thick_wall if r < 6.0 else None,
+        )
 
 
 def _ribs_and_spine(cv: Canvas, A: Anatomy, X, Y, Z, cav) -> None:

@@ -17,7 +17,11 @@ AIR, BODY, LUNG_R, LUNG_L, HEART, VESSEL, AIRWAY, BONE, LIVER = 0, 1, 2, 3, 4, 5
 
 @dataclass
 class Canvas:
-    """hu[i, j, k] at world (xs[i], ys[j], zs[k]) in RAS mm; labels has the same shape."""
+    """hu[i, j, k] at world (xs[i], ys[j], zs[k]) in RAS mm; labels and seg have the same shape.
+
+    ``labels`` are the coarse tissue codes above (what findings are confined to); ``seg`` is the segmentation
+    written beside every volume, in TotalSegmentator v2 class ids plus lesion ids (see `segmentation.py`).
+    """
 
     xs: np.ndarray
     ys: np.ndarray
@@ -25,6 +29,7 @@ class Canvas:
     hu: np.ndarray
     labels: np.ndarray
     voxel: float  # in-plane spacing, the width of the soft edge
+    seg: np.ndarray | None = None
 
     @classmethod
     def empty(cls, xs: np.ndarray, ys: np.ndarray, zs: np.ndarray, voxel: float) -> Canvas:
@@ -36,6 +41,7 @@ class Canvas:
             hu=np.full(shape, -1000.0, np.float32),
             labels=np.zeros(shape, np.uint8),
             voxel=float(voxel),
+            seg=np.zeros(shape, np.uint8),
         )
 
     def box(self, lo, hi) -> tuple[tuple[slice, slice, slice], np.ndarray, np.ndarray, np.ndarray] | None:
@@ -49,8 +55,11 @@ class Canvas:
         s = tuple(sl)
         return s, self.xs[s[0]][:, None, None], self.ys[s[1]][None, :, None], self.zs[s[2]][None, None, :]
 
-    def blend(self, s, weight: np.ndarray, value, label: int | None = None, where: np.ndarray | None = None) -> None:
-        """hu = hu * (1 - w) + value * w inside window ``s``; label set where w > 0.5."""
+    def blend(
+        self, s, weight: np.ndarray, value, label: int | None = None, where: np.ndarray | None = None,
+        seg: int | None = None,
+    ) -> None:
+        """hu = hu * (1 - w) + value * w inside window ``s``; label (and seg) set where w > 0.5."""
         w = np.broadcast_to(weight, self.hu[s].shape).astype(np.float32, copy=False)
         if where is not None:
             w = w * where
@@ -59,6 +68,14 @@ class Canvas:
         if label is not None:
             lab = self.labels[s]
             lab[w > 0.5] = label
+        if seg is not None:
+            self.mark(s, w, seg)
+
+    def mark(self, s, weight: np.ndarray, seg: int) -> None:
+        """Set the segmentation id ``seg`` where ``weight`` > 0.5 inside window ``s`` (HU untouched)."""
+        if self.seg is not None:
+            region = self.seg[s]
+            region[np.broadcast_to(weight, region.shape) > 0.5] = seg
 
 
 def soft(distance_inside: np.ndarray, voxel: float) -> np.ndarray:
@@ -100,8 +117,12 @@ def paint_capsule(
     wall: float = 0.0,
     wall_value: float | None = None,
     confine: tuple[int, ...] | None = None,
+    seg: int | None = None,
+    wall_seg: int | None = None,
 ) -> None:
-    """A tube between two points; with ``wall`` a ring of ``wall_value`` surrounds a lumen of ``value``."""
+    """A tube between two points; with ``wall`` a ring of ``wall_value`` surrounds a lumen of ``value``.
+
+    ``seg`` marks the tube (lumen and wall) in the segmentation, ``wall_seg`` the wall ring alone."""
     r_out = radius + wall
     lo = np.minimum(p0, p1) - r_out - cv.voxel
     hi = np.maximum(p0, p1) + r_out + cv.voxel
@@ -112,8 +133,9 @@ def paint_capsule(
     d = segment_distance(X, Y, Z, p0, p1)
     where = None if confine is None else np.isin(cv.labels[s], confine)
     if wall > 0 and wall_value is not None:
-        cv.blend(s, soft(r_out - d, cv.voxel), wall_value, where=where)
-    cv.blend(s, soft(radius - d, cv.voxel), value, label, where=where)
+        w_out = soft(r_out - d, cv.voxel)
+        cv.blend(s, w_out, wall_value, where=where, seg=wall_seg if wall_seg is not None else seg)
+    cv.blend(s, soft(radius - d, cv.voxel), value, label, where=where, seg=seg)
 
 
 def lattice_sample(field: np.ndarray, origin, step: float, X, Y, Z) -> np.ndarray:

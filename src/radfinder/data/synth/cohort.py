@@ -5,9 +5,14 @@ Output (``out``):
   dataset/{train,valid}_fixed/<patient>/<study>/<volume>.nii.gz, radiology_text_reports/, multi_abnormality_labels/,
   metadata/                                    the CT-RATE layout and CSV schemas
   reports_de.csv                               German reports (Befund / Beurteilung), keyed by VolumeName
+  masks/<volume>.nii.gz, masks/classes.json    segmentation of every exported volume (TotalSegmentator v2
+                                               multilabel ids, lesions 201-218: see segmentation.py)
   truth.jsonl                                  one line per study: geometry, labels, lesions, reference spans
   cohort.json                                  the parameters and counts (no timings, so reruns are identical)
   preview/*.png                                with ``preview=True``
+
+The "pretrain" and "probe" streams (see study.py) write only volumes/, masks/, truth.jsonl and cohort.json: what
+encoder pre-training and a feature probe need, at a fraction of the time (no DICOM, no reports).
 """
 
 from __future__ import annotations
@@ -29,15 +34,17 @@ from ...text.findings import CTRATE_FINDINGS
 from .export import METADATA_COLUMNS
 from .priors import FOLLOWUP_RESAMPLE, sample_labels, sample_studies_per_patient
 from .render import RES
-from .study import rng_for, run_study
+from .segmentation import SEG_CLASSES
+from .study import STREAM_PREFIX, STREAMS, rng_for, run_study, run_volume_study
 
 REPORT_COLUMNS = ["VolumeName", "ClinicalInformation_EN", "Technique_EN", "Findings_EN", "Impressions_EN"]
 DE_COLUMNS = ["VolumeName", "Klinische_Angaben", "Technik", "Befund", "Beurteilung"]
-_OWNED = ("dicom", "dataset", "preview", "truth.jsonl", "reports_de.csv", "cohort.json")
+_OWNED = ("dicom", "dataset", "preview", "truth.jsonl", "reports_de.csv", "cohort.json", "masks", "volumes")
 
 
 def plan_cohort(
-    n_studies: int, seed: int, *, valid_fraction: float = 0.2, res: str = "demo", transfer_syntax: str | None = None
+    n_studies: int, seed: int, *, valid_fraction: float = 0.2, res: str = "demo", transfer_syntax: str | None = None,
+    stream: str = "cohort",
 ) -> list[dict[str, Any]]:
     """Patients, splits, labels and per-study choices; cheap and fully determined by the seed.
 
@@ -46,7 +53,7 @@ def plan_cohort(
     rngs: list[np.random.Generator] = []
     sizes: list[int] = []
     while sum(sizes) < n_studies:
-        rngs.append(rng_for(seed, 0, len(rngs)))
+        rngs.append(rng_for(seed, 0, len(rngs), stream))
         sizes.append(min(sample_studies_per_patient(rngs[-1]), n_studies - sum(sizes)))
     splits = ["valid" if r.random() < valid_fraction else "train" for r in rngs]
     if len(sizes) >= 2 and valid_fraction > 0 and "valid" not in splits:
@@ -58,7 +65,7 @@ def plan_cohort(
     plans: list[dict[str, Any]] = []
     for p_idx, (k, split, rng) in enumerate(zip(sizes, splits, rngs, strict=True)):
         counters[split] += 1
-        patient = f"{split}_{counters[split]}"
+        patient = f"{STREAM_PREFIX[stream]}{split}_{counters[split]}"
         age, sex = int(rng.integers(30, 88)), str(rng.choice(["M", "F"]))
         date = dt.date(2016, 1, 1) + dt.timedelta(days=int(rng.integers(0, 6 * 365)))
         first = sample_labels(rng, 1)[0]
@@ -115,13 +122,17 @@ def make_cohort(
     transfer_syntax: str | None = None,
     overwrite: bool = False,
     show_progress: bool = True,
+    stream: str = "cohort",
 ) -> dict[str, Any]:
-    """Generate a synthetic CT-RATE-like cohort with DICOM, NIfTI, EN/DE reports and ground truth.
+    """Generate a synthetic CT-RATE-like cohort with DICOM, NIfTI, EN/DE reports, segmentations and ground truth
+    (stream "cohort"), or the volumes, segmentations and truth of a pre-training or probe cohort.
 
     Deterministic for a seed: reports, labels, truth, NIfTI and DICOM bytes repeat exactly. Returns a summary
     (paths, counts, bytes on disk)."""
     if res not in RES:
         raise RadfinderError(f"res must be one of {', '.join(RES)}, got {res!r}")
+    if stream not in STREAMS:
+        raise RadfinderError(f"stream must be one of {', '.join(STREAMS)}, got {stream!r}")
     if n_studies < 1:
         raise RadfinderError(f"n_studies must be at least 1, got {n_studies}")
     out = Path(out)
@@ -135,30 +146,43 @@ def make_cohort(
             elif p.exists():
                 p.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    plans = plan_cohort(n_studies, seed, valid_fraction=valid_fraction, res=res, transfer_syntax=transfer_syntax)
+    plans = plan_cohort(
+        n_studies, seed, valid_fraction=valid_fraction, res=res, transfer_syntax=transfer_syntax, stream=stream
+    )
     workers = max(1, min(workers or os.cpu_count() or 1, n_studies))
     results: list[dict[str, Any] | None] = [None] * len(plans)
-    jobs = [(p, str(out), res, seed, preview and p["index"] < n_preview) for p in plans]
+    if stream == "cohort":
+        fn, jobs = run_study, [(p, str(out), res, seed, preview and p["index"] < n_preview) for p in plans]
+    else:
+        fn, jobs = run_volume_study, [(p, str(out), res, seed, stream) for p in plans]
     if workers == 1:
-        for job in progress(jobs, total=len(jobs), desc="synth", enabled=show_progress):
-            results[job[0]["index"]] = run_study(*job)
+        for job in progress(jobs, total=len(jobs), desc=f"synth {stream}", enabled=show_progress):
+            results[job[0]["index"]] = fn(*job)
     else:
         import multiprocessing as mp
 
         # spawn: workers must not inherit a parent's threads (torch, tqdm) mid-lock.
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
-            futs = {ex.submit(run_study, *job): job[0]["index"] for job in jobs}
-            for fut in progress(as_completed(futs), total=len(futs), desc="synth", enabled=show_progress):
+            futs = {ex.submit(fn, *job): job[0]["index"] for job in jobs}
+            for fut in progress(as_completed(futs), total=len(futs), desc=f"synth {stream}", enabled=show_progress):
                 results[futs[fut]] = fut.result()
-    _write_tables(out, plans, results)
+    (out / "masks").mkdir(exist_ok=True)
+    (out / "masks" / "classes.json").write_text(json.dumps({str(k): v for k, v in SEG_CLASSES.items()}, indent=1))
+    if stream == "cohort":
+        _write_tables(out, plans, results)
+    else:
+        with (out / "truth.jsonl").open("w", encoding="utf-8") as fh:
+            for r in results:
+                fh.write(json.dumps(r["truth"], sort_keys=True) + "\n")
     summary = {
         "seed": seed,
+        "stream": stream,
         "res": res,
         "n_studies": len(plans),
         "n_patients": len({p["patient"] for p in plans}),
         "n_volumes": sum(len(r["truth"]["volumes"]) for r in results),
         "splits": {s: sum(p["split"] == s for p in plans) for s in ("train", "valid")},
-        "n_references": sum(len(r["truth"]["references"]) for r in results),
+        "n_references": sum(len(r["truth"].get("references", [])) for r in results),
         "label_counts": {f: int(sum(p["labels"][i] for p in plans)) for i, f in enumerate(CTRATE_FINDINGS)},
     }
     (out / "cohort.json").write_text(json.dumps(summary, indent=2) + "\n")  # no paths/timings: reruns identical

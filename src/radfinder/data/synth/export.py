@@ -64,11 +64,12 @@ def write_series(
     return SeriesIndex(number, zs, inst, float(thickness), role)
 
 
-def write_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> int:
-    """int16 HU NIfTI (CT-RATE ``*_fixed`` style: values are HU, no rescale); returns bytes written."""
+def write_nifti(array: np.ndarray, affine: np.ndarray, path: Path, dtype=np.int16) -> int:
+    """int16 HU NIfTI (CT-RATE ``*_fixed`` style: values are HU, no rescale), or a uint8 label map with
+    ``dtype=np.uint8`` (TotalSegmentator's multilabel layout); returns bytes written."""
     import nibabel as nib
 
-    img = nib.Nifti1Image(array.astype(np.int16, copy=False), affine)
+    img = nib.Nifti1Image(array.astype(dtype, copy=False), affine)
     img.header.set_xyzt_units("mm")
     img.header.set_qform(affine, code=1)
     img.header.set_sform(affine, code=1)

@@ -9,6 +9,7 @@ from . import find_lung as L
 from . import find_other as O
 from .anatomy import Anatomy
 from .lesion import Lesion, Op
+from .segmentation import lesion_id
 
 # Order matters only for anatomy-changing findings (heart size and pericardial fluid before anything that
 # asks whether a point is in the lung), so they come first.
@@ -68,6 +69,8 @@ def plan_findings(rng: np.random.Generator, A: Anatomy, labels: np.ndarray) -> t
         for _ in range(5):
             les, ops = fn(rng, A)
             if les:
+                for op in ops:
+                    op.seg = lesion_id(name)
                 by_finding[name] = (les, ops)
                 break
         else:

@@ -18,7 +18,8 @@ class Op:
     """Paint ``value`` (or add ``delta``) with weight ``mask(X, Y, Z)`` inside the world box [lo, hi].
 
     ``confine`` restricts painting to voxels whose tissue label is in the tuple (e.g. ground glass spares the
-    vessels, consolidation spares the airways so air bronchograms stay). ``label`` re-labels painted voxels.
+    vessels, consolidation spares the airways so air bronchograms stay). ``label`` re-labels painted voxels;
+    ``seg`` is the finding's segmentation id (set by `findings.plan_findings`), marked where the weight > 0.5.
     """
 
     lo: np.ndarray
@@ -28,6 +29,7 @@ class Op:
     delta: float | None = None
     confine: tuple[int, ...] | None = None
     label: int | None = None
+    seg: int | None = None
 
     def paint(self, cv: Canvas) -> None:
         b = cv.box(self.lo, self.hi)
@@ -39,8 +41,10 @@ class Op:
             w = w * np.isin(cv.labels[s], self.confine)
         if self.delta is not None:
             cv.hu[s] += w * np.float32(self.delta)
+            if self.seg is not None:
+                cv.mark(s, w, self.seg)
         else:
-            cv.blend(s, w, self.value, self.label)
+            cv.blend(s, w, self.value, self.label, seg=self.seg)
 
 
 @dataclass

@@ -74,12 +74,15 @@ def scan_geometry(rng: np.random.Generator, A: Anatomy, res: str) -> ScanGeometr
 
 
 def render_volumes(A: Anatomy, ops: list[Op], g: ScanGeometry, res: str, rng: np.random.Generator):
-    """(thin int16, thick int16) HU volumes; rendering is chunked in z so full resolution fits in memory."""
+    """(thin int16, thick int16, thin seg uint8, thick seg uint8): HU volumes and their segmentations (see
+    `segmentation.py`); rendering is chunked in z so full resolution fits in memory. A thick slab's segmentation
+    is that of its middle thin slice (nearest neighbour, as a label map must be resampled)."""
     cfg = RES[res]
     sigma = float(rng.uniform(*cfg["noise"]))
     nz = len(g.zs_thin)
     thin = np.empty((len(g.xs), len(g.ys), nz), np.int16)
     thick = np.empty((len(g.xs), len(g.ys), nz // g.m), np.int16)
+    seg_thin = np.empty(thin.shape, np.uint8)
     step = max(g.m, cfg["chunk"] - cfg["chunk"] % g.m)  # chunk boundaries on thick-slab boundaries
     for k0 in range(0, nz, step):
         k1 = min(nz, k0 + step)
@@ -94,9 +97,11 @@ def render_volumes(A: Anatomy, ops: list[Op], g: ScanGeometry, res: str, rng: np
         cv.hu += noise * (cv.labels != AIR)
         np.clip(cv.hu, -1024, 3071, out=cv.hu)
         thin[:, :, k0:k1] = np.rint(cv.hu)
+        seg_thin[:, :, k0:k1] = cv.seg
         slab = cv.hu.reshape(cv.hu.shape[0], cv.hu.shape[1], -1, g.m).mean(3)
         thick[:, :, k0 // g.m : k1 // g.m] = np.rint(slab)
-    return thin, thick
+    seg_thick = np.ascontiguousarray(seg_thin[:, :, g.m // 2 : thick.shape[2] * g.m : g.m])
+    return thin, thick, seg_thin, seg_thick
 
 
 def _table(cv: Canvas, A: Anatomy) -> None:

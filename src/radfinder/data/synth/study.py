@@ -2,6 +2,12 @@
 
 Random streams are keyed by (cohort seed, purpose, patient or study index), never by worker or order, so a
 study comes out the same whichever process renders it and whatever else is in the cohort.
+
+Streams: the demo/evaluation cohort ("cohort") draws from SeedSequence([seed, purpose, index]); the encoder's
+pre-training cohort ("pretrain") and the feature-probe cohort ("probe") draw from SeedSequence([salt, seed,
+purpose, index]) with a salt of their own. Entropy of another length and value gives an unrelated stream, so no
+`--seed` of a demo can regenerate a pre-training phantom (and vice versa); their study ids carry the stream's
+prefix too.
 """
 
 from __future__ import annotations
@@ -19,23 +25,75 @@ from .render import render_volumes, scan_geometry
 from .reports import write_report
 
 ANATOMY, FINDINGS, NOISE, TEXT = 1, 2, 3, 4
+# Salts of the streams other than the demo/evaluation cohort's (ASCII of the names, as integers).
+STREAMS: dict[str, tuple[int, ...]] = {
+    "cohort": (),
+    "pretrain": (int.from_bytes(b"radfinder-pretrain", "big"),),
+    "probe": (int.from_bytes(b"radfinder-probe", "big"),),
+}
+STREAM_PREFIX = {"cohort": "", "pretrain": "pretrain-", "probe": "probe-"}
 
 
-def rng_for(seed: int, purpose: int, index: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([seed, purpose, index]))
+def rng_for(seed: int, purpose: int, index: int, stream: str = "cohort") -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([*STREAMS[stream], seed, purpose, index]))
+
+
+def render_study(plan: dict[str, Any], res: str, seed: int, stream: str = "cohort"):
+    """Anatomy, lesions, geometry and the rendered volumes with their segmentations of one planned study."""
+    A = sample_anatomy(rng_for(seed, ANATOMY, plan["patient_index"], stream))  # one body for a patient's studies
+    rng = rng_for(seed, FINDINGS, plan["index"], stream)
+    labels = np.array(plan["labels"], dtype=np.int8)
+    lesions, ops = plan_findings(rng, A, labels)
+    g = scan_geometry(rng, A, res)
+    thin, thick, seg_thin, seg_thick = render_volumes(A, ops, g, res, rng_for(seed, NOISE, plan["index"], stream))
+    arrays = {
+        "thin": (thin, g.affine(g.zs_thin), g.thin, seg_thin),
+        "thick": (thick, g.affine(g.zs_thick), g.thin * g.m, seg_thick),
+    }
+    return A, lesions, labels, g, arrays
+
+
+def _anatomy_truth(A) -> dict[str, float]:
+    return {
+        "carina_z_mm": round(A.zc, 2),
+        "apex_z_mm": round(A.z_apex, 2),
+        "right_dome_z_mm": round(A.z_dome_r, 2),
+    }
+
+
+def run_volume_study(plan: dict[str, Any], out: str, res: str, seed: int, stream: str) -> dict[str, Any]:
+    """Only what encoder pre-training and feature probes need: the exported volumes, their segmentations and
+    the truth (labels, lesions, anatomy); no DICOM, no report."""
+    out_p = Path(out)
+    A, lesions, labels, g, arrays = render_study(plan, res, seed, stream)
+    volumes = []
+    for n, role in enumerate(plan["export"], 1):
+        arr, aff, _, seg = arrays[role]
+        name = f"{plan['study']}_{n}.nii.gz"
+        nbytes = write_nifti(arr, aff, out_p / "volumes" / name)
+        write_nifti(seg, aff, out_p / "masks" / name, dtype=np.uint8)
+        volumes.append({"name": name, "path": f"volumes/{name}", "mask": f"masks/{name}", "role": role,
+                        "shape": list(arr.shape), "bytes": nbytes})  # fmt: skip
+    truth = {
+        "study": plan["study"],
+        "patient": plan["patient"],
+        "split": plan["split"],
+        "index": plan["index"],
+        "stream": stream,
+        "volumes": volumes,
+        "labels": {f: int(y) for f, y in zip(CTRATE_FINDINGS, labels, strict=True)},
+        "lesions": [les.to_json() for les in lesions],
+        "anatomy": _anatomy_truth(A),
+    }
+    return {"truth": truth}
 
 
 def run_study(plan: dict[str, Any], out: str, res: str, seed: int, preview: bool) -> dict[str, Any]:
     out_p = Path(out)
     study = plan["study"]
-    A = sample_anatomy(rng_for(seed, ANATOMY, plan["patient_index"]))  # same body for every study of a patient
-    rng = rng_for(seed, FINDINGS, plan["index"])
-    labels = np.array(plan["labels"], dtype=np.int8)
-    lesions, ops = plan_findings(rng, A, labels)
-    g = scan_geometry(rng, A, res)
-    thin, thick = render_volumes(A, ops, g, res, rng_for(seed, NOISE, plan["index"]))
+    A, lesions, labels, g, arrays = render_study(plan, res, seed)
+    thin = arrays["thin"][0]
     study_uid = stable_uid("radfinder-synth", seed, study)
-    arrays = {"thin": (thin, g.affine(g.zs_thin), g.thin), "thick": (thick, g.affine(g.zs_thick), g.thin * g.m)}
     extra = {
         "PatientSex": plan["sex"],
         "PatientAge": f"{plan['age']:03d}Y",
@@ -45,7 +103,7 @@ def run_study(plan: dict[str, Any], out: str, res: str, seed: int, preview: bool
     }
     series, series_json = [], []
     for role in ("thin", "thick"):
-        arr, aff, thk = arrays[role]
+        arr, aff, thk, _ = arrays[role]
         num = plan["series_numbers"][role]
         order = plan["instance_order"][role]
         d = out_p / "dicom" / study / str(num)
@@ -96,15 +154,17 @@ def run_study(plan: dict[str, Any], out: str, res: str, seed: int, preview: bool
     rep = write_report(rng_for(seed, TEXT, plan["index"]), lesions, labels, series, meta)
     volumes, meta_rows = [], []
     for n, role in enumerate(plan["export"], 1):
-        arr, aff, _ = arrays[role]
+        arr, aff, _, seg = arrays[role]
         name = f"{study}_{n}"
         rel = Path("dataset") / f"{plan['split']}_fixed" / plan["patient"] / study / f"{name}.nii.gz"
         nbytes = write_nifti(arr, aff, out_p / rel)
+        write_nifti(seg, aff, out_p / "masks" / f"{name}.nii.gz", dtype=np.uint8)
         s = series[0] if role == "thin" else series[1]
         volumes.append(
             {
                 "name": f"{name}.nii.gz",
                 "path": str(rel),
+                "mask": f"masks/{name}.nii.gz",
                 "series_number": s.number,
                 "role": role,
                 "shape": list(arr.shape),
@@ -132,11 +192,7 @@ def run_study(plan: dict[str, Any], out: str, res: str, seed: int, preview: bool
             "en": {k: rep[k] for k in ("ClinicalInformation_EN", "Technique_EN", "Findings_EN", "Impressions_EN")},
             "de": {k: rep[k] for k in ("Klinische_Angaben", "Technik", "Befund", "Beurteilung")},
         },
-        "anatomy": {
-            "carina_z_mm": round(A.zc, 2),
-            "apex_z_mm": round(A.z_apex, 2),
-            "right_dome_z_mm": round(A.z_dome_r, 2),
-        },
+        "anatomy": _anatomy_truth(A),
     }
     return {
         "truth": truth,

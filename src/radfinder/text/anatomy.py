@@ -1,0 +1,321 @@
+"""Per-anatomy report text (fVLM): assign each report sentence to an anatomy, flag it normal or abnormal, and build
+one text per anatomy with fVLM's convention for an anatomy without an abnormal sentence.
+
+Two backends give the same `SentenceAssignment`s: `RuleAssigner` (keyword rules in English and German from
+`resources/anatomy/text_rules.yaml`, or a user YAML of the same layout) and `LLMAssigner` (one question per
+sentence to any OpenAI-compatible endpoint through `radfinder.text.llm`, answers cached on disk).
+
+The per-anatomy text follows fVLM's released data convention: text = conclusion + description, where the
+conclusion holds the anatomy's sentences from the impression and the description those from the findings; an
+anatomy with no abnormal sentence gets "{Anatomy} shows no significant abnormalities." in front of its (normal)
+description sentences, and is flagged normal. `strip_template` removes that prefix again (fVLM encodes the text
+without it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..errors import ConfigError
+from .llm import AnswerCache, LLMClient, LLMConfig
+from .sentences import sentence_spans
+
+_LIST_MARKER = re.compile(r"^\s*\d{1,2}[.)]\s+")
+
+
+@dataclass(frozen=True)
+class SentenceAssignment:
+    """One sentence of a report section: where it is, the anatomy it describes (None: none of them), and whether
+    it states an abnormality."""
+
+    text: str
+    start: int
+    end: int
+    section: str  # "findings" or "impression"
+    anatomy: str | None  # the main anatomy (most keyword hits, or the LLM's answer)
+    abnormal: bool
+    anatomies: tuple[str, ...] = ()  # every anatomy the sentence speaks of (the main one first)
+
+
+@dataclass(frozen=True)
+class AnatomyText:
+    anatomy: str
+    text: str
+    abnormal: bool
+    sentences: tuple[str, ...] = ()
+
+
+@dataclass
+class AnatomyTextRules:
+    """Compiled rules: per anatomy and language keyword patterns, exclusions, normal-statement patterns."""
+
+    keywords: dict[str, dict[str, list[re.Pattern]]]
+    exclude: dict[str, list[re.Pattern]]
+    normal: dict[str, list[re.Pattern]]
+    names: dict[str, dict[str, str]]
+    templates: dict[str, str]
+    source: str = "built-in"
+
+    @property
+    def anatomies(self) -> list[str]:
+        return list(self.keywords)
+
+    def template(self, anatomy: str, lang: str = "en") -> str:
+        name = self.names.get(anatomy, {}).get(lang) or anatomy.capitalize()
+        return self.templates.get(lang, self.templates["en"]).format(anatomy=name)
+
+
+def _compile(patterns: Any, where: str) -> list[re.Pattern]:
+    if patterns is None:
+        return []
+    if not isinstance(patterns, list):
+        raise ConfigError(f"{where}: expected a list of regular expressions")
+    out = []
+    for p in patterns:
+        try:
+            out.append(re.compile(str(p), re.IGNORECASE))
+        except re.error as exc:
+            raise ConfigError(f"{where}: invalid pattern {p!r}: {exc}") from exc
+    return out
+
+
+def load_text_rules(path: str | Path | None = None) -> AnatomyTextRules:
+    """The built-in EN/DE rules (None) or a user YAML with the same layout."""
+    import yaml
+
+    if path is None:
+        raw = resources.files("radfinder").joinpath("resources/anatomy/text_rules.yaml").read_text(encoding="utf-8")
+        where = "built-in anatomy text rules"
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"anatomy text-rules file not found: {p}")
+        raw, where = p.read_text(encoding="utf-8"), str(p)
+    data = yaml.safe_load(raw)
+    if not isinstance(data, dict) or not isinstance(data.get("anatomies"), dict) or not data["anatomies"]:
+        raise ConfigError(f"{where}: needs a non-empty 'anatomies' mapping")
+    keywords, names = {}, {}
+    for a, spec in data["anatomies"].items():
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where}: anatomy {a!r} needs a mapping with 'en'/'de' keyword lists")
+        keywords[str(a)] = {lang: _compile(spec.get(lang), f"{where}: {a}.{lang}") for lang in ("en", "de")}
+        names[str(a)] = dict(spec.get("names") or {})
+    templates = {"en": "{anatomy} shows no significant abnormalities.", **(data.get("templates") or {})}
+    exclude = {lg: _compile((data.get("exclude") or {}).get(lg), f"{where}: exclude.{lg}") for lg in ("en", "de")}
+    normal = {lg: _compile((data.get("normal") or {}).get(lg), f"{where}: normal.{lg}") for lg in ("en", "de")}
+    return AnatomyTextRules(keywords, exclude, normal, names, templates, where)
+
+
+class SentenceAssigner(Protocol):
+    anatomies: list[str]
+
+    def classify(self, sentences: list[str], lang: str) -> list[tuple[str | None, bool]]: ...
+
+
+class RuleAssigner:
+    """Keyword rules: exclusions first, then the anatomy with most keyword hits (ties: the one named first)."""
+
+    def __init__(self, rules: AnatomyTextRules | None = None):
+        self.rules = rules or load_text_rules()
+        self.anatomies = self.rules.anatomies
+
+    def anatomies_of(self, sentence: str, lang: str = "en") -> tuple[tuple[str, ...], bool]:
+        """(every anatomy the sentence names, main one first; abnormal flag)."""
+        lang = lang if lang in ("en", "de") else "en"
+        s = _LIST_MARKER.sub("", sentence).strip()
+        normal = any(p.search(s) for p in self.rules.normal[lang])
+        if any(p.search(s) for p in self.rules.exclude[lang]):
+            return (), not normal
+        keys = []
+        for a, by_lang in self.rules.keywords.items():
+            hits = [m.start() for p in by_lang[lang] for m in p.finditer(s)]
+            if hits:
+                keys.append((-len(hits), min(hits), a))
+        return tuple(k[2] for k in sorted(keys)), not normal
+
+    def classify_one(self, sentence: str, lang: str = "en") -> tuple[str | None, bool]:
+        names, abnormal = self.anatomies_of(sentence, lang)
+        return (names[0] if names else None), abnormal
+
+    def classify(self, sentences: list[str], lang: str = "en") -> list[tuple[str | None, bool]]:
+        return [self.classify_one(s, lang) for s in sentences]
+
+
+LLM_PROMPT = (
+    "Here is one sentence of a chest CT report:\n{sentence}\n\n"
+    "Which anatomy does it describe? Choose exactly one of: {choices}, none. Does it state an abnormal finding "
+    '(not a normal or negated statement)? Answer only with JSON: {{"anatomy": "...", "abnormal": true or false}}'
+)
+_JSON = re.compile(r"\{[^{}]*\}", re.DOTALL)
+_THINK = re.compile(r"<think>.*?</think>|<think>.*$", re.DOTALL | re.IGNORECASE)
+
+
+def parse_llm_answer(text: str | None, anatomies: list[str]) -> tuple[str | None, bool] | None:
+    """(anatomy or None, abnormal) from a JSON answer; None when the answer is not valid."""
+    if not text:
+        return None
+    for m in _JSON.finditer(_THINK.sub(" ", text)):
+        try:
+            obj = json.loads(m.group(0))
+        except json.JSONDecodeError:
+            continue
+        a = str(obj.get("anatomy", "")).strip().lower()
+        ab = obj.get("abnormal")
+        if isinstance(ab, str):
+            ab = {"true": True, "yes": True, "false": False, "no": False}.get(ab.strip().lower())
+        if not isinstance(ab, bool):
+            continue
+        if a in ("none", "", "null"):
+            return None, ab
+        if a in anatomies:
+            return a, ab
+    return None
+
+
+class LLMAssigner:
+    """One chat-completion question per sentence; answers cached by (model, sentence, anatomy list). An answer that
+    stays invalid after `config.invalid_retries` re-asks falls back to the rule assigner's answer."""
+
+    def __init__(self, config: LLMConfig, anatomies: list[str] | None = None, fallback: RuleAssigner | None = None):
+        self.config = config
+        self.fallback = fallback or RuleAssigner()
+        self.anatomies = list(anatomies or self.fallback.anatomies)
+        self.client = LLMClient(config)
+        self.cache = AnswerCache(config.cache_dir) if config.cache_dir else None
+        self.invalid = 0
+
+    def _ask(self, sentence: str) -> tuple[str | None, bool] | None:
+        prompt = LLM_PROMPT.format(sentence=sentence, choices=", ".join(self.anatomies))
+        key = AnswerCache.key(self.config.model, sentence, "anatomy:" + ",".join(self.anatomies))
+        if self.cache is not None:
+            got = parse_llm_answer(self.cache.get(key), self.anatomies)
+            if got is not None:
+                return got
+        for _ in range(self.config.invalid_retries + 1):
+            answer = self.client.ask(prompt)
+            got = parse_llm_answer(answer, self.anatomies)
+            if got is not None:
+                if self.cache is not None:
+                    self.cache.put(key, answer)
+                return got
+        return None
+
+    def classify(self, sentences: list[str], lang: str = "en") -> list[tuple[str | None, bool]]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=max(1, self.config.concurrency)) as pool:
+            answers = list(pool.map(self._ask, sentences))
+        out = []
+        for s, a in zip(sentences, answers, strict=True):
+            if a is None:
+                self.invalid += 1
+                a = self.fallback.classify_one(s, lang)
+            out.append(a)
+        return out
+
+
+def split_section(text: str, section: str) -> list[tuple[str, int, int]]:
+    """(sentence without a leading list marker, start, end) for each sentence of one report section."""
+    out = []
+    for a, b in sentence_spans(text or ""):
+        s = text[a:b]
+        m = _LIST_MARKER.match(s)
+        if m:
+            a += m.end()
+            s = text[a:b]
+        if s.strip():
+            out.append((s, a, b))
+    return out
+
+
+def assign_sentences(
+    findings: str, impression: str = "", lang: str = "en", assigner: SentenceAssigner | None = None
+) -> list[SentenceAssignment]:
+    """Every sentence of the findings, then of the impression, with its anatomy and abnormal flag."""
+    assigner = assigner or RuleAssigner()
+    parts = [(s, a, b, "findings") for s, a, b in split_section(findings, "findings")]
+    parts += [(s, a, b, "impression") for s, a, b in split_section(impression, "impression")]
+    texts = [p[0] for p in parts]
+    labels = assigner.classify(texts, lang)
+    if isinstance(assigner, RuleAssigner):
+        every = [assigner.anatomies_of(t, lang)[0] for t in texts]
+    else:
+        every = [(anat,) if anat else () for anat, _ in labels]
+    return [
+        SentenceAssignment(s, a, b, sec, anat, bool(ab), names)
+        for (s, a, b, sec), (anat, ab), names in zip(parts, labels, every, strict=True)
+    ]
+
+
+def anatomy_texts(
+    findings: str,
+    impression: str = "",
+    lang: str = "en",
+    assigner: SentenceAssigner | None = None,
+    rules: AnatomyTextRules | None = None,
+    anatomies: list[str] | None = None,
+) -> dict[str, AnatomyText]:
+    """One text per anatomy (fVLM convention, see the module doc), in the order of `anatomies`."""
+    assigner = assigner or RuleAssigner(rules)
+    rules = rules or getattr(assigner, "rules", None) or load_text_rules()
+    names = list(anatomies or assigner.anatomies)
+    sents = assign_sentences(findings, impression, lang, assigner)
+    out: dict[str, AnatomyText] = {}
+    for a in names:
+        mine = [s for s in sents if a in s.anatomies]
+        conclusion = [s.text for s in mine if s.section == "impression"]
+        description = [s.text for s in mine if s.section == "findings"]
+        abnormal = any(s.abnormal for s in mine)
+        if abnormal:
+            body = conclusion + description
+        else:
+            body = [rules.template(a, lang)] + description
+        out[a] = AnatomyText(a, " ".join(body), abnormal, tuple(s.text for s in mine))
+    return out
+
+
+def strip_template(text: str, anatomy: str, lang: str = "en", rules: AnatomyTextRules | None = None) -> str:
+    """The text without the no-abnormality template prefix (what fVLM encodes)."""
+    t = (rules or load_text_rules()).template(anatomy, lang)
+    return text[len(t) :].lstrip() if text.startswith(t) else text
+
+
+def is_template_normal(text: str, anatomy: str, lang: str = "en", rules: AnatomyTextRules | None = None) -> bool:
+    """fVLM's normal flag: the text starts with the no-abnormality template."""
+    return text.startswith((rules or load_text_rules()).template(anatomy, lang))
+
+
+def text_id(text: str) -> int:
+    """A content-derived 63-bit id: equal for identical texts in every process and run (not Python's `hash`)."""
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") >> 1
+
+
+# fVLM's released zero-shot mapping of the 18 CT-RATE findings to its four anatomies (method notes 2.2: lung
+# "Emphysema."/"Atelectatic.", heart "Cardiomegaly.", esophagus "Hiatal hernia.", aorta "Arterial wall
+# calcification."; 16 of 18 mapped). Medical material and Lymphadenopathy sit in none of the four masks.
+FINDING_ANATOMY: dict[str, str | None] = {
+    "Medical material": None,
+    "Arterial wall calcification": "aorta",
+    "Cardiomegaly": "heart",
+    "Pericardial effusion": "heart",
+    "Coronary artery wall calcification": "heart",
+    "Hiatal hernia": "esophagus",
+    "Lymphadenopathy": None,
+    "Emphysema": "lung",
+    "Atelectasis": "lung",
+    "Lung nodule": "lung",
+    "Lung opacity": "lung",
+    "Pulmonary fibrotic sequela": "lung",
+    "Pleural effusion": "lung",
+    "Mosaic attenuation pattern": "lung",
+    "Peribronchial thickening": "lung",
+    "Consolidation": "lung",
+    "Bronchiectasis": "lung",
+    "Interlobular septal thickening": "lung",
+}
