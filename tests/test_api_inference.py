@@ -171,12 +171,12 @@ def test_localize_profile_depth_and_slice(model, encoding):
         assert loc.probabilities.sum() == pytest.approx(1.0)
         assert loc.temperature == pytest.approx(model.config.localization_tau)
         assert loc.cell == int(np.nanargmax(loc.cosine)) == int(np.argmax(loc.probabilities))
-        assert lo <= loc.depth_mm <= hi
-        assert loc.cell_bounds_mm[0] < loc.depth_mm < loc.cell_bounds_mm[1]
+        assert lo <= loc.world_z_mm <= hi
+        assert loc.cell_bounds_mm[0] < loc.world_z_mm < loc.cell_bounds_mm[1]
         # independent: the voxel index along the (flipped) z axis from the inverse affine
-        k = inv[2, :3] @ np.array([0.0, 0.0, loc.depth_mm]) + inv[2, 3]
+        k = inv[2, :3] @ np.array([0.0, 0.0, loc.world_z_mm]) + inv[2, 3]
         assert loc.slice_axis == 2 and loc.slice_index == int(np.clip(np.round(k), 0, SHAPE[2] - 1))
-        assert abs(loc.slice_z_mm - loc.depth_mm) <= 5.0 / 2 + 1e-9
+        assert abs(loc.slice_z_mm - loc.world_z_mm) <= 5.0 / 2 + 1e-9
         assert (AFFINE @ [0, 0, loc.slice_index, 1])[2] == pytest.approx(loc.slice_z_mm)
         assert loc.instance_number is None
     # the temperature sharpens or flattens the profile but never moves the argmax
@@ -191,10 +191,10 @@ def test_localize_dicom_returns_instance_numbers(model, dicom_dir):
     numbers = {inst.instance_number for inst in vol.meta["instances"]}
     assert loc.instance_number in numbers
     # independent: the instance whose ImagePositionPatient z is nearest the predicted depth
-    nearest = min(vol.meta["instances"], key=lambda inst: abs(inst.position[2] - loc.depth_mm))
+    nearest = min(vol.meta["instances"], key=lambda inst: abs(inst.position[2] - loc.world_z_mm))
     assert loc.instance_number == nearest.instance_number
     assert loc.sop_instance_uid == nearest.sop_instance_uid
-    assert abs(nearest.position[2] - loc.depth_mm) <= 2.5 + 1e-6
+    assert abs(nearest.position[2] - loc.world_z_mm) <= 2.5 + 1e-6
 
 
 def test_nearest_source_slice_picks_the_si_axis():
@@ -227,5 +227,5 @@ def test_real_ct_classify_and_localize(real_data):
     assert len(scores) == 18 and all(0.0 <= s.probability <= 1.0 for s in scores)
     (loc,) = localize(model, enc, "Calcification of the aortic arch.")
     lo, hi = source_z_range(vol.shape, vol.affine)
-    assert lo - 1.5 <= loc.depth_mm <= hi + 1.5
-    assert abs(loc.slice_z_mm - loc.depth_mm) <= vol.spacing[loc.slice_axis] / 2 + 1e-6
+    assert lo - 1.5 <= loc.world_z_mm <= hi + 1.5
+    assert abs(loc.slice_z_mm - loc.world_z_mm) <= vol.spacing[loc.slice_axis] / 2 + 1e-6

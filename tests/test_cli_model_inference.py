@@ -102,11 +102,12 @@ def test_localize_json_and_png(capsys, tmp_path, ckpt, scans):
     assert len(data["sentences"]) == 2 and len(data["png"]) == 2
     zmin, zmax = AFFINE[2, 3], AFFINE[2, 3] + 5.0 * (SHAPE[2] - 1)
     for s in data["sentences"]:
-        assert zmin <= s["depth_mm"] <= zmax
-        assert abs(s["slice_z_mm"] - s["depth_mm"]) <= 2.5 + 1e-9
+        assert zmin <= s["world_z_mm"] <= zmax
+        assert abs(s["slice_z_mm"] - s["world_z_mm"]) <= 2.5 + 1e-9
         assert s["slice_z_mm"] == pytest.approx(AFFINE[2, 3] + 5.0 * s["slice_index"])
         assert sum(s["profile"]["probability"]) == pytest.approx(1.0)
         assert s["instance_number"] is None
+        assert s["depth_resolution"]["coarse"] is False  # a ViT encoder: one depth position per depth token
     for p in data["png"]:
         with open(p, "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"

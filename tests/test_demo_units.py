@@ -62,3 +62,60 @@ def test_an_unknown_encoder_is_refused_before_any_stage_runs(tmp_path):
     with pytest.raises(ConfigError, match="encoder must be one of pretrained-synthetic, histogram"):
         run_demo(tmp_path / "d", DemoSettings(encoder="spectre"), log=lambda m: None)
     assert not (tmp_path / "d").exists()
+
+
+def test_configs_train_demo_yaml_is_the_demo_training_run():
+    """configs/train/demo.yaml trains what `radfinder demo` trains (after --stop-after features)."""
+    from pathlib import Path
+
+    from radfinder.demo.config import DemoSettings, train_config_dict
+    from radfinder.train.config import TrainConfig, load_train_config
+
+    repo = Path(__file__).resolve().parents[1]
+    out = repo / "demo-out"
+    yaml_cfg = load_train_config(repo / "configs" / "train" / "demo.yaml")
+    s = DemoSettings()
+    demo_cfg = TrainConfig.model_validate(train_config_dict(s, out, out / "encoder-standardized"))
+    a, b = yaml_cfg.model_dump(mode="json"), demo_cfg.model_dump(mode="json")
+    for key in ("seed", "precision", "losses", "optim", "batch", "schedule", "device"):
+        assert a[key] == b[key], key
+    assert a["model"]["init"] == b["model"]["init"] and a["model"]["text_train"] == b["model"]["text_train"]
+    da, db = a["data"]["datasets"][0], b["data"]["datasets"][0]
+    assert {k: da[k] for k in ("root", "features", "pairs", "labels_csv", "split", "mode")} == {
+        k: db[k] for k in ("root", "features", "pairs", "labels_csv", "split", "mode")
+    }
+    assert a["data"]["max_snippets_per_scan"] == b["data"]["max_snippets_per_scan"]
+
+
+def test_a_small_demo_shrinks_the_batch_to_its_train_split(tmp_path):
+    from radfinder.demo.config import DemoSettings, train_config_dict
+
+    cfg = train_config_dict(DemoSettings(studies=40), tmp_path, tmp_path / "init", n_train=27)
+    assert cfg["batch"]["micro"] == 27
+    assert train_config_dict(DemoSettings(), tmp_path, tmp_path / "init", n_train=140)["batch"]["micro"] == 32
+
+
+def test_changing_only_n_boot_reruns_the_evaluation_alone(tmp_path, monkeypatch):
+    from radfinder.demo import pipeline
+    from radfinder.demo.config import DemoSettings
+
+    calls = []
+
+    def fake(name):
+        def run(out, settings, log):
+            calls.append(name)
+            return {}
+
+        return run
+
+    names = ["cohort", "train", "evaluate"]
+    monkeypatch.setattr(pipeline, "STAGES", [(n, fake(n)) for n in names])
+    monkeypatch.setattr(pipeline, "STAGE_NAMES", names)
+    log = lambda msg: None  # noqa: E731
+    pipeline.run_demo(tmp_path, DemoSettings(n_boot=10), log=log)
+    pipeline.run_demo(tmp_path, DemoSettings(n_boot=50), log=log)
+    assert calls == ["cohort", "train", "evaluate", "evaluate"]
+    pipeline.run_demo(tmp_path, DemoSettings(n_boot=50, device="cpu", progress=False), log=log)  # execution only
+    assert calls[4:] == []
+    with pytest.raises(ValueError, match="other settings \\(seed\\)"):
+        pipeline.run_demo(tmp_path, DemoSettings(n_boot=50, seed=1), log=log)

@@ -72,7 +72,7 @@ def test_padded_array_with_mask_equals_list_input():
 
 def test_errors_from_cell_centres_with_true_depth():
     # cell c spans [12c, 12c + 12) mm; predicted cells 1, 0, 0 have centres 18, 6, 6 mm
-    r = localization_metrics(SCORES, TRUE, SCANS, true_z_mm=[20.0, 40.0, 30.0])
+    r = localization_metrics(SCORES, TRUE, SCANS, true_depth_mm=[20.0, 40.0, 30.0])
     np.testing.assert_allclose(r.errors_mm["model"], [2.0, 34.0, 24.0])
     assert r.metrics["model"]["acc_within_24mm"] == pytest.approx(2 / 3)
 

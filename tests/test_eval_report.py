@@ -106,7 +106,7 @@ def test_grounding_plot_writes_png(tmp_path):
         np.diag([1.0, 1.0, 2.0, 1.0]),
         [0.1, 0.6, 0.3, 0.0, 0.0],
         tmp_path / "g" / "x.png",
-        true_z_mm=20.0,
+        true_world_z_mm=20.0,
         view="sagittal",
         window=None,
     )

@@ -207,9 +207,9 @@ def test_localization_exact_when_snippet_equals_true_cell_and_matches_api():
 def test_read_pairs_and_resolve_tasks(tmp_path):
     p = tmp_path / "pairs.jsonl"
     p.write_text(json.dumps({"key": "a", "snippet": "nodule", "depth_cell": 3}) + "\n\n"
-                 + json.dumps({"key": "b", "snippet": "x", "depth_cell": 1, "true_z_mm": -20.5}) + "\n")
+                 + json.dumps({"key": "b", "snippet": "x", "depth_cell": 1, "depth_mm": 20.5}) + "\n")
     assert [q.key for q in read_pairs(p)] == ["a", "b"]
-    assert read_pairs(p, ["b"])[0].true_z_mm == -20.5
+    assert read_pairs(p, ["b"])[0].depth_mm == 20.5
     assert resolve_tasks(["all"], "ctrate", has_pairs=False) == ["retrieval", "zero-shot"]
     assert resolve_tasks(["all"], "ctrate", has_pairs=True) == ["retrieval", "zero-shot", "localization"]
     assert resolve_tasks(["all"], "radchestct", False) == ["radchestct"]

@@ -18,8 +18,8 @@ from radfinder.io.dicom_index import index_dicom_study
 from radfinder.preprocess.geometry import plan_geometry
 from radfinder.preprocess.spec import PreprocessSpec
 
-KEYS = {"key", "report_id", "split", "snippet", "series", "image", "depth_cell", "z_mm", "cell_z_mm", "depth_mm",
-        "share", "field", "start", "end", "lang"}  # fmt: skip
+KEYS = {"key", "report_id", "split", "snippet", "series", "image", "depth_cell", "depth_mm", "world_z_mm",
+        "cell_world_z_mm", "share", "field", "start", "end", "lang", "spec_hash"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,8 @@ def test_cli_writes_one_line_per_reference_volume_and_cell(cohort, truth, tmp_pa
     img = nib.load(cohort / vol["path"])
     g = plan_geometry(img.shape, img.affine, PreprocessSpec())
     lo, hi = depth_cell_bounds_by_hand(g.affine, PreprocessSpec(), line["depth_cell"])
-    assert lo <= line["z_mm"] < hi and line["cell_z_mm"] == pytest.approx((lo + hi) / 2, abs=1e-3)
+    assert lo <= line["world_z_mm"] < hi and line["cell_world_z_mm"] == pytest.approx((lo + hi) / 2, abs=1e-3)
+    assert line["spec_hash"] == PreprocessSpec().hash()
 
 
 def test_study_with_two_volumes_gets_a_line_per_volume(cohort, truth, tmp_path):
@@ -90,7 +91,7 @@ def test_study_with_two_volumes_gets_a_line_per_volume(cohort, truth, tmp_path):
         img = nib.load(cohort / vol["path"])
         g = plan_geometry(img.shape, img.affine, PreprocessSpec())
         assert line["depth_cell"] == depth_cell_by_hand(g.affine, PreprocessSpec(), z)
-        assert line["z_mm"] == pytest.approx(z, abs=1e-3)
+        assert line["world_z_mm"] == pytest.approx(z, abs=1e-3)
 
 
 def test_text_summary(cohort, tmp_path, capsys):

@@ -73,10 +73,10 @@ def test_axial_plane_lands_in_hand_computed_cell(geom, z):
     p = place_instance(_inst(z), geom)
     assert p.depth_cell == _hand_cell(z)
     assert p.share == 1.0 and p.n_inside > 0
-    assert p.z_mm == pytest.approx(z)
+    assert p.world_z_mm == pytest.approx(z)
     lo = -70.0 + 12 * p.depth_cell - 1.5
     assert lo <= z < lo + 12
-    assert p.cell_z_mm == pytest.approx(lo + 6.0)
+    assert p.cell_world_z_mm == pytest.approx(lo + 6.0)
     assert p.depth_mm == pytest.approx(z - (-70.0 - 1.5))
 
 
@@ -240,8 +240,8 @@ def test_place_plane_matches_sitk_on_written_files(tmp_path):
         resolved += 1
         p = res.placement
         assert p.depth_cell == expect
-        assert p.z_mm == pytest.approx(centre[2], abs=1e-4)
+        assert p.world_z_mm == pytest.approx(centre[2], abs=1e-4)
         cx, cy = (pre.image.shape[0] - 1) / 2, (pre.image.shape[1] - 1) / 2
         cell_centre = pre_itk.TransformContinuousIndexToPhysicalPoint((cx, cy, expect * 4 + 1.5))
-        assert p.cell_z_mm == pytest.approx(cell_centre[2], abs=1e-4)
+        assert p.cell_world_z_mm == pytest.approx(cell_centre[2], abs=1e-4)
     assert resolved >= 15

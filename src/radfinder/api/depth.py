@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError
+from ..preprocess import cells
 from ..preprocess.apply import Preprocessed
 
 
@@ -23,10 +24,7 @@ def _depth_world_axis(pre: Preprocessed) -> int:
 def cell_data_extent(pre: Preprocessed) -> np.ndarray:
     """(C, 2) per depth cell: [first, end) D voxels of the cell that hold scan data (end <= first: padding only)."""
     n_cells = pre.image.shape[2] // pre.depth_cell
-    start = pre.crop_start[2]
-    lo, hi = max(0, -start), min(pre.image.shape[2], pre.spaced_shape[2] - start)
-    cells = np.arange(n_cells) * pre.depth_cell
-    return np.stack([np.maximum(cells, lo), np.minimum(cells + pre.depth_cell, hi)], axis=1)
+    return cells.cell_data_extent(np.arange(n_cells), pre.depth_cell, pre.depth_extent)
 
 
 def cell_depths(pre: Preprocessed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -41,17 +39,13 @@ def cell_depths(pre: Preprocessed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             "the preprocessing spec does not put the superior-inferior axis last (orientation "
             f"{pre.spec.orientation if pre.spec_json else '?'}): depth cells are not depths"
         )
-    ext = cell_data_extent(pre)
-    has_data = ext[:, 1] > ext[:, 0]
-    k = pre.depth_cell
-    cells = np.arange(len(ext))
-    full = np.stack([cells * k, cells * k + k], axis=1).astype(np.float64)
-    centre_d = np.where(has_data, (ext[:, 0] + ext[:, 1] - 1) / 2.0, full.mean(axis=1) - 0.5)
+    n_cells = pre.image.shape[2] // pre.depth_cell
+    idx = np.arange(n_cells)
+    has_data = cells.cells_in_scan(n_cells, pre.depth_cell, pre.depth_extent)
+    world = cells.cell_centre_world(pre.affine, pre.image.shape, idx, pre.depth_cell, pre.depth_extent)
     h, w = (pre.image.shape[0] - 1) / 2.0, (pre.image.shape[1] - 1) / 2.0
-    ijk = np.stack([np.full_like(centre_d, h), np.full_like(centre_d, w), centre_d], axis=1)
-    world = ijk @ pre.affine[:3, :3].T + pre.affine[:3, 3]
-    edges = pre.affine[2, 2] * (full - 0.5) + pre.affine[2, 3] + pre.affine[2, :2] @ np.array([h, w])
-    return world[:, 2], np.sort(edges, axis=1), has_data
+    edges = cells.cell_bounds_world(pre.affine, idx, pre.depth_cell) + pre.affine[2, :2] @ np.array([h, w])
+    return world[:, 2], edges, has_data
 
 
 @dataclass(frozen=True)

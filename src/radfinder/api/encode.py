@@ -68,6 +68,8 @@ class VolumeEncoding:
             "depth_cell_mm": float(self.depth_bounds_mm[0, 1] - self.depth_bounds_mm[0, 0]),
             "depth_z_range_mm": [float(self.depth_z_mm[self.depth_valid].min()),
                                  float(self.depth_z_mm[self.depth_valid].max())] if self.depth_valid.any() else None,
+            # a coarse backbone (e.g. 2 depth positions per 32-slice window) repeats values across depth cells
+            "depth_resolution": self.meta.get("depth_resolution"),
             "retrieval": self.retrieval.tolist(),
             "disease": self.disease.tolist(),
         }  # fmt: skip
@@ -130,6 +132,7 @@ def encode_volume(
         source=source,
         instances=list(instances) if instances else None,
         window_features=feats.to("cpu") if keep_window_features else None,
+        meta={"depth_resolution": model.backbone_image.depth_resolution(float(pre.spacing[2]))},
     )
 
 

@@ -18,6 +18,7 @@ import torch
 
 from ..errors import ConfigError
 from ..features import ExtractItem, ExtractSummary, FeatureStore, extract_features, items_from_paths, state_dict_hash
+from ..models.accel import maybe_compile
 from ..preprocess.spec import PreprocessSpec, resolve_spec
 
 BACKBONES = ("astra-resnet152",)
@@ -143,9 +144,11 @@ def extract_dataset(
     shard: tuple[int, int] | None = None,
     device: str | torch.device | None = "auto",
     show_progress: bool = True,
+    compile: bool = False,
 ) -> tuple[ExtractSummary, FeatureStore]:
     """Extract window features of every input of this process's shard into the cache at `out` (see module doc).
-    Existing entries are skipped, so a rerun resumes. `shard` None: torchrun's RANK/WORLD_SIZE (or 0/1)."""
+    Existing entries are skipped, so a rerun resumes. `shard` None: torchrun's RANK/WORLD_SIZE (or 0/1).
+    `compile`: run the encoder through `torch.compile` (pays off on long CUDA runs)."""
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
     load_fn = None
@@ -162,7 +165,7 @@ def extract_dataset(
     choice = choose_window_encoder(model, backbone, spec, dev)
     store = FeatureStore(out, choice.spec, choice.description, choice.feature_dim)
     summary = extract_features(
-        items, choice.encoder, store, batch_size=batch_size, device=dev, shard=shard,
+        items, maybe_compile(choice.encoder, compile), store, batch_size=batch_size, device=dev, shard=shard,
         show_progress=show_progress, load_fn=load_fn,
     )  # fmt: skip
     return summary, store

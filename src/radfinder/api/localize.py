@@ -26,9 +26,11 @@ class SentenceLocation:
     """One sentence's depth profile and its most likely position.
 
     probabilities / cosine / cell_z_mm: (C,) per depth cell (probability 0 and cosine NaN on invalid cells).
-    cell: most likely cell; depth_mm: world z (RAS mm, superior +) of its centre; cell_bounds_mm: its z extent.
-    slice_index: the slice of the ORIGINAL scan nearest depth_mm along `slice_axis` (its array axis closest to
-    superior-inferior), at world z `slice_z_mm`. instance_number / sop_instance_uid: that slice's DICOM
+    cell: most likely cell; world_z_mm: world z (RAS mm, superior +) of its centre (``depth_mm`` has the other
+    meaning: mm along the cell axis from the start edge of cell 0, in pairs and metrics); cell_bounds_mm: its world
+    z extent. depth_resolution: what the window encoder resolves in depth (``coarse`` when its depth tokens repeat
+    values). slice_index: the slice of the ORIGINAL scan nearest world_z_mm along `slice_axis` (its array axis
+    closest to superior-inferior), at world z `slice_z_mm`. instance_number / sop_instance_uid: that slice's DICOM
     InstanceNumber / SOPInstanceUID (DICOM input whose slice stack runs along S-I; else None).
     """
 
@@ -38,7 +40,7 @@ class SentenceLocation:
     cell_z_mm: np.ndarray
     cell: int
     probability: float
-    depth_mm: float
+    world_z_mm: float
     cell_bounds_mm: tuple[float, float]
     slice_axis: int
     slice_index: int
@@ -46,13 +48,14 @@ class SentenceLocation:
     instance_number: int | None
     sop_instance_uid: str | None
     temperature: float
+    depth_resolution: dict[str, Any] | None = None
 
     def as_dict(self, profile: bool = True) -> dict[str, Any]:
         out = {
             "sentence": self.sentence,
             "cell": self.cell,
             "probability": self.probability,
-            "depth_mm": self.depth_mm,
+            "world_z_mm": self.world_z_mm,
             "cell_bounds_mm": list(self.cell_bounds_mm),
             "slice_axis": self.slice_axis,
             "slice_index": self.slice_index,
@@ -60,6 +63,7 @@ class SentenceLocation:
             "instance_number": self.instance_number,
             "sop_instance_uid": self.sop_instance_uid,
             "temperature": self.temperature,
+            "depth_resolution": self.depth_resolution,
         }
         if profile:
             out["profile"] = {
@@ -121,7 +125,7 @@ def localize(
                 cell_z_mm=enc.depth_z_mm,
                 cell=cell,
                 probability=float(probs[s, cell]),
-                depth_mm=depth,
+                world_z_mm=depth,
                 cell_bounds_mm=(float(enc.depth_bounds_mm[cell, 0]), float(enc.depth_bounds_mm[cell, 1])),
                 slice_axis=sl.axis,
                 slice_index=sl.index,
@@ -129,6 +133,7 @@ def localize(
                 instance_number=number,
                 sop_instance_uid=uid,
                 temperature=tau,
+                depth_resolution=enc.meta.get("depth_resolution"),
             )
         )
     return out

@@ -75,7 +75,7 @@ def locations_table(locations: Sequence[SentenceLocation]) -> str:
     for loc in locations:
         inst = f", DICOM InstanceNumber {loc.instance_number}" if loc.instance_number is not None else ""
         lines.append(
-            f"“{loc.sentence}”\n  depth cell {loc.cell} (p = {loc.probability:.3f}), z = {loc.depth_mm:.1f} mm "
+            f"“{loc.sentence}”\n  depth cell {loc.cell} (p = {loc.probability:.3f}), z = {loc.world_z_mm:.1f} mm "
             f"[{loc.cell_bounds_mm[0]:.1f}, {loc.cell_bounds_mm[1]:.1f}]; nearest original slice: index "
             f"{loc.slice_index} on axis {loc.slice_axis} (z = {loc.slice_z_mm:.1f} mm){inst}"
         )

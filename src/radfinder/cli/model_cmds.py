@@ -37,6 +37,8 @@ def model_info(
         "parameters": counts,
         "total_parameters": sum(counts.values()),
         "state_dict_tensors": len(built.state_dict()),
+        # how finely the window encoder resolves depth (a coarse backbone repeats values across depth tokens)
+        "depth_resolution": built.backbone_image.depth_resolution(float(built.preprocess_spec.spacing[2])),
     }
     if json_out:
         print_json(info)
@@ -45,6 +47,11 @@ def model_info(
     for name, n in counts.items():
         typer.echo(f"  {name:<24} {n:>14,d}")
     typer.echo(f"  {'total':<24} {info['total_parameters']:>14,d}  ({info['state_dict_tensors']} tensors)")
+    res = info["depth_resolution"]
+    note = (f"  COARSE: {res['distinct_depth_positions_per_window']} distinct positions per window, repeated over "
+            f"{res['depth_tokens_per_window']} depth tokens") if res["coarse"] else ""
+    typer.echo(f"depth: {res['depth_token_mm']:g} mm per depth token, resolution {res['depth_resolution_mm']:g} mm"
+               + note)
 
 
 @app.command("verify-compat")
@@ -190,6 +197,7 @@ def extract_features_cmd(
     batch_size: int = typer.Option(8, "--batch-size", help="Windows per forward pass."),
     shard: str | None = typer.Option(None, "--shard", help="i/n: this process's share (default torchrun's rank)."),
     device: str = typer.Option("auto", "--device", help="auto: cuda:LOCAL_RANK when CUDA is present, else cpu."),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the encoder (long CUDA runs)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Run a frozen window encoder over a dataset into a feature cache (works under torchrun)."""
@@ -201,6 +209,7 @@ def extract_features_cmd(
     summary, store = extract_dataset(
         out, inputs or [], list_file=list_file, ctrate=ctrate, split=split, model=model, backbone=backbone,
         spec=spec, batch_size=batch_size, shard=parse_shard(shard), device=device, show_progress=not json_out,
+        compile=compile_,
     )  # fmt: skip
     info = {"out": str(store.root), "spec_hash": store.spec.hash(), "backbone": store.backbone,
             "entries_in_cache": len(store), **summary.as_dict()}  # fmt: skip

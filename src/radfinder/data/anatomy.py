@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, VolumeReadError
+from ..io.volume import Volume
+from ..preprocess.apply import apply_spec_labels
 from ..preprocess.geometry import Geometry, plan_geometry
-from ..preprocess.resample import ValueMap, resample_separable, resample_world
 from ..preprocess.spec import PreprocessSpec, resolve_spec
 from ..text.anatomy import FINDING_ANATOMY
 from ..text.findings import CTRATE_FINDINGS
@@ -307,26 +308,8 @@ def labels_on_grid(
         out = np.zeros(geom.shape, dtype=seg.labels.dtype)
         _sample_world(seg, geom, out)
         return out, geom.affine
+    out = apply_spec_labels(Volume(seg.labels, seg.affine, {"source": str(seg.source)}), spec)
     geom = plan_geometry(seg.shape, seg.affine, spec)
-    out = np.zeros(geom.shape, dtype=seg.labels.dtype)
-    box = tuple(
-        (max(0, s), min(n, s + f)) for s, n, f in zip(geom.crop_start, geom.spaced_shape, geom.shape, strict=True)
-    )
-    values = ValueMap(seg.labels.dtype, spec, apply_intensity=False)
-
-    def finish(x: np.ndarray) -> np.ndarray:
-        return x  # nearest sampling copies ids; the float64 carrier holds them exactly
-
-    if geom.oblique:
-        resample_world(seg.labels, geom.source_affine, geom.spaced_affine, box, out, geom.crop_start, values, finish,
-                       True)  # fmt: skip
-    else:
-        import nibabel.orientations as nio
-
-        src = nio.apply_orientation(seg.labels, geom.ornt)
-        s_in = np.linalg.norm(geom.reoriented_affine[:3, :3], axis=0)
-        ratios = tuple(float(so / si) for so, si in zip(spec.spacing, s_in, strict=True))
-        resample_separable(src, ratios, box, out, geom.crop_start, values, finish, True)
     return out, geom.affine
 
 

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..preprocess import cells
+
 if TYPE_CHECKING:
     from ..io.dicom_index import InstanceGeometry, StudyIndex
     from ..preprocess.geometry import Geometry
@@ -61,16 +63,17 @@ class PlanePlacement:
     """Where one image plane lands in a preprocessed volume.
 
     depth_cell: the target cell, None when no sampled pixel falls inside the crop (``outside_crop``).
-    z_mm: world (RAS) z of the plane centre. cell_z_mm: world z of the chosen cell's centre (at the centre of the
-    final image in-plane). depth_mm: the plane centre's position along the depth axis, in mm from the start edge
-    of cell 0 (the convention of `radfinder.eval.localization`'s ``true_z_mm``); it may lie outside the volume.
+    depth_mm: the plane centre's position along the depth axis, in mm from the start edge of cell 0 (the one meaning
+    of ``depth_mm`` in pairs and localization metrics); it may lie outside the volume. world_z_mm: world (RAS) z of
+    the plane centre. cell_world_z_mm: world z of the chosen cell's centre (at the centre of the final image
+    in-plane).
     n_sampled / n_inside: pixels sampled / of those inside the crop; share: fraction of the inside pixels that
     fell in the chosen cell (1.0 for an axial plane).
     """
 
     depth_cell: int | None
-    z_mm: float
-    cell_z_mm: float | None
+    world_z_mm: float
+    cell_world_z_mm: float | None
     depth_mm: float
     n_sampled: int
     n_inside: int
@@ -100,9 +103,7 @@ def _samples(n: int, stride: int) -> np.ndarray:
 
 def cell_centre_world(geom: Geometry, cell: int) -> np.ndarray:
     """World (RAS) point at the centre of depth cell `cell`, in the middle of the final image in-plane."""
-    k = geom.depth_cell
-    ijk = np.array([(geom.shape[0] - 1) / 2, (geom.shape[1] - 1) / 2, cell * k + (k - 1) / 2])
-    return geom.voxel_to_world(ijk)
+    return cells.cell_centre_world(geom.affine, geom.shape, cell, geom.depth_cell)
 
 
 def place_plane(
@@ -125,15 +126,15 @@ def place_plane(
     d_centre = float((m @ np.array([(columns - 1) / 2, (rows - 1) / 2, 0.0, 1.0]))[2])
     spacing_d = float(np.linalg.norm(geom.affine[:3, 2]))
     n_inside = int(inside.sum())
-    common = dict(z_mm=float(centre[2]), depth_mm=(d_centre + 0.5) * spacing_d, n_sampled=int(inside.size))
+    common = dict(world_z_mm=float(centre[2]), depth_mm=(d_centre + 0.5) * spacing_d, n_sampled=int(inside.size))
     if n_inside == 0:
-        return PlanePlacement(None, cell_z_mm=None, n_inside=0, share=0.0, **common)
+        return PlanePlacement(None, cell_world_z_mm=None, n_inside=0, share=0.0, **common)
     cells = geom.depth_cell_of_voxel(np.broadcast_to(depth, inside.shape)[inside])
     counts = np.bincount(cells, minlength=geom.n_depth_cells)
     best = int(np.argmax(counts))
     return PlanePlacement(
         best,
-        cell_z_mm=float(cell_centre_world(geom, best)[2]),
+        cell_world_z_mm=float(cell_centre_world(geom, best)[2]),
         n_inside=n_inside,
         share=float(counts[best] / n_inside),
         **common,

@@ -6,11 +6,14 @@ so a bare "image N" in the impression inherits a series named in the findings), 
 study (`radfinder.data.depth_mapping`: geometric, through world coordinates, with the preprocessing plan of the
 spec). One JSON line per (reference, training volume, target cell):
 
-    {"key", "report_id", "split", "snippet", "series", "image", "depth_cell", "z_mm", "cell_z_mm", "depth_mm",
-     "share", "field", "start", "end", "lang"}
+    {"key", "report_id", "split", "snippet", "series", "image", "depth_cell", "depth_mm", "world_z_mm",
+     "cell_world_z_mm", "share", "field", "start", "end", "lang", "spec_hash"}
 
 `start`/`end` are character offsets of the reference in its `field` ("findings" or "impressions": the column
-Findings_EN / Impressions_EN, or Befund / Beurteilung for German).
+Findings_EN / Impressions_EN, or Befund / Beurteilung for German). `depth_mm` is the referenced image's true depth,
+in mm along the cell axis from the start edge of cell 0 (what evaluation scores against); `world_z_mm` and
+`cell_world_z_mm` are the world (RAS) z of the image centre and of the target cell's centre. `spec_hash` is the
+preprocessing spec the cells were computed for: `radfinder.data.pairs.read_pairs` refuses the file on another grid.
 
 A reference naming several images ("images 40 and 85", "Bild 12-15") gives one line per distinct target cell
 (`multi="each"`, the default): each image is a correct location of what the snippet describes (the generator and
@@ -188,9 +191,9 @@ def _mine_item(
                     lines.append({
                         "key": vol.key, "report_id": item.report_id, "split": vol.split, "snippet": ref.snippet,
                         "series": ref.series, "image": int(image), "depth_cell": p.depth_cell,
-                        "z_mm": round(p.z_mm, 3), "cell_z_mm": round(p.cell_z_mm, 3),
-                        "depth_mm": round(p.depth_mm, 3), "share": round(p.share, 4), "field": fld,
-                        "start": start, "end": end, "lang": lang,
+                        "depth_mm": round(p.depth_mm, 3), "world_z_mm": round(p.world_z_mm, 3),
+                        "cell_world_z_mm": round(p.cell_world_z_mm, 3), "share": round(p.share, 4), "field": fld,
+                        "start": start, "end": end, "lang": lang, "spec_hash": s.spec_hash,
                     })  # fmt: skip
         s.attempts_dropped.update(reasons)
         if written:

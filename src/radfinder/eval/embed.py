@@ -17,6 +17,7 @@ import torch
 from ..errors import RadfinderError
 from ..features.collate import collate_features
 from ..features.store import FeatureRecord, FeatureStore, state_dict_hash
+from ..preprocess.cells import cell_centre_world, cells_in_scan
 from ..progress import progress
 
 
@@ -29,7 +30,9 @@ class EmbeddedVolumes:
     """Model outputs for N volumes, in the order of `keys`.
 
     retrieval / disease: (N, P); depth: per volume (n_valid_cells, P) slice embeddings of its valid depth cells;
-    cell_z_mm: per volume, world z (superior +) of each valid cell's centre (for grounding figures).
+    cell_z_mm: per volume, world z (superior +) of each valid cell's centre (for grounding figures);
+    cell_in_scan: per volume, (n_valid_cells,) bool, the cell holds scan data (not only padding); None where the scan's
+    extent is unknown (a feature cache without it and no readable volume header).
     """
 
     keys: list[str]
@@ -37,6 +40,7 @@ class EmbeddedVolumes:
     disease: np.ndarray
     depth: list[np.ndarray] = field(default_factory=list)
     cell_z_mm: list[np.ndarray] = field(default_factory=list)
+    cell_in_scan: list[np.ndarray | None] = field(default_factory=list)
 
     def index(self) -> dict[str, int]:
         return {k: i for i, k in enumerate(self.keys)}
@@ -81,16 +85,47 @@ def raw_feature_fn(model, *, batch_size: int = 8) -> Callable[[Any], FeatureReco
             patch_average=avg.reshape(hg, wg, dg, e),
             axis2=axis2.reshape(hg, wg, dg, axis2.shape[1], e),
             affine=np.asarray(pre.affine, dtype=np.float64),
+            meta={"depth_extent": list(pre.depth_extent)},
         )
 
     return fn
 
 
-def cell_centres_z(affine: np.ndarray, n_cells: int, cell_voxels: float) -> np.ndarray:
-    """World z of the centre of depth cells 0..n-1 of a preprocessed image with this affine (depth = axis 2)."""
-    aff = np.asarray(affine, dtype=np.float64)
-    d = (np.arange(n_cells) + 0.5) * cell_voxels - 0.5
-    return aff[2, 3] + d * aff[2, 2]
+def depth_extent_of(record, feature: FeatureRecord, spec) -> tuple[int, int] | None:
+    """[lo, hi) of the preprocessed D axis holding scan data: from the features' meta (``depth_extent``, written at
+    extraction) or else planned from the record's volume header with `spec`; None when neither is available."""
+    ext = feature.meta.get("depth_extent") if feature.meta else None
+    if ext is not None:
+        return int(ext[0]), int(ext[1])
+    path = getattr(record, "path", None)
+    name = str(path or "").lower()
+    if not name.endswith((".nii", ".nii.gz")):
+        return None
+    try:
+        import nibabel as nib
+
+        from ..preprocess.geometry import plan_geometry
+
+        img = nib.load(str(path))  # header only
+        geom = plan_geometry(tuple(int(v) for v in img.shape[:3]), np.asarray(img.affine, dtype=np.float64), spec)
+    except (OSError, ValueError, RadfinderError):
+        return None
+    return geom.valid_box[2]
+
+
+def check_depth_tokens(feature: FeatureRecord, spec, where: str) -> None:
+    """The features must carry the spec's number of depth tokens per window (one per depth cell)."""
+    t = int(feature.axis2.shape[3])
+    if t != spec.depth_tokens_per_window:
+        raise EvalSetupError(
+            f"{where}: {feature.key} has {t} depth tokens per window but the preprocessing spec has "
+            f"{spec.depth_tokens_per_window} depth cells per window; the window encoder does not match the spec")
+
+
+def cell_centres_z(affine: np.ndarray, n_cells: int, cell_voxels: int) -> np.ndarray:
+    """World z of the centre of depth cells 0..n-1 of a preprocessed image with this affine, on the image's
+    first column and row (the feature cache keeps no in-plane size; for an axis-aligned grid z is the same)."""
+    return cell_centre_world(affine, (1, 1), np.arange(n_cells), int(cell_voxels))[:, 2]
 
 
 @torch.no_grad()
@@ -108,10 +143,14 @@ def embed_volumes(
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     get = (lambda r: features.read(r.key)) if features is not None else raw_feature_fn(model)
-    ret, dis, dep, zs = [], [], [], []
+    ret, dis, dep, zs, inside = [], [], [], [], []
+    spec = model.preprocess_spec
+    where = str(features.root) if features is not None else "window encoder"
     chunks = [records[i : i + batch_size] for i in range(0, len(records), batch_size)]
     for chunk in progress(chunks, total=len(chunks), desc="embed volumes", enabled=show_progress):
         feats = [get(r) for r in chunk]
+        for f in feats:
+            check_depth_tokens(f, spec, where)
         b = collate_features(feats).to(device, dtype)
         g = model.encode_features_global(b.cls, b.patch_average, b.window_mask, b.grid_size)
         ret.append(g.retrieval.float().cpu().numpy())
@@ -120,18 +159,20 @@ def embed_volumes(
             d = model.encode_features_depth(b.cls, b.axis2, b.window_mask, b.grid_size)
             emb = d.slice_emb.float().cpu().numpy()
             valid = d.valid_depth_mask.cpu().numpy()
-            for i, f in enumerate(feats):
+            k = spec.window[2] // spec.depth_tokens_per_window
+            for i, (f, r) in enumerate(zip(feats, chunk, strict=True)):
                 n_valid = int(valid[i].sum())
                 dep.append(emb[i][valid[i]])
-                window_d = model.preprocess_spec.window[2]
-                t = f.axis2.shape[3]
-                zs.append(cell_centres_z(f.affine, n_valid, window_d / t))
+                zs.append(cell_centres_z(f.affine, n_valid, k))
+                ext = depth_extent_of(r, f, spec)
+                inside.append(None if ext is None else cells_in_scan(n_valid, k, ext))
     return EmbeddedVolumes(
         keys=[r.key for r in records],
         retrieval=np.concatenate(ret) if ret else np.zeros((0, 0), np.float32),
         disease=np.concatenate(dis) if dis else np.zeros((0, 0), np.float32),
         depth=dep,
         cell_z_mm=zs,
+        cell_in_scan=inside,
     )
 
 

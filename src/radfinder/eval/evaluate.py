@@ -11,15 +11,15 @@ from typing import Any
 
 import numpy as np
 
+from ..data.pairs import read_pairs as read_pairs_file
 from ..errors import RadfinderError
 from .bootstrap import DEFAULT_N_BOOT
 from .embed import EvalSetupError, embed_volumes, open_matching_store
 from .tasks import (
     TASKS,
     TaskResults,
-    read_pairs,
     record_labels,
-    run_localization,
+    run_localization_full,
     run_merlin_pool,
     run_radchestct,
     run_retrieval,
@@ -91,9 +91,21 @@ def run_tasks(
             if pairs is None:
                 res.skipped[task] = "no snippet pairs (pairs.jsonl) given"
                 continue
-            plist = read_pairs(pairs, emb.keys) if isinstance(pairs, (str, Path)) else list(pairs)
-            loc, used, probs = run_localization(model, emb, plist, seed=seed)
-            res.localization, res.localization_pairs, res.localization_probs = loc, used, probs
+            other = 0
+            if isinstance(pairs, (str, Path)):
+                pf = read_pairs_file(pairs, spec_hash=model.preprocess_spec.hash(), what="the evaluated model")
+                keys, splits = set(emb.keys), {r.split for r in records}
+                # a line of an evaluated split whose scan is not here is dropped (counted); other splits are not ours
+                plist = [p for p in pf.rows if p.key in keys or (p.split is not None and p.split in splits)]
+                other = len(pf.rows) - len(plist)
+                empty = pf.counts.get("empty_snippet", 0)
+            else:
+                plist, empty = list(pairs), 0
+            full = run_localization_full(model, emb, plist, seed=seed)
+            res.localization, res.localization_pairs = full.localization, full.localization_pairs
+            res.localization_probs, res.localization_per_line = full.localization_probs, full.localization_per_line
+            res.localization_counts = {**full.localization_counts, "dropped_empty_snippet": empty,
+                                       "other_splits": other}
     return res, emb
 
 
@@ -163,5 +175,12 @@ def evaluate(
 
     metrics = json.loads(paths.metrics_json.read_text())
     metrics["report"] = {"html": str(paths.html), "metrics_json": str(paths.metrics_json)}
+    if res.localization is not None:
+        metrics["localization"]["pairs"] = dict(res.localization_counts)
+        if res.localization_per_line is not None:
+            per_line = res.localization_per_line.to_dict()
+            per_line["scoring"] = ("every pairs.jsonl line alone (a snippet citing several images counts once per "
+                                   "cited image); for reference only, the headline figures score each snippet once")
+            metrics["localization"]["per_cited_image"] = per_line
     write_metrics_json(paths.metrics_json, metrics)
     return metrics

@@ -7,7 +7,7 @@ Inputs are plain arrays so any caller (demo, evaluate) can supply them:
 - `depth_probs` (n_cells,): predicted probability per depth cell (e.g. softmax over the valid cells).
 - `cell_centers_z_mm` (n_cells,): world z (superior +) of each cell's centre. Default: cells of `cell_mm` tiling
   upward from the lowest voxel centre of the scan.
-- the truth as `true_z_mm` (world z) or `true_cell` (index into the cells).
+- the truth as `true_world_z_mm` (world z) or `true_cell` (index into the cells).
 
 Display: superior up; coronal in radiological convention (patient right on the viewer's left); sagittal with
 anterior on the left.
@@ -58,7 +58,7 @@ def plot_grounding_example(
     depth_probs: Any,
     path: str | Path,
     *,
-    true_z_mm: float | None = None,
+    true_world_z_mm: float | None = None,
     true_cell: int | None = None,
     cell_centers_z_mm: Any = None,
     cell_mm: float = 12.0,
@@ -80,8 +80,8 @@ def plot_grounding_example(
         centers = as_numpy(cell_centers_z_mm, name="cell_centers_z_mm").ravel()
         if centers.size != probs.size:
             raise EvalInputError(f"{centers.size} cell centres for {probs.size} depth probabilities")
-    if true_z_mm is None and true_cell is not None:
-        true_z_mm = float(centers[int(true_cell)])
+    if true_world_z_mm is None and true_cell is not None:
+        true_world_z_mm = float(centers[int(true_cell)])
     if view == "coronal":
         axis, h_world, h_label = 1, 0, "x (mm)   patient right ◄ ► left"
     elif view == "sagittal":
@@ -129,17 +129,17 @@ def plot_grounding_example(
     ax_p.grid(axis="x", alpha=0.3)
     for ax in (ax_img, ax_p):
         ax.axhline(pred_z, color="#ff7f0e", ls="--", lw=1.6)
-        if true_z_mm is not None:
-            ax.axhline(true_z_mm, color="#2ca02c", lw=1.8)
+        if true_world_z_mm is not None:
+            ax.axhline(true_world_z_mm, color="#2ca02c", lw=1.8)
     ax_p.plot([], [], color="#ff7f0e", ls="--", label=f"prediction (z = {pred_z:.0f} mm)")
-    if true_z_mm is not None:
-        ax_p.plot([], [], color="#2ca02c", label=f"true depth (z = {true_z_mm:.0f} mm)")
+    if true_world_z_mm is not None:
+        ax_p.plot([], [], color="#2ca02c", label=f"true depth (z = {true_world_z_mm:.0f} mm)")
     ax_p.legend(fontsize=7, loc="upper right", framealpha=0.9)
     ax_img.set_ylim(min(ext[2], centers.min() - cell_mm / 2), max(ext[3], centers.max() + cell_mm / 2))
     head = f"{scan_id}: " if scan_id else ""
     wrapped = textwrap.fill(f"{head}“{snippet}”", 90) if snippet else head.rstrip(": ")
-    if true_z_mm is not None:
-        wrapped += f"\nerror {abs(pred_z - true_z_mm):.0f} mm"
+    if true_world_z_mm is not None:
+        wrapped += f"\nerror {abs(pred_z - true_world_z_mm):.0f} mm"
     fig.text(0.5, 1 - 0.12 / fig_h, wrapped, ha="center", va="top", fontsize=9)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, facecolor="white")

@@ -119,6 +119,7 @@ def probe_cohort(
     fitted on the cohort's train split and scored on its valid split against the truth labels."""
     from ..device import resolve_device
     from ..features import ExtractItem, FeatureStore, extract_features, state_dict_hash
+    from ..preprocess import PreprocessedCache
     from ..preprocess.spec import resolve_spec
     from ..text.findings import CTRATE_FINDINGS
 
@@ -132,8 +133,11 @@ def probe_cohort(
     store = FeatureStore(root, resolve_spec(spec), {"name": tag, "hash": state_dict_hash(enc)}, enc.feature_dim)
     items = {st["study"]: ExtractItem(st["volumes"][0]["name"].removesuffix(".nii.gz"),
                                       str(cohort / st["volumes"][0]["path"])) for st in studies}  # fmt: skip
+    # preprocessed volumes are kept beside the cohort, so a second encoder's probe does not preprocess again
+    pre = PreprocessedCache(cohort / f"preprocessed-{store.spec.hash()}", store.spec)
     summary = extract_features(list(items.values()), enc, store, batch_size=16, device=dev, shard=(0, 1),
-                               show_progress=show_progress)  # fmt: skip
+                               show_progress=show_progress,
+                               preprocessed_fn=lambda it: pre.get_or_compute(it.path))  # fmt: skip
     if summary.failed:
         raise RuntimeError(f"feature extraction failed: {summary.failed}")
     split = {s: [st for st in studies if st["split"] == s] for s in ("train", "valid")}

@@ -40,7 +40,7 @@ class GroundingExample:
     depth_probs: np.ndarray
     snippet: str = ""
     scan_id: str = ""
-    true_z_mm: float | None = None
+    true_world_z_mm: float | None = None
     true_cell: int | None = None
     cell_centers_z_mm: np.ndarray | None = None
     cell_mm: float = 12.0
@@ -190,7 +190,7 @@ def write_report(
             ex.affine,
             ex.depth_probs,
             fig_dir / f"grounding_{i}.png",
-            true_z_mm=ex.true_z_mm,
+            true_world_z_mm=ex.true_world_z_mm,
             true_cell=ex.true_cell,
             cell_centers_z_mm=ex.cell_centers_z_mm,
             cell_mm=ex.cell_mm,

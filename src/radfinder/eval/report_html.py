@@ -205,7 +205,7 @@ def _localization(loc: Mapping[str, Any], figs: Mapping[str, str], n_grounding: 
     }
     header = [
         "method",
-        *[labels.get(k, k.replace("acc_within_", "within ").replace("mm", " mm") + " (%)") for k in keys],
+        *[labels.get(k, k.replace("acc_within_", "within ≤ ").replace("mm", " mm") + " (%)") for k in keys],
     ]
     rows = [
         [esc(label)] + [fmt(loc[m].get(k), pct=k.startswith("acc"), digits=1) for k in keys]
@@ -215,8 +215,10 @@ def _localization(loc: Mapping[str, Any], figs: Mapping[str, str], n_grounding: 
     parts.append(_table(header, rows))
     parts.append(
         f'<p class="note">{loc["n_snippets"]} snippets in {loc["n_scans"]} scans; depth cells of '
-        f"{fmt(loc['cell_mm'], digits=0)} mm. The expected random baseline has no median (not linear in "
-        "the draw).</p>"
+        f"{fmt(loc['cell_mm'], digits=0)} mm; candidates and baselines use only cells inside the scanned extent. "
+        "A snippet citing several images is scored once, against the nearest of them. \"Within\" is inclusive "
+        f"(error ≤ threshold); errors are measured against the {esc(str(loc.get('truth', 'cell')))} truth. The "
+        "expected random baseline has no median (not linear in the draw).</p>"
     )
     if "localization" in figs:
         parts.append(_img(figs["localization"], "localization error histogram"))

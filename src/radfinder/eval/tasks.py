@@ -18,7 +18,6 @@ metrics.json and the HTML report.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from ..data.pairs import PairRow
+from ..data.pairs import read_pairs as _read_pairs_file
 from ..text.findings import CTRATE_FINDINGS
 from .bootstrap import DEFAULT_N_BOOT
 from .classification import ClassificationResult
@@ -39,12 +40,7 @@ from .zero_shot import MEAN7_TEMPLATES, evaluate_zero_shot, zero_shot_probabilit
 TASKS = ("retrieval", "zero-shot", "localization", "radchestct", "merlin-pool")
 
 
-@dataclass(frozen=True)
-class SnippetPair:
-    key: str
-    snippet: str
-    depth_cell: int
-    true_z_mm: float | None = None
+SnippetPair = PairRow  # one line of pairs.jsonl (`radfinder.data.pairs`)
 
 
 @dataclass
@@ -55,8 +51,10 @@ class TaskResults:
     pool_retrieval: dict[str, PoolRetrievalResult] | None = None
     classification: dict[str, ClassificationResult] = field(default_factory=dict)
     localization: LocalizationResult | None = None
-    localization_pairs: list[SnippetPair] = field(default_factory=list)
-    localization_probs: list[np.ndarray] = field(default_factory=list)  # softmax over valid cells, per pair
+    localization_pairs: list[SnippetPair] = field(default_factory=list)  # one per scored snippet (first line)
+    localization_probs: list[np.ndarray] = field(default_factory=list)  # softmax over candidate cells, per snippet
+    localization_per_line: LocalizationResult | None = None  # every pairs line scored alone (labelled figure)
+    localization_counts: dict[str, int] = field(default_factory=dict)  # pairs read / used / dropped and why
     skipped: dict[str, str] = field(default_factory=dict)
 
 
@@ -132,55 +130,86 @@ def run_merlin_pool(model, records: Sequence[Any], emb: EmbeddedVolumes, *, n_re
     return out
 
 
-def read_pairs(path: str | Path, keys: Sequence[str] | None = None) -> list[SnippetPair]:
-    """pairs.jsonl -> snippet pairs (restricted to `keys` when given)."""
-    wanted = set(keys) if keys is not None else None
-    out = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            pair = SnippetPair(str(row["key"]), str(row["snippet"]), int(row["depth_cell"]),
-                               None if row.get("true_z_mm") is None else float(row["true_z_mm"]))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            from .embed import EvalSetupError
+def read_pairs(path: str | Path, keys: Sequence[str] | None = None, *,
+               spec_hash: str | None = None) -> list[SnippetPair]:
+    """pairs.jsonl -> snippet pairs (restricted to `keys` when given); `radfinder.data.pairs.read_pairs`."""
+    return _read_pairs_file(path, keys, spec_hash=spec_hash, what="the evaluated model").rows
 
-            raise EvalSetupError(f"{path}:{n}: need key, snippet, depth_cell ({exc})") from exc
-        if (wanted is None or pair.key in wanted) and pair.snippet.strip():
-            out.append(pair)
-    return out
+
+def _candidates(emb: EmbeddedVolumes, i: int) -> np.ndarray:
+    """Candidate cells of volume i: its valid cells that hold scan data (never padding)."""
+    n = len(emb.depth[i])
+    inside = emb.cell_in_scan[i] if i < len(emb.cell_in_scan) else None
+    return np.arange(n) if inside is None else np.flatnonzero(inside)
 
 
 def run_localization(
     model, emb: EmbeddedVolumes, pairs: Sequence[SnippetPair], *, cell_mm: float | None = None,
     one_per_scan: bool = False, seed: int = 0,
 ) -> tuple[LocalizationResult, list[SnippetPair], list[np.ndarray]]:
-    """Localize every snippet in its own scan. Pairs whose scan is missing or whose cell lies outside the scan's
-    valid cells are dropped (the caller reports how many). `one_per_scan`: keep the first snippet of each scan
-    (the released evaluation's choice); default all. Returns (result, pairs used, softmax profile per pair)."""
-    idx = emb.index()
-    used = [p for p in pairs if p.key in idx and 0 <= p.depth_cell < len(emb.depth[idx[p.key]])]
-    if one_per_scan:
-        first: dict[str, SnippetPair] = {}
-        for p in used:
-            first.setdefault(p.key, p)
-        used = list(first.values())
-    if not used:
-        from .embed import EvalSetupError
+    """Localize every snippet in its own scan (module doc of `radfinder.eval.localization` for the protocol).
 
-        raise EvalSetupError("no snippet pair refers to an evaluated scan with a valid depth cell")
-    snip = embed_texts(model, [p.snippet for p in used], head="snippet")
+    Candidates are the scan's cells that hold scan data (never padding). Lines of one reference citing several images
+    (same `reference`) are one snippet, scored against the nearest of its true cells. Lines whose scan is missing or
+    whose cell is not a candidate are dropped and counted (`localization_counts` via `run_localization_full`).
+    `one_per_scan`: keep the first snippet of each scan (the released evaluation's choice); default all.
+    Returns (result, the first line of each scored snippet, softmax profile over the candidates per snippet)."""
+    full = run_localization_full(model, emb, pairs, cell_mm=cell_mm, one_per_scan=one_per_scan, seed=seed)
+    return full.localization, full.localization_pairs, full.localization_probs
+
+
+def run_localization_full(
+    model, emb: EmbeddedVolumes, pairs: Sequence[SnippetPair], *, cell_mm: float | None = None,
+    one_per_scan: bool = False, seed: int = 0,
+) -> TaskResults:
+    """`run_localization` with the per-line figure and the counts of dropped pairs (a `TaskResults`)."""
+    from .embed import EvalSetupError
+
+    idx = emb.index()
+    counts = {"lines": len(pairs), "dropped_missing_scan": 0, "dropped_cell_outside_scan": 0}
+    groups: dict[str, list[SnippetPair]] = {}
+    cand: dict[str, np.ndarray] = {}
+    for p in pairs:
+        if p.key not in idx:
+            counts["dropped_missing_scan"] += 1
+            continue
+        if p.key not in cand:
+            cand[p.key] = _candidates(emb, idx[p.key])
+        if p.depth_cell not in cand[p.key]:
+            counts["dropped_cell_outside_scan"] += 1
+            continue
+        groups.setdefault(p.reference or f"{p.key}|{p.line}|{p.snippet}", []).append(p)
+    snippets = list(groups.values())
+    if one_per_scan:
+        first: dict[str, list[SnippetPair]] = {}
+        for g in snippets:
+            first.setdefault(g[0].key, g)
+        snippets = list(first.values())
+    if not snippets:
+        raise EvalSetupError("no snippet pair refers to an evaluated scan with a depth cell inside the scan")
+    snip = embed_texts(model, [g[0].snippet for g in snippets], head="snippet")
     snip /= np.linalg.norm(snip, axis=1, keepdims=True).clip(1e-12)
-    scores, probs = [], []
     tau = float(getattr(model.config, "localization_tau", 0.1))
-    for p, s in zip(used, snip, strict=True):
-        cells = emb.depth[idx[p.key]]
+    scores, probs = [], []
+    for g, s in zip(snippets, snip, strict=True):
+        cells = emb.depth[idx[g[0].key]]
         cos = cells @ s / np.linalg.norm(cells, axis=1).clip(1e-12)
-        scores.append(cos)
-        z = (cos - cos.max()) / tau
+        row = np.full(len(cos), -np.inf)
+        keep = cand[g[0].key]
+        row[keep] = cos[keep]
+        scores.append(row)
+        z = np.where(np.isfinite(row), (row - row[keep].max()) / tau, -np.inf)
         probs.append(np.exp(z) / np.exp(z).sum())
     cmm = cell_mm if cell_mm is not None else model.preprocess_spec.depth_cell_mm
-    result = localization_metrics(scores, [p.depth_cell for p in used], [p.key for p in used], cell_mm=cmm,
-                                  seed=seed)
-    return result, used, probs
+    with_mm = all(p.depth_mm is not None for g in snippets for p in g)
+    truth_mm = [[p.depth_mm for p in g] for g in snippets] if with_mm else None
+    scan_ids = [g[0].key for g in snippets]
+    result = localization_metrics(scores, [[p.depth_cell for p in g] for g in snippets], scan_ids, cell_mm=cmm,
+                                  true_depth_mm=truth_mm, seed=seed)
+    lines = [(i, p) for i, g in enumerate(snippets) for p in g]
+    per_line = localization_metrics([scores[i] for i, _ in lines], [p.depth_cell for _, p in lines],
+                                    [p.key for _, p in lines], cell_mm=cmm, seed=seed,
+                                    true_depth_mm=[p.depth_mm for _, p in lines] if with_mm else None)
+    counts.update(snippets=len(snippets), lines_used=len(lines))
+    return TaskResults(localization=result, localization_pairs=[g[0] for g in snippets], localization_probs=probs,
+                       localization_per_line=per_line, localization_counts=counts)

@@ -23,6 +23,7 @@ import torch
 from ..errors import RadfinderError
 from ..preprocess.sources import parse_shard  # noqa: F401  (re-exported: one parser for every --shard)
 from ..progress import progress
+from .prefetch import encode_windows_overlapped, prefetch
 from .store import FeatureRecord, FeatureStore, check_key
 
 
@@ -99,6 +100,10 @@ def encode_windows(
     return tuple(np.concatenate([p[i] for p in parts]) for i in range(len(parts[0])))
 
 
+class DepthTokenMismatch(RadfinderError):
+    """The window encoder's depth tokens per window differ from the spec's depth cells per window."""
+
+
 def extract_features(
     items: Sequence[ExtractItem],
     encoder: WindowEncoderLike,
@@ -110,11 +115,14 @@ def extract_features(
     show_progress: bool = True,
     load_fn: Callable[[ExtractItem], Any] | None = None,
     preprocessed_fn: Callable[[ExtractItem], Any] | None = None,
+    prefetch_depth: int | None = None,
 ) -> ExtractSummary:
     """Extract and store features for every item of this process's shard; failures are collected, not raised.
 
     preprocessed_fn: returns the item's `Preprocessed` volume (e.g. from a `PreprocessedCache` of the same spec),
-    instead of loading and preprocessing it again."""
+    instead of loading and preprocessing it again. `prefetch_depth` scans are read and preprocessed in background
+    threads while one is encoded (default: 1 on CUDA, 0 on CPU, where the encoder already uses every core); see
+    `prefetch`."""
     from ..io import load_volume
     from ..preprocess import apply_spec
 
@@ -125,23 +133,36 @@ def extract_features(
         check_key(it.key)
     summary = ExtractSummary(shard=shard)
     t0 = time.perf_counter()
-    for item in progress(mine, total=len(mine), desc=f"features {shard[0]}/{shard[1]}", enabled=show_progress):
+
+    def load(item: ExtractItem):  # in a prefetch thread when prefetch_depth > 0
+        if item.key in store:
+            return None
+        if preprocessed_fn is not None:
+            return preprocessed_fn(item)
+        volume = load_fn(item) if load_fn else load_volume(item.path, series=item.series, **dict(item.load_opts))
+        return apply_spec(volume, store.spec)
+
+    depth = prefetch_depth if prefetch_depth is not None else int(device.type == "cuda")
+    loaded = prefetch(mine, load, depth=depth)
+    desc = f"features {shard[0]}/{shard[1]}"
+    for item, pending in progress(loaded, total=len(mine), desc=desc, enabled=show_progress):
         if item.key in store:
             summary.skipped.append(item.key)
             continue
         try:
-            if preprocessed_fn is not None:
-                pre = preprocessed_fn(item)
-                if pre.spec_hash != store.spec.hash():
-                    raise RadfinderError(f"{item.key}: preprocessed with spec {pre.spec_hash}, the cache's is "
-                                         f"{store.spec.hash()}")  # fmt: skip
-            else:
-                opts = dict(item.load_opts)
-                volume = load_fn(item) if load_fn else load_volume(item.path, series=item.series, **opts)
-                pre = apply_spec(volume, store.spec)
+            pre = pending.get()
+            if pre.spec_hash != store.spec.hash():
+                raise RadfinderError(f"{item.key}: preprocessed with spec {pre.spec_hash}, the cache's is "
+                                     f"{store.spec.hash()}")  # fmt: skip
             windows = pre.windows()
-            out = encode_windows(encoder, windows, batch_size=batch_size, device=device, spatial=store.spatial)
+            out = encode_windows_overlapped(encoder, windows, batch_size=batch_size, device=device,
+                                            spatial=store.spatial)  # fmt: skip
             cls, avg, axis2 = out[:3]
+            if axis2.shape[1] != store.spec.depth_tokens_per_window:
+                raise DepthTokenMismatch(
+                    f"the window encoder gives {axis2.shape[1]} depth tokens per window but the preprocessing spec "
+                    f"of {store.root} has {store.spec.depth_tokens_per_window} depth cells per window: "
+                    "use an encoder made for this spec")
             hg, wg, dg = (int(v) for v in pre.grid)
             e = cls.shape[-1]
             record = FeatureRecord(
@@ -150,12 +171,15 @@ def extract_features(
                 patch_average=avg.reshape(hg, wg, dg, e),
                 axis2=axis2.reshape(hg, wg, dg, axis2.shape[1], e),
                 affine=np.asarray(pre.affine, dtype=np.float64),
-                meta={"source": str(item.path), "series": item.series, "image_shape": list(pre.image.shape)},
+                meta={"source": str(item.path), "series": item.series, "image_shape": list(pre.image.shape),
+                      "depth_extent": list(pre.depth_extent)},
                 spatial=out[3].reshape(hg, wg, dg, *out[3].shape[1:]) if store.spatial else None,
             )
             store.write(record)
             summary.written.append(item.key)
             summary.windows += len(windows)
+        except DepthTokenMismatch:  # the encoder does not fit the spec: every scan would fail the same way
+            raise
         except Exception as exc:  # one bad scan must not stop a dataset-wide job
             summary.failed[item.key] = f"{type(exc).__name__}: {exc}"
             if os.environ.get("RADFINDER_DEBUG"):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VolumeReadError
+from .gzip_stream import open_gzip, read_into
 from .volume import Volume
 
 _INT16 = np.iinfo(np.int16)
@@ -151,30 +152,26 @@ def _size(n: int) -> str:
 
 
 def _read_nifti_unscaled(img, path: Path) -> np.ndarray:
-    """Stored voxel values. A .nii.gz is streamed straight into the final array: nibabel would first build the
-    whole decompressed file as bytes and then copy it, doubling peak memory on CT-sized volumes."""
+    """Stored voxel values. A .nii.gz is streamed straight into the final array (through the fastest gzip decoder
+    installed, see `gzip_stream`): nibabel would first build the whole decompressed file as bytes and then copy it,
+    doubling peak memory on CT-sized volumes."""
     dtype = np.dtype(img.header.get_data_dtype())
     _check_claimed_size(img, path, dtype)
     if not str(path).lower().endswith(".gz"):
         return np.asarray(img.dataobj.get_unscaled())
-    import gzip
-
     proxy = img.dataobj
     out = np.empty(proxy.shape, dtype=dtype, order="F" if proxy.order == "F" else "C")
-    view = memoryview(out.reshape(-1, order="A")).cast("B")
-    with gzip.open(path, "rb") as fh:
-        fh.seek(int(proxy.offset))
-        filled, chunk = 0, 1 << 24
-        while filled < len(view):
-            n = fh.readinto(view[filled : filled + chunk])
-            if not n:
-                raise VolumeReadError(
-                    path, f"cannot read NIfTI: file ends after {filled} of {len(view)} voxel bytes (truncated)"
-                )
-            filled += n
+    with open_gzip(path) as fh:
+        _skip(fh, int(proxy.offset), path, "NIfTI")
+        read_into(fh, memoryview(out.reshape(-1, order="A")).cast("B"), path, "NIfTI")
     if not dtype.isnative:
         out = out.byteswap().view(dtype.newbyteorder("="))
     return out
+
+
+def _skip(fh, n: int, path: Path, what: str) -> None:
+    if n and len(fh.read(n)) != n:
+        raise VolumeReadError(path, f"cannot read {what}: the gzip stream ends inside the header (truncated file)")
 
 
 def _scale_integer(raw: np.ndarray, slope: int, inter: int) -> np.ndarray:
@@ -196,11 +193,11 @@ def _scale_integer(raw: np.ndarray, slope: int, inter: int) -> np.ndarray:
 def load_nrrd(path: str | Path) -> Volume:
     """NRRD (.nrrd, or .nhdr with detached data) through pynrrd. Geometry from `space`, `space directions`
     and `space origin`; the space (e.g. left-posterior-superior) is converted to RAS."""
-    import nrrd
-
     path = Path(path)
     try:
-        data, header = nrrd.read(str(path), index_order="F")
+        data, header = _read_nrrd(path)
+    except VolumeReadError:
+        raise
     except Exception as exc:
         raise VolumeReadError(path, f"cannot read NRRD ({type(exc).__name__}: {exc})") from exc
     space = str(header.get("space", "")).strip().lower()
@@ -233,6 +230,53 @@ def load_nrrd(path: str | Path) -> Volume:
     affine[:3, :3] = flip[:, None] * dirs[spatial].T
     affine[:3, 3] = flip * origin
     return Volume(as_hu_array(data, path), affine, {"source": str(path), "format": "nrrd", "space": space})
+
+
+# NRRD sample types (the spellings the NRRD format defines) -> numpy, for the gzip fast path.
+_NRRD_TYPES = {
+    **dict.fromkeys(("signed char", "int8", "int8_t"), "i1"),
+    **dict.fromkeys(("uchar", "unsigned char", "uint8", "uint8_t"), "u1"),
+    **dict.fromkeys(("short", "short int", "signed short", "signed short int", "int16", "int16_t"), "i2"),
+    **dict.fromkeys(("ushort", "unsigned short", "unsigned short int", "uint16", "uint16_t"), "u2"),
+    **dict.fromkeys(("int", "signed int", "int32", "int32_t"), "i4"),
+    **dict.fromkeys(("uint", "unsigned int", "uint32", "uint32_t"), "u4"),
+    **dict.fromkeys(("longlong", "long long", "long long int", "signed long long", "signed long long int",
+                     "int64", "int64_t"), "i8"),  # fmt: skip
+    **dict.fromkeys(("ulonglong", "unsigned long long", "unsigned long long int", "uint64", "uint64_t"), "u8"),
+    "float": "f4",
+    "double": "f8",
+}
+
+
+def _read_nrrd(path: Path) -> tuple[np.ndarray, dict]:
+    """(data in index order F, header). Gzip-encoded data attached to its header is decompressed straight into the
+    final array by `gzip_stream` (pynrrd holds the compressed and the decompressed bytes at once, through zlib);
+    every other layout (raw, ASCII, bzip2, detached data, line/byte skips) goes through pynrrd."""
+    import nrrd
+
+    with open(path, "rb") as fh:
+        header = nrrd.read_header(fh)
+        kind = _NRRD_TYPES.get(str(header.get("type", "")).strip().lower())
+        fast = (
+            str(header.get("encoding", "")).lower() in ("gzip", "gz")
+            and kind is not None
+            and header.get("endian", "little") in ("little", "big")
+            and not any(k in header for k in ("datafile", "data file", "lineskip", "line skip"))
+            and int(header.get("byteskip", header.get("byte skip", 0))) >= 0
+            and int(header.get("dimension", -1)) == len(header.get("sizes", ()))
+        )
+        if not fast:
+            fh.seek(0)
+            return nrrd.read(str(path), index_order="F")
+        dtype = np.dtype(kind).newbyteorder("<" if header.get("endian", "little") == "little" else ">")
+        sizes = tuple(int(n) for n in header["sizes"])
+        out = np.empty(sizes[::-1], dtype=dtype)  # C order over reversed sizes = NRRD's fastest-first layout
+        with open_gzip(fh) as gz:
+            _skip(gz, int(header.get("byteskip", header.get("byte skip", 0))), path, "NRRD")
+            read_into(gz, memoryview(out.reshape(-1)).cast("B"), path, "NRRD")
+    if not dtype.isnative:
+        out = out.byteswap().view(dtype.newbyteorder("="))
+    return out.T, header
 
 
 def npz_affine(shape: Sequence[int], spacing: Sequence[float] | None = None) -> np.ndarray:

@@ -11,8 +11,13 @@ batch" give identical embedding gradients.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.distributed as dist
+
+_LOCAL_ONLY = [0]  # depth of nested `local_only()` blocks in this process
 
 
 def _all_gather_into(out: torch.Tensor, tensor: torch.Tensor, group) -> None:
@@ -22,8 +27,22 @@ def _all_gather_into(out: torch.Tensor, tensor: torch.Tensor, group) -> None:
 
 
 def dist_active(group: dist.ProcessGroup | None = None) -> bool:
-    """True when a process group is initialised and spans more than one process."""
+    """True when a process group is initialised, spans more than one process, and no `local_only()` is open."""
+    if _LOCAL_ONLY[0]:
+        return False
     return dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
+
+
+@contextlib.contextmanager
+def local_only() -> Iterator[None]:
+    """Within the block this process acts as if it were alone: every collective here degrades to its single-process
+    form. For work one rank does while the others wait (rank-0 evaluation hooks), which must never enter a collective
+    the other ranks are not in."""
+    _LOCAL_ONLY[0] += 1
+    try:
+        yield
+    finally:
+        _LOCAL_ONLY[0] -= 1
 
 
 class _AllGatherGrad(torch.autograd.Function):

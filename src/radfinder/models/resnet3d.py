@@ -262,6 +262,12 @@ class ResNet3dWindowEncoder(WindowEncoder):
             self.backbone.requires_grad_(False)
             self.eval()
 
+    @property
+    def depth_positions(self) -> int:
+        """Depth positions of the last feature map per window (2 for ResNet-152 on 32 slices): coarser than the
+        depth tokens, which repeat them (see the class doc)."""
+        return max(1, self.window_size[2] // self.config.reduction()[0])
+
     def train(self, mode: bool = True) -> ResNet3dWindowEncoder:
         """A frozen encoder stays in eval mode (BatchNorm uses its running statistics) whatever is asked."""
         return super().train(False if self.frozen else mode)

@@ -68,6 +68,21 @@ class WindowEncoder(nn.Module):
     window_size: tuple[int, int, int] = (128, 128, 32)
     has_spatial_tokens: bool = False  # forward_features(..., spatial=True) gives WindowFeatures.spatial
 
+    @property
+    def depth_positions(self) -> int:
+        """Distinct depth positions per window the encoder resolves; fewer than `depth_tokens` means its depth
+        tokens repeat values (a coarse backbone) and depth cells finer than its resolution carry no information."""
+        return int(self.depth_tokens)
+
+    def depth_resolution(self, slice_mm: float) -> dict:
+        """What the depth tokens can tell apart, for model info and depth-cell outputs (`slice_mm`: the spec's
+        spacing along depth)."""
+        wd = int(self.window_size[2])
+        positions = max(1, min(self.depth_positions, self.depth_tokens))
+        return {"depth_tokens_per_window": int(self.depth_tokens), "distinct_depth_positions_per_window": positions,
+                "depth_token_mm": wd * slice_mm / self.depth_tokens, "depth_resolution_mm": wd * slice_mm / positions,
+                "coarse": positions < self.depth_tokens}
+
     def forward_features(self, windows: torch.Tensor) -> WindowFeatures:  # pragma: no cover - abstract
         raise NotImplementedError
 

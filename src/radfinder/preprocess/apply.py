@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import VolumeReadError
 from ..io.volume import Volume
+from .cells import cell_bounds_world
 from .geometry import Geometry, plan_geometry
 from .resample import ValueMap, intensity_f32, resample_separable, resample_world
 from .spec import PreprocessSpec
@@ -66,11 +67,14 @@ class Preprocessed:
 
     def depth_cell_bounds_mm(self, cell: int) -> tuple[float, float]:
         """World extent (mm, ascending) along D covered by depth cell `cell` = voxels [cell*k, (cell+1)*k)."""
-        d = np.array([cell * self.depth_cell - 0.5, (cell + 1) * self.depth_cell - 0.5])
-        step = self.affine[:3, 2]
-        axis = int(np.argmax(np.abs(step)))
-        ends = self.affine[axis, 3] + d * step[axis]
-        return float(ends.min()), float(ends.max())
+        lo, hi = cell_bounds_world(self.affine, cell, self.depth_cell)
+        return float(lo), float(hi)
+
+    @property
+    def depth_extent(self) -> tuple[int, int]:
+        """[lo, hi) of the D axis holding scan data (the rest is padding)."""
+        start = self.crop_start[2]
+        return max(0, -start), min(self.image.shape[2], self.spaced_shape[2] - start)
 
     def header(self) -> dict[str, Any]:
         """Everything but the voxels, JSON-serialisable (the cache stores it next to the image)."""
@@ -176,21 +180,21 @@ def apply_spec(volume: Volume, spec: PreprocessSpec) -> Preprocessed:
 
 def apply_spec_labels(labels: Volume, spec: PreprocessSpec) -> np.ndarray:
     """A label map (segmentation) on the grid `apply_spec` gives its image: same orientation, spacing and
-    crop/pad, nearest-neighbour sampling, no intensity mapping; uint8, padding 0. The label map must share its
-    image's geometry (shape and affine), as TotalSegmentator's output does."""
+    crop/pad, nearest-neighbour sampling, no intensity mapping, padding 0, the input's integer type (8 or 16 bit).
+    The label map must share its image's geometry (shape and affine), as TotalSegmentator's output does."""
     arr = labels.array
-    if arr.dtype.kind not in "iub" or (arr.size and (arr.min() < 0 or arr.max() > 255)):
-        raise VolumeReadError(labels.meta.get("source"), f"a label map needs integer ids 0-255, got {arr.dtype}")
+    if arr.dtype.kind not in "iub" or arr.dtype.itemsize > 2 or (arr.size and arr.min() < 0):
+        raise VolumeReadError(labels.meta.get("source"), f"a label map needs 8/16-bit ids >= 0, got {arr.dtype}")
+    src = arr.astype(np.uint8 if arr.dtype.itemsize == 1 or arr.max() <= 255 else np.uint16, copy=False)
     geom = plan_geometry(labels.shape, labels.affine, spec)
-    out = np.zeros(geom.shape, dtype=np.uint8)
+    out = np.zeros(geom.shape, dtype=src.dtype)
     box = tuple(
         (max(0, s), min(n, s + f)) for s, n, f in zip(geom.crop_start, geom.spaced_shape, geom.shape, strict=True)
     )
-    src = arr.astype(np.uint8, copy=False)
-    values = ValueMap(np.uint8, spec, apply_intensity=False)  # identity table: ids pass through unchanged
+    values = ValueMap(src.dtype, spec, apply_intensity=False)  # identity table: ids pass through unchanged
 
     def finish(v: np.ndarray) -> np.ndarray:
-        return v.astype(np.uint8)
+        return v.astype(src.dtype)
 
     if geom.oblique:
         resample_world(src, geom.source_affine, geom.spaced_affine, box, out, geom.crop_start, values, finish, True)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import VolumeReadError
+from .cells import cell_bounds_world
 from .spec import PreprocessSpec
 
 # |sin| of the largest angle between a reoriented voxel axis and its world axis still treated as axis-aligned.
@@ -146,11 +147,8 @@ class Geometry:
 
     def depth_cell_bounds_mm(self, cell: int) -> tuple[float, float]:
         """World extent along D's world axis covered by depth cell `cell` (voxel edges, ascending)."""
-        d = np.array([cell * self.depth_cell - 0.5, (cell + 1) * self.depth_cell - 0.5])
-        step = self.affine[:3, 2]
-        axis = int(np.argmax(np.abs(step)))
-        ends = self.affine[axis, 3] + d * step[axis]
-        return float(ends.min()), float(ends.max())
+        lo, hi = cell_bounds_world(self.affine, cell, self.depth_cell)
+        return float(lo), float(hi)
 
 
 def _check_input(shape, affine) -> tuple[tuple[int, int, int], np.ndarray]:

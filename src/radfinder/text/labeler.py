@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from .findings import CTRATE_FINDINGS
 from .label_rules import RULES
+from .regex_gate import Gate, gate_lower
 from .sentences import sentence_spans
 
 _CLAUSE_SPLIT = re.compile(
@@ -100,11 +101,26 @@ def _status(clause: str, start: int, end: int) -> str:
     return AFFIRMED
 
 
+# Literal gates (see `regex_gate`): a rule's trigger is searched only in clauses holding one of the substrings that
+# every match of it needs; rules with none of them anywhere in the report are dropped first. Skips ~90% of the
+# searches and finds the same mentions as searching every clause with every rule.
+_GATED = [(name, rule, Gate(rule.triggers).literals) for name, rule in RULES.items()]
+
+
 def find_mentions(text: str, section: str = "findings") -> list[Mention]:
     """Every mention of a CT-RATE finding in `text`, with its status."""
     out: list[Mention] = []
+    low_text = gate_lower(text)
+    rules = _GATED
+    if low_text is not None:
+        has = low_text.__contains__
+        rules = [g for g in _GATED if g[2] is None or any(map(has, g[2]))]
     for clause in _clauses(text):
-        for name, rule in RULES.items():
+        low = clause.lower() if low_text is not None else gate_lower(clause)
+        has = low.__contains__ if low is not None else None
+        for name, rule, lits in rules:
+            if has is not None and lits is not None and not any(map(has, lits)):
+                continue
             m = rule.triggers.search(clause)
             if not m:
                 continue

@@ -13,6 +13,15 @@ Decisions (documented because reports are ambiguous):
   time, score or unit, and when context supports it: a finding word or size earlier in the sentence, or an
   explicit series/image reference elsewhere in the report. Ratio-like pairs (both <= 10) need both.
 - "IMA: 42, IMA: 47" is two references; "images 206 and 286" is one reference with two images.
+- US-style shorthand also counts outside brackets ("nodule, 3:23", "nodule on 4:573") after a finding word in the
+  same sentence, unless it reads as a time (am/pm, "at 10:30" without a finding, clock positions "2:00", words such
+  as "called", "discussed", "time" in the sentence), a ratio, dose or score (a blocking word before it), a vertebral
+  or rib level ("T4:5" is never matched: the number must not follow a letter) or part of a longer number.
+- "S7: 311", "Se 3: 44", "series 2: 170": a series keyword (or a capital "S") whose number is followed by a colon
+  and the image number.
+- A shorthand range "4:86 through 4:120" (or "-", "to", "bis") gives two references, one per end; the slices
+  between them are not claimed.
+- Only ASCII digits are numbers.
 """
 
 from __future__ import annotations
@@ -21,9 +30,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
+from .ref_prefilter import candidate_starts
+from .ref_snippets import cut_span
+from .ref_snippets import snippet as make_snippet
 from .sentences import sentence_spans
 
-_NUM = r"\d{1,4}(?!\d)(?!\.\d)"
+_NUM = r"[0-9]{1,4}(?![0-9])(?!\.[0-9])"
 _JOIN = r"(?:\s*(?:,|/|&|\+)\s*(?:(?:and|und)\s+)?|\s+(?:and|und|or|oder)\s+|\s*(?:-|–|—|\bto\b|\bbis\b)\s*)"
 _LIST = rf"{_NUM}(?:{_JOIN}{_NUM})*"
 _SER = r"\b(?:series|serien|serie|serial|ser\.|se(?![a-zäöü])\.?)"
@@ -35,15 +47,18 @@ _IMG = (
 _LABEL = r"(?:\s*(?:no\.?|nr\.?|number|#)(?=\s*:?\s*\d))?"
 _KSEP = r"\s*(?P<colon{n}>[:#])?\s*"
 _LEAD = r"(?:\s*[,;/]?\s*(?:(?:and|und)\s+)?(?:(?:on|in|at|auf)\s+)?)"
-_BACK = r"(?:\s*,?\s*(?:(?:in|of|on|from|at|der|in\s+der|aus|auf)\s+(?:the\s+)?)?)"
+_BACK = r"(?:\s*[,(]?\s*(?:(?:in|of|on|from|at|der|in\s+der|aus|auf)\s+(?:the\s+)?)?)"
+_SHRANGE = r"\s*(?:-|–|—|\bthrough\b|\bthru\b|\bto\b|\bbis\b)\s*"
 
 _PATTERN = re.compile(
     rf"(?P<sfirst>{_SER}{_KSEP.format(n=1)}(?P<s1>{_NUM}){_LEAD}(?P<k1>{_IMG}{_LABEL}){_KSEP.format(n=2)}(?P<l1>{_LIST}))"
     rf"|(?P<ifirst>(?P<k2>{_IMG}{_LABEL}){_KSEP.format(n=3)}(?P<l2>{_LIST}){_BACK}{_SER}\s*:?\s*(?P<s2>{_NUM}))"
     rf"|(?P<sb>(?-i:\bS(?:e\.?)?)\s?:?\s?(?P<s3>{_NUM})\s*[/,;]?\s*(?-i:B(?:i\.?)?)\s?:?\s?(?P<l3>{_LIST}))"
     rf"|(?P<ionly>(?P<k4>{_IMG}{_LABEL}){_KSEP.format(n=4)}(?P<l4>{_LIST}))"
+    rf"|(?P<scolon>(?:{_SER}|(?<![-–/])(?-i:\bS))\s?(?P<s7>{_NUM})\s?:\s?(?P<l7>{_LIST}))"
     rf"|(?P<sonly>{_SER}\s*:?\s*(?P<s5>{_NUM}))"
-    rf"|(?P<short>\(\s*(?P<s6>{_NUM})\s*:\s*(?P<l6>{_NUM}(?:\s*,\s*{_NUM})*)\s*\))",
+    rf"|(?P<short>(?<![\w:./,-])(?P<ob>\(\s*)?(?P<s6>{_NUM})\s?:\s?(?P<l6>{_NUM}(?:\s*,\s*{_NUM}(?!\s?:))*)"
+    rf"(?:{_SHRANGE}(?P<s8>{_NUM})\s?:\s?(?P<l8>{_NUM}))?(?![\w:/]|\.[0-9])(?P<cb>\s*\))?)",
     re.IGNORECASE,
 )
 _ITEM = re.compile(rf"({_JOIN})?({_NUM})", re.IGNORECASE)
@@ -61,47 +76,41 @@ _LIST_FOLLOWERS = frozenset(
     zeigt zeigen bzw sowie jeweils""".split()
 )
 _SHORT_BLOCK = re.compile(
-    r"\b(?:ratio|verhältnis|quotient|rate|score|grade|grad|stadium|stage|time|zeit|um|at|o'clock|uhr|dilution"
-    r"|verdünnung|scale|rads|mmhg|bpm)\W{0,12}$",
+    r"\b(?:ratio|verhältnis|quotient|rate|score|grade|grad|stadium|stage|time|zeit|o'clock|uhr|dilution"
+    r"|verdünnung|scale|rads|mmhg|bpm|thickness|collimation|pitch|kernel)\W{0,12}$",
     re.IGNORECASE,
 )
-_SHORT_AFTER_BLOCK = re.compile(r"\s*(?:uhr|h\b|hrs?\b|am\b|pm\b|min\b|%)", re.IGNORECASE)
+_SHORT_AFTER_BLOCK = re.compile(r"\s*(?:uhr|h\b|hrs?\b|am\b|pm\b|a\.m\.|p\.m\.|min\b|%)", re.IGNORECASE)
+# Shorthand outside brackets ("nodule, 3:23") needs more care than "(3:23)": any of these words earlier in the
+# sentence makes the pair a ratio, dose, score or setting, not a slice.
+_BARE_BLOCK = re.compile(
+    r"\b(?:ratio|verhältnis|quotient|rate|score|grade|grad|stage|stadium|dilution|verdünn\w*|mix\w*|mischung\w*"
+    r"|dose|dosis|pitch|scale|rads|category|kategorie|protocol|protokoll|thickness|collimation|kernel|bpm|mmhg)\b",
+    re.IGNORECASE,
+)
+# A time-like pair ("3:23") outside brackets is refused when the sentence talks about time or clock positions.
+_TIME_WORDS = re.compile(
+    r"\b(?:a\.?m\.?|p\.?m\.?|hours?|hrs?|o'?clock|uhr|um|time|zeit|clock|position|axis|nipple|breast|mamma"
+    r"|called|discussed|communicated|notified|paged|phone|telephone|telefon\w*|conveyed|read\s+back|dr|doctor"
+    r"|started|ended|completed|performed|acquired|injected|injection|delay|duration|dated?|scan(?:ned)?|exam)\b",
+    re.IGNORECASE,
+)
+_AT_BEFORE = re.compile(r"\b(?:at|um|gegen)\s+(?:the\s+)?\(?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"[0-9]\s*(?:mm|cm)\b", re.IGNORECASE)
+_SPINE = re.compile(r"vertebr|\blevels?\b|\bdis[ck]|foram|sacr|lumbar|spine|wirbel|\b[blh]wk\b", re.IGNORECASE)
 _CUE = re.compile(
     r"nodul|lesion|mass|cyst|focus|foci|opacit|consolidat|infiltrat|tumou?r|metasta|lymph|node|granulom|bulla"
     r"|effusion|atelecta|emphysem|plaque|calcif|sclero|sklero|thicken|bronchiect|pneumon|fibro|sequel|hernia|catheter"
     r"|herd|knoten|läsion|raumforderung|zyste|verdichtung|befund|erguss|ergüsse|atelekta|verkalk|verdick|lobe|lappen"
     r"|cardiomegal|kardiomegal|enlarg|vergrößer|pericard|perikard|aort|arteri|coronar|koronar|hiatus|hiatal|hernie"
-    r"|mosaic|mosaik|septal|septen|glass|milchglas|port\b|pacemaker|schrittmacher|stent|tube|sonde|clip|device"
+    r"|mosaic|mosaik|septal|septen|glass|milchglas|\bport\b|pacemaker|schrittmacher|stent|tube|sonde|clip|device"
+    r"|hypoden|hyperden|hypoatten|hyperatten|reticul|honeycomb|tree-in-bud|mucus|mucoid|plug|impaction|fractur"
+    r"|fraktur|deformit|osteophyt|spicul|thyroid|schilddrüse|adrenal|hepatic|liver|renal|kidney"
     r"|\d\s*(?:mm|cm)\b",
     re.IGNORECASE,
 )
 _EXPLICIT = re.compile(rf"{_SER}\s*:?\s*\d|{_IMG}{_LABEL}\s*:?\s*\d", re.IGNORECASE)
-# Text around a removed reference that would dangle: a preposition before it, brackets holding nothing else.
-_LEAD_WORD = re.compile(
-    r"(?:\b(?:see|cf\.|e\.g\.|siehe|vgl\.|in|on|at|auf|im|in\s+the\s+level\s+of|at\s+the\s+level\s+of)\s*)$",
-    re.IGNORECASE,
-)
-# Prefilter. Scanning the full pattern over every report is ~20x too slow, and most reports have no reference.
-# Every reference has a digit right after a keyword (or "(N:" for the shorthand). Each pattern below starts with a
-# literal, which the regex engine finds with a fast substring search, so a report without references costs a few
-# such scans of its lower-cased text. Only windows around the hits are scanned with the full pattern. The
-# prefilter may pass text that is no reference (the full pattern decides), but must never miss one.
-_LABEL_NUM = r"[\s.:#-]{0,6}(?:no\.?|nr\.?|number)?[\s.:#]{0,3}\d"
-_PREFILTERS_LOWER = tuple(
-    re.compile(p)
-    for p in (
-        r"seri[a-z]*[\s.:#-]{0,6}\d",
-        r"ser?\.?[\s.:]{0,3}\d",
-        r"im(?:ages?|gs?|a)?\.?" + _LABEL_NUM,
-        r"sect[a-z]*" + _LABEL_NUM,
-        r"slic[a-z]*" + _LABEL_NUM,
-        r"bild[a-z]*" + _LABEL_NUM,
-        r"schicht[a-z]*" + _LABEL_NUM,
-        r"\(\s*\d+\s*:",
-    )
-)
-_PREFILTER_CASED = re.compile(r"B(?:i\.?)?\s?:?\s?\d")  # "S3/B45", "Se. 5, Bi. 33"
-_WIN_BEFORE, _WIN_AFTER = 40, 160
+_RANGE_LEAD = re.compile(r"\b(?:from|von|between|zwischen)\s+$", re.IGNORECASE)
 _MAX_RANGE = 200
 _RANGE = frozenset(("-", "–", "—", "to", "bis"))
 
@@ -165,48 +174,58 @@ def _overlay(m: re.Match, colon: str, key: str) -> bool:
     return bool(m.group(colon)) or bool(re.search(r"(?:no|nr|number|#)\.?$", m.group(key), re.IGNORECASE))
 
 
-def _shorthand_ok(text: str, m: re.Match, has_explicit: bool, sent_start: int) -> bool:
-    a, rest = int(m.group("s6")), [int(x) for x in re.findall(r"\d+", m.group("l6"))]
+def _shorthand_ok(text: str, m: re.Match, has_explicit: bool, sent: tuple[int, int]) -> bool:
+    sa, sb = sent
+    a, rest = int(m.group("s6")), [int(x) for x in re.findall(r"[0-9]+", m.group("l6"))]
     before = text[max(0, m.start() - 40) : m.start()]
-    if _SHORT_BLOCK.search(before) or _SHORT_AFTER_BLOCK.match(text, m.end()):
+    end = m.end("l8") if m.group("s8") else m.end("l6")
+    if _SHORT_BLOCK.search(before) or _SHORT_AFTER_BLOCK.match(text, end):
         return False
-    timelike = a <= 23 and len(m.group("l6").split(",")[0].strip()) == 2 and rest[0] <= 59 and len(rest) == 1
+    first = m.group("l6").split(",")[0].strip()
+    timelike = a <= 23 and len(first) == 2 and rest[0] <= 59 and len(rest) == 1
     ratiolike = a <= 10 and all(x <= 10 for x in rest)
-    cue = bool(_CUE.search(text, sent_start, m.start()))
-    if ratiolike:
-        return has_explicit and cue
+    if timelike and (m.group("s6").startswith("0") or _AT_BEFORE.search(text, max(sa, m.start() - 12), m.start())):
+        return False  # "09:15", "at 10:30", "um (14:20)"
+    cue = bool(_CUE.search(text, sa, m.start()))
+    if not (m.group("ob") or m.group("cb")):  # outside brackets: "nodule, 3:23", "on 4:573", "4:86 through 4:120"
+        if not cue or a == 0 or first.startswith("0") or _UNIT_AFTER.match(text, end):
+            return False
+        if _BARE_BLOCK.search(text, sa, m.start()):
+            return False
+        if timelike and _TIME_WORDS.search(text, sa, sb):
+            return False
+        if ratiolike:
+            return has_explicit or bool(_SIZE.search(text, sa, m.start()))
+        return True
+    if ratiolike:  # "(2:1)": a low image number after a measured finding, or in a report with explicit references
+        return cue and (has_explicit or bool(_SIZE.search(text, sa, m.start())))
     if timelike:
         return cue  # a bracketed "(2:43)" right after a finding; times are caught by the words around them
     return has_explicit or cue
 
 
 class _Hit:
-    __slots__ = ("series", "images", "start", "end", "kind", "cut")
+    __slots__ = ("series", "images", "start", "end", "kind", "cut", "joined")
 
-    def __init__(self, series, images, start, end, kind):
+    def __init__(self, series, images, start, end, kind, cut=None, joined=False):
         self.series, self.images, self.start, self.end, self.kind = series, images, start, end, kind
-        self.cut = (start, end)
+        self.cut = cut or (start, end)
+        self.joined = joined  # the far end of a shorthand range: shares the snippet of the near end
+
+    def text(self, text: str) -> str:
+        return text[self.start : self.end]
 
 
 def _candidates(text: str) -> Iterable[re.Match]:
-    """Matches of the full pattern, scanned only in windows around prefilter hits (see `_PREFILTERS_LOWER`)."""
-    low = text.lower()
-    hits = [m.start() for p in _PREFILTERS_LOWER for m in p.finditer(low)]
-    hits.extend(m.start() for m in _PREFILTER_CASED.finditer(text))
-    if not hits:
-        return
-    hits.sort()
-    n = len(text)
-    windows: list[list[int]] = []
-    for h in hits:
-        a, b = max(0, h - _WIN_BEFORE), min(n, h + _WIN_AFTER)
-        if windows and a <= windows[-1][1]:
-            windows[-1][1] = b
-        else:
-            windows.append([a, b])
+    """Matches of the full pattern, tried only where the prefilter says one may start (see `ref_prefilter`): the
+    full pattern (about 0.3 us per character scanned) runs only at those positions, in order, skipping any inside a
+    match."""
     pos = 0
-    for a, b in windows:
-        for m in _PATTERN.finditer(text, max(a, pos), b):
+    for h in candidate_starts(text):
+        if h < pos:
+            continue
+        m = _PATTERN.match(text, h)
+        if m is not None and m.end() > m.start():
             pos = m.end()
             yield m
 
@@ -263,6 +282,16 @@ def _scan(text: str) -> tuple[list[_Hit], list[_Hit]]:
                 continue  # German "Im 2. Segment": an ordinal after the preposition, not "Im(age) 2"
             images, used = _parse_list(text, m.start("l4"), m.end("l4"), _overlay(m, "colon4", "k4"))
             refs.append(_Hit(last_series, images, m.start(), used, "image"))
+        elif g("scolon"):
+            bare_s = text[m.start()] == "S" and not text[m.start() + 1 : m.start() + 2].isalpha()
+            if _unit_follows_first(text, m, "l7") or (bare_s and not _bare_s_ok(text, m)):
+                if not bare_s and not _UNIT_AFTER.match(text, m.end("s7")):  # "Series 2: 5 mm ...": a mention
+                    last_series = int(g("s7"))
+                    mentions.append(_Hit(last_series, [], m.start(), m.end("s7"), "series"))
+                continue
+            images, used = _parse_list(text, m.start("l7"), m.end("l7"), True)
+            last_series = int(g("s7"))
+            refs.append(_Hit(last_series, images, m.start(), used, "series+image"))
         elif g("sonly"):
             if not _UNIT_AFTER.match(text, m.end()):
                 last_series = int(g("s5"))
@@ -270,90 +299,30 @@ def _scan(text: str) -> tuple[list[_Hit], list[_Hit]]:
         elif g("short"):
             if has_explicit is None:
                 has_explicit = bool(_EXPLICIT.search(text))
-            s0 = _sentence_at(text, m.start())[0]
-            if not _shorthand_ok(text, m, has_explicit, s0):
+            if not _shorthand_ok(text, m, has_explicit, _sentence_at(text, m.start())):
                 continue
             last_series = int(g("s6"))
-            images = [int(x) for x in re.findall(r"\d+", g("l6"))]
+            images = [int(x) for x in re.findall(r"[0-9]+", g("l6"))]
             # The span is the numbers only ("4:103"); the brackets go with the snippet cut.
-            refs.append(_Hit(last_series, images, m.start("s6"), m.end("l6"), "shorthand"))
+            if not g("s8"):
+                refs.append(_Hit(last_series, images, m.start("s6"), m.end("l6"), "shorthand"))
+                continue
+            # A range "4:86 through 4:120": both ends are references, the slices between are not claimed. The
+            # snippet cut covers the whole range and a "from"/"von" before it.
+            lead = _RANGE_LEAD.search(text, max(0, m.start("s6") - 12), m.start("s6"))
+            cut = (lead.start() if lead else m.start("s6"), m.end("l8"))
+            refs.append(_Hit(last_series, images, m.start("s6"), m.end("l6"), "shorthand", cut))
+            last_series = int(g("s8"))
+            refs.append(_Hit(last_series, [int(g("l8"))], m.start("s8"), m.end("l8"), "shorthand", cut, True))
     return refs, mentions
 
 
-def _cut_span(text: str, hit: _Hit, lo: int) -> tuple[int, int]:
-    """Widen a reference span to what must go with it: a leading 'in'/'see' and brackets holding only it."""
-    a, b = hit.start, hit.end
-    lead = _LEAD_WORD.search(text, max(lo, a - 30), a)
-    if lead:
-        a = lead.start()
-    la = a
-    while la > lo and text[la - 1] == " ":
-        la -= 1
-    if la > lo and text[la - 1] in "([" and text[b:].lstrip(" ,;").startswith((")", "]")):
-        close = b + len(text[b:]) - len(text[b:].lstrip(" ,;"))
-        a, b = la - 1, close + 1
-    return a, b
-
-
-_TIDY = [
-    (re.compile(r"\(\s*[,;:]*\s*\)|\[\s*[,;:]*\s*\]"), ""),
-    (re.compile(r"\(\s*[,;]\s*"), "("),
-    (re.compile(r"\s*[,;]\s*\)"), ")"),
-    (re.compile(r"\s+([,.;:)\]])"), r"\1"),
-    (re.compile(r"([(\[])\s+"), r"\1"),
-    (re.compile(r",\s*(?:,\s*)+"), ", "),
-    (re.compile(r"[,;:]\s*([.!?])"), r"\1"),
-    (re.compile(r"\s{2,}"), " "),
-]
-
-
-def _balance(s: str) -> str:
-    """Drop brackets left unmatched when a clause boundary fell inside "(IMA: 42, IMA: 47)"."""
-    if not any(c in s for c in "()[]"):
-        return s
-    keep = [True] * len(s)
-    stack: list[int] = []
-    for i, c in enumerate(s):
-        if c in "([":
-            stack.append(i)
-        elif c in ")]":
-            if stack:
-                stack.pop()
-            else:
-                keep[i] = False
-    for i in stack:
-        keep[i] = False
-    return "".join(c for c, k in zip(s, keep, strict=True) if k)
-
-
-_HEADER_PREFIX = re.compile(
-    r"^\s*(?:findings?|impressions?|conclusions?|befunde?|beurteilung|summary|assessment|zusammenfassung)\s*:\s*",
-    re.IGNORECASE,
-)
-
-
-def _tidy(s: str) -> str:
-    s = _HEADER_PREFIX.sub("", _balance(s))
-    for pat, rep in _TIDY:
-        s = pat.sub(rep, s)
-    s = s.strip(" ,;:-–\"'”“")
-    s = re.sub(r"^(?:and|und|or|oder)\s+", "", s, flags=re.I).strip(" ,;:")
-    if s and s[0].islower():
-        s = s[0].upper() + s[1:]
-    return s
-
-
-def _snippet(text: str, a: int, b: int, cuts: Iterable[tuple[int, int]]) -> str:
-    out, pos = [], a
-    for ca, cb in sorted(cuts):
-        ca, cb = max(ca, a), min(cb, b)
-        if cb <= ca or ca < pos:
-            continue
-        out.append(text[pos:ca])
-        out.append(" ")
-        pos = cb
-    out.append(text[pos:b])
-    return _tidy("".join(out))
+def _bare_s_ok(text: str, m: re.Match) -> bool:
+    """"S7: 311" with a bare capital S: inside brackets or after a finding, and not a spine level ("S1: ...")."""
+    sa, sb = _sentence_at(text, m.start())
+    if _SPINE.search(text, sa, sb):
+        return False
+    return text[max(sa, m.start() - 2) : m.start()].strip().endswith("(") or bool(_CUE.search(text, sa, m.start()))
 
 
 def mine_references(text: str) -> list[SliceReference]:
@@ -374,9 +343,13 @@ def mine_references(text: str) -> list[SliceReference]:
         if not inside:
             continue
         allhits = inside + [h for h in mentions if sa <= h.start < sb]
-        cuts = [_cut_span(text, h, sa) for h in allhits]
+        cuts = [cut_span(text, h.cut, sa) for h in allhits]
         for i, h in enumerate(inside):
-            if len(inside) == 1:
+            if h.joined and i > 0:  # far end of a shorthand range: the near end's snippet
+                snippet = out[-1].snippet
+                out.append(SliceReference(h.series, tuple(h.images), h.start, h.end, h.text(text), snippet, h.kind))
+                continue
+            if sum(not x.joined for x in inside) == 1:  # one reference (or one range) in the sentence
                 lo, hi = sa, sb
             else:
                 # Several references in one sentence: the clause running up to this one usually names the finding
@@ -385,7 +358,7 @@ def mine_references(text: str) -> list[SliceReference]:
                 # References next to each other ("IMA: 42, IMA: 47") share the previous one's snippet.
                 lo = sa if i == 0 else inside[i - 1].end
                 hi = h.end
-                if len(_snippet(text, lo, hi, cuts).split()) < 3:
+                if len(make_snippet(text, lo, hi, cuts).split()) < 3:
                     if i > 0 and not re.search(r"[^\W\d_]", text[inside[i - 1].end : h.start].replace("and", "")):
                         snippet = out[-1].snippet
                         out.append(
@@ -395,7 +368,7 @@ def mine_references(text: str) -> list[SliceReference]:
                         )
                         continue
                     lo, hi = h.start, inside[i + 1].start if i + 1 < len(inside) else sb
-            snippet = _snippet(text, lo, hi, cuts)
+            snippet = make_snippet(text, lo, hi, cuts)
             out.append(
                 SliceReference(h.series, tuple(h.images), h.start, h.end, text[h.start : h.end], snippet, h.kind)
             )

@@ -18,6 +18,7 @@ from ..data.records import StudyRecord
 from ..errors import ConfigError
 from ..features.collate import collate_features
 from ..features.store import FeatureRecord, FeatureStore
+from ..text.laterality import swap_laterality
 from .data import PROMPT_STREAM, SNIPPET_STREAM, Snippet, TrainSource, sample_rng
 
 DepthMap = Callable[[int], int | None]  # original depth cell -> cell in the returned grid (None: cropped away)
@@ -29,6 +30,10 @@ class FeatureProvider(Protocol):
 
 def _identity(cell: int) -> int:
     return cell
+
+
+def _same(text: str) -> str:
+    return text
 
 
 class CachedFeatures:
@@ -57,7 +62,14 @@ class CachedFeatures:
             self.stores.append(store)
 
     def get(self, source: int, record: StudyRecord, sample_index: int) -> tuple[FeatureRecord, DepthMap]:
-        return self.stores[source].read(record.key), _identity
+        store = self.stores[source]
+        fr = store.read(record.key)
+        if fr.axis2.shape[3] != store.spec.depth_tokens_per_window:
+            raise ConfigError(
+                f"{store.root}: {record.key} has {fr.axis2.shape[3]} depth tokens per window but the cache's "
+                f"preprocessing spec has {store.spec.depth_tokens_per_window} depth cells per window: snippet cells "
+                "would point at the wrong depth; extract the features with an encoder made for this spec")
+        return fr, _identity
 
     def identity(self) -> list[dict]:
         return [{"spec_hash": s.spec.hash(), "backbone_hash": s.backbone["hash"], "feature_dim": s.feature_dim}
@@ -123,9 +135,11 @@ def make_micro_batch(
         src = sources[s]
         rec = src.records[r]
         fr, depth_map = provider.get(s, rec, idx)
+        # a volume mirrored left-right is paired with text whose sides are swapped too (`text.laterality`)
+        side = swap_laterality if fr.meta and fr.meta.get("mirrored_lr") else _same
         feats.append(fr)
         keys.append(rec.key)
-        texts.append(rec.report_text)
+        texts.append(side(rec.report_text))
         lab = np.asarray(rec.labels, dtype=np.float32)
         if lab.shape != (n_questions,):
             raise ConfigError(f"{rec.key}: {lab.shape[0]} labels, the prompt bank has {n_questions} findings")
@@ -137,7 +151,7 @@ def make_micro_batch(
             if cell is None or not 0 <= cell < n_cells:
                 dropped += 1
                 continue
-            sn_text.append(sn.text)
+            sn_text.append(side(sn.text))
             sn_scan.append(row)
             sn_cell.append(cell)
     fb = collate_features(feats)

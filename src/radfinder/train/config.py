@@ -7,7 +7,6 @@ independent; the demo and official presets in `configs/train/` set the rest.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,10 +73,14 @@ class DataSection(_Strict):
 
 class LossSection(_Strict):
     weights: LossWeights = Field(default_factory=LossWeights)
-    t_init: float | None = math.log(10.0)  # None: keep the model's (e.g. from a checkpoint)
-    b_init: float | None = -10.0
-    localization_sigma: float = Field(2.0, ge=0.0)
-    localization_tau: float = Field(0.1, gt=0.0)
+    # SigLIP scale and bias at the start: None keeps the model's (a preset's t_init = ln 10 and b_init = -10, or the
+    # values a checkpoint learned: fine-tuning must not reset them unless asked)
+    t_init: float | None = None
+    b_init: float | None = None
+    # Localization target width (cells) and temperature live in the model's config (saved with every checkpoint and
+    # used by evaluation and inference); a value here replaces the model's for this run and is saved with it.
+    localization_sigma: float | None = Field(None, ge=0.0)
+    localization_tau: float | None = Field(None, gt=0.0)
     prompt_mode: Literal["first_only", "mean_all", "random_1", "random_1_to_n"] = "random_1"
     pos_weight_cap: float = Field(20.0, gt=0.0)
     # Question-group weight of the 18 CT-RATE findings (method notes 1.5: ctrate 5.0 vs RATE questions 1.0).
@@ -140,6 +143,7 @@ class TrainConfig(_Strict):
     seed: int = 42
     device: str = "auto"
     precision: Literal["auto", "bf16", "fp32", "fp64"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    compile: bool = False  # torch.compile the training step (worth it on long CUDA runs; first step compiles)
     model: ModelSection = Field(default_factory=ModelSection)
     data: DataSection = Field(default_factory=DataSection)
     losses: LossSection = Field(default_factory=LossSection)
@@ -153,7 +157,7 @@ class TrainConfig(_Strict):
 
 
 # Sections that may change between a checkpoint and its resumption without changing the loss trajectory.
-RESUME_FREE = ("logging", "checkpoint", "eval", "schedule.max_steps", "device", "distributed",
+RESUME_FREE = ("logging", "checkpoint", "eval", "schedule.max_steps", "device", "distributed", "compile",
                "data.augment.encoder_batch", "data.augment.preprocessed_cache")
 
 

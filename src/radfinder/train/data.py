@@ -19,6 +19,7 @@ import numpy as np
 
 from ..data.ctrate import DatasetError, load_ctrate
 from ..data.manifest import load_manifest
+from ..data.pairs import PairsFile, read_pairs
 from ..data.records import StudyRecord, labels_from_row
 from ..errors import ConfigError
 from .config import DatasetSection
@@ -42,6 +43,8 @@ class TrainSource:
     section: DatasetSection
     records: list[StudyRecord]
     snippets: dict[str, list[Snippet]] = field(default_factory=dict)
+    pair_counts: dict[str, int] = field(default_factory=dict)  # see `pair_counts`
+    pairs_spec_hash: str | None = None  # the spec the pairs were mined for (None: not recorded)
 
     def fingerprint(self) -> str:
         h = hashlib.sha256()
@@ -88,25 +91,15 @@ def apply_labels_csv(records: list[StudyRecord], path: str | Path) -> None:
             r.labels = labels_from_row(table[r.key])
 
 
-def load_pairs(path: str | Path, keys: set[str]) -> dict[str, list[Snippet]]:
-    """Snippets per volume key from a pairs.jsonl file; lines for keys outside `keys` are ignored."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"snippet-pairs file not found: {path}")
+def load_pairs(path: str | Path, keys: set[str], *, spec_hash: str | None = None,
+               what: str = "") -> tuple[dict[str, list[Snippet]], PairsFile]:
+    """Snippets per volume key from a pairs.jsonl file (`radfinder.data.pairs.read_pairs`: lines of keys outside
+    `keys` are set aside and counted; a file mined for another spec than `spec_hash` is refused)."""
+    pf = read_pairs(path, keys, spec_hash=spec_hash, what=what)
     out: dict[str, list[Snippet]] = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            key, text, cell = str(row["key"]), str(row["snippet"]), int(row["depth_cell"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise DatasetError(f"{path}:{n}: need a JSON object with key, snippet, depth_cell ({exc})") from exc
-        if cell < 0:
-            raise DatasetError(f"{path}:{n}: depth_cell must be >= 0, got {cell}")
-        if key in keys and text.strip():
-            out.setdefault(key, []).append(Snippet(text.strip(), cell))
-    return out
+    for row in pf.rows:
+        out.setdefault(row.key, []).append(Snippet(row.snippet, row.depth_cell))
+    return out, pf
 
 
 def build_sources(sections: list[DatasetSection]) -> list[TrainSource]:
@@ -115,9 +108,40 @@ def build_sources(sections: list[DatasetSection]) -> list[TrainSource]:
     sources = []
     for i, sec in enumerate(sections):
         records = load_records(sec)
-        snippets = load_pairs(sec.pairs, {r.key for r in records}) if sec.pairs else {}
-        sources.append(TrainSource(sec.name or f"{sec.kind}{i}", sec, records, snippets))
+        name = sec.name or f"{sec.kind}{i}"
+        snippets: dict[str, list[Snippet]] = {}
+        counts: dict[str, int] = {}
+        if sec.pairs:
+            spec_hash = _cache_spec_hash(sec.features) if sec.features else None
+            snippets, pf = load_pairs(sec.pairs, {r.key for r in records}, spec_hash=spec_hash,
+                                      what=f"the feature cache {sec.features}")
+            counts = pair_counts(pf, sec.split)
+        sources.append(TrainSource(name, sec, records, snippets, counts,
+                                   pf.spec_hash if sec.pairs else None))
     return sources
+
+
+def _cache_spec_hash(features: str) -> str | None:
+    """The preprocessing spec hash in a feature cache's header (None when the folder is no cache: the feature
+    provider reports that)."""
+    path = Path(features) / "cache.json"
+    if not path.is_file():
+        return None
+    try:
+        return str(json.loads(path.read_text())["spec_hash"])
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DatasetError(f"{path}: unreadable feature-cache header ({exc})") from exc
+
+
+def pair_counts(pf: PairsFile, split: str | None) -> dict[str, int]:
+    """What became of a pairs file's lines for one dataset: ``read``, ``kept``; dropped ``missing_scan`` (a line of
+    this split whose volume is not among the records) and ``empty_snippet``; ``other_split`` lines are another split's
+    (not dropped: they belong to another dataset or to evaluation)."""
+    other = pf.counts.get("other_keys", 0)
+    missing = pf.other_keys_by_split.get(split, 0) if split else 0
+    other -= missing
+    return {"read": pf.counts.get("read", 0), "kept": pf.counts.get("kept", 0), "missing_scan": missing,
+            "empty_snippet": pf.counts.get("empty_snippet", 0), "other_split": other}
 
 
 def _rng(*parts: int) -> np.random.Generator:

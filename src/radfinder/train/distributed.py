@@ -3,20 +3,25 @@
 `init_distributed()` reads the torchrun environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), picks
 NCCL when CUDA is present and gloo otherwise, and sets a collective timeout: if one rank dies, the others fail
 with a timeout error after `timeout_s` instead of hanging forever (torchrun then tears the job down).
+`collective_guard(what)` turns the backend's terse errors (a gloo timeout, a peer that closed its connection) into
+a `DistributedError` that names the rank, the operation it was waiting in and the timeout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from ..errors import RadfinderError
-from ..losses.collectives import all_gather_no_grad, all_gather_with_grad, dist_active
+from ..losses.collectives import all_gather_no_grad, all_gather_with_grad, dist_active, local_only
 
 log = logging.getLogger(__name__)
 
@@ -27,16 +32,20 @@ __all__ = [
     "all_gather_with_grad",
     "all_reduce_mean",
     "barrier",
+    "broadcast_from_main",
     "cleanup",
+    "collective_guard",
     "init_distributed",
     "is_distributed",
     "is_main_process",
+    "local_only",
     "local_rank",
     "rank",
     "world_size",
 ]
 
 DEFAULT_TIMEOUT_S = 1800.0
+_TIMEOUT_S = [DEFAULT_TIMEOUT_S]  # the timeout of the process group this process joined (for messages)
 
 
 class DistributedError(RadfinderError):
@@ -113,6 +122,7 @@ def init_distributed(
             f"rank {rank_}/{world}: could not join the {backend} process group at "
             f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} within {timeout_s:.0f} s: {exc}"
         ) from exc
+    _TIMEOUT_S[0] = float(timeout_s)
     log.info("rank %d/%d joined %s process group (device %s)", rank_, world, backend, dev)
     return DistInfo(rank_, local, world, backend, dev)
 
@@ -140,6 +150,54 @@ def is_main_process() -> bool:
 def barrier() -> None:
     if dist_active():
         dist.barrier()
+
+
+def broadcast_from_main(obj: Any) -> Any:
+    """Rank 0's `obj` on every rank (pickled through the process group); `obj` itself with one process."""
+    if not dist_active():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+_PEER_GONE = ("connection closed", "connection reset", "broken pipe", "connection refused")
+_TIMED_OUT = ("timed out", "timeout")
+
+
+def _is_collective_error(exc: BaseException) -> bool:
+    if isinstance(exc, getattr(dist, "DistError", ())):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("gloo" in text or "nccl" in text or any(
+        k in text for k in _PEER_GONE + _TIMED_OUT))
+
+
+@contextlib.contextmanager
+def collective_guard(what: str) -> Iterator[None]:
+    """Run a block that enters collectives; a collective that times out or loses its peer becomes a
+    `DistributedError` saying which rank waited, in `what`, for how long, and what to look at.
+
+    Every collective waits at most the process group's timeout (`distributed.timeout_s`), after which the backend
+    raises here (gloo) or its watchdog ends the process (NCCL); nothing waits forever.
+    """
+    try:
+        yield
+    except RadfinderError:
+        raise
+    except Exception as exc:
+        if not (dist.is_available() and dist.is_initialized()) or not _is_collective_error(exc):
+            raise
+        who = f"rank {dist.get_rank()}/{dist.get_world_size()}"
+        text = str(exc).lower()
+        if any(k in text for k in _PEER_GONE):
+            why = "another rank left the job (its connection closed): see that rank's error above"
+        elif any(k in text for k in _TIMED_OUT):
+            why = (f"the other ranks did not join within {_TIMEOUT_S[0]:.0f} s (distributed.timeout_s): one of them "
+                   "failed, is stuck, or is busy in work that takes longer (raise distributed.timeout_s if so)")
+        else:
+            why = f"a collective failed: {exc}"
+        raise DistributedError(f"{who}: {what}: {why}") from exc
 
 
 @torch.no_grad()

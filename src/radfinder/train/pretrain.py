@@ -33,6 +33,7 @@ from ..errors import CheckpointError
 from ..losses.dense_pretrain import DensePretrainHeads, dense_pretrain_loss
 from ..models.light3d import Light3DWindowEncoder
 from ..models.pretrained import read_safetensors
+from ..models.shipped import load_encoder_weights
 from ..preprocess.spec import resolve_spec
 from . import distributed as D
 from .checkpoint import (
@@ -131,6 +132,8 @@ def _run(cfg: PretrainConfig, out: Path, resume: bool, info: D.DistInfo, device:
     torch.manual_seed(cfg.seed)
     e = cfg.encoder
     encoder = Light3DWindowEncoder(e.widths, e.blocks, e.feature_dim, tuple(spec.window), e.spatial_grid)
+    if e.init:
+        encoder.load_state_dict(load_encoder_weights(e.init), strict=True)
     cache = _data(cfg, out, info, spec, encoder.map_size)
     heads = DensePretrainHeads(e.feature_dim, len(cfg.data.organs), len(cfg.data.lesions))
     module = PretrainModule(encoder, heads, {"encoder": encoder_config_from_module(encoder)}).to(device)

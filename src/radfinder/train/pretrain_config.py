@@ -47,6 +47,9 @@ class PretrainDataSection(_Strict):
 
 class EncoderSection(_Strict):
     kind: Literal["light3d"] = "light3d"
+    # Start from an earlier pre-training's encoder (a `<run>/encoder` folder or a shipped name): a continued
+    # pre-training; the architecture fields below must match it.
+    init: str | None = None
     widths: tuple[int, int, int] = (32, 64, 128)
     blocks: tuple[int, int, int] = (0, 2, 3)
     feature_dim: int = Field(192, ge=8)

@@ -4,7 +4,8 @@ This is the augmented alternative to the frozen-feature cache (method notes 1.3:
 window, e.g. 3 x 3 x 4 windows, and random flips of each axis with p = 0.5). It re-encodes every scan every
 time, so it is far slower than cached features; use it when augmentation matters more than speed.
 Crops start at whole depth cells along D so snippet targets stay on the cell grid; a target outside the crop is
-dropped for that step.
+dropped for that step. A flip of the left-right axis mirrors the patient: the report and snippets paired with that
+sample get their side words swapped (`radfinder.text.laterality`), so "left" still names the side it shows.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ class RawFeatures:
             raise ConfigError(f"preprocessing windows {self.window} differ from the window encoder's "
                               f"{tuple(self.encoder.window_size)}")
         self.depth_cell = self.window[2] // self.spec.depth_tokens_per_window
+        # the image axis that runs left-right: flipping it mirrors the patient, so paired text swaps its sides
+        self.lr_axis = next(i for i, c in enumerate(self.spec.orientation.upper()) if c in "LR")
         self.cache = None
         if augment.preprocessed_cache:
             from ..preprocess.cache import PreprocessedCache
@@ -114,7 +117,8 @@ class RawFeatures:
         affine = np.asarray(pre.affine, dtype=np.float64).copy()
         fr = FeatureRecord(key=record.key, cls=cls.reshape(*grid, e), patch_average=avg.reshape(*grid, e),
                            axis2=axis2.reshape(*grid, axis2.shape[1], e), affine=affine,
-                           meta={"crop_depth_offset": d0, "flips": list(flips)})
+                           meta={"crop_depth_offset": d0, "flips": list(flips),
+                                 "mirrored_lr": bool(flips[self.lr_axis])})
         n_cells = fr.n_depth_cells
         shift = d0 // self.depth_cell
 

@@ -108,7 +108,8 @@ def make_toy_cohort(root: str | Path, n: int = 32, *, seed: int = 0, feature_dim
             w, t = divmod(cell, DEPTH_TOKENS)
             axis2[:, :, w, t] += 3.0 * markers[(side, lobe)]
             text = f"nodule in the {side} {lobe} lobe"
-            pairs.append({"key": key, "snippet": text, "depth_cell": cell})
+            pairs.append({"key": key, "snippet": text, "depth_cell": cell, "split": "train",
+                          "spec_hash": store.spec.hash()})
             texts.append(text)
         store.write(FeatureRecord(key, cls, avg, axis2, np.eye(4)))
         row = {"id": key, "volume": f"volumes/{key}.nii.gz", "findings": findings, "impressions": impressions,

@@ -9,6 +9,7 @@ makes `--resume` bit-exact.
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import os
 import sys
@@ -23,6 +24,7 @@ import torch.distributed as dist
 from ..config import dump_config
 from ..device import resolve_device
 from ..errors import CheckpointError, ConfigError, RadfinderError
+from ..models.accel import maybe_compile
 from .batches import CachedFeatures, MicroBatch, make_micro_batch
 from .checkpoint import (
     capture_rng,
@@ -36,7 +38,15 @@ from .checkpoint import (
 )
 from .config import TrainConfig
 from .data import MixedOrder, build_sources
-from .distributed import DistInfo, barrier, cleanup, init_distributed
+from .distributed import (
+    DistInfo,
+    barrier,
+    broadcast_from_main,
+    cleanup,
+    collective_guard,
+    init_distributed,
+    local_only,
+)
 from .hooks import EvalContext, EvalHook, eval_mode
 from .logs import RunLogger
 from .optim import build_optimizer, lr_at, select_trainable, set_lr
@@ -61,6 +71,7 @@ class TrainResult:
     seconds: float
     samples_per_s: float | None
     eval: dict[str, float] = field(default_factory=dict)
+    pairs: dict[str, Any] = field(default_factory=dict)  # snippet pairs read, kept and dropped (see data.json)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
@@ -103,6 +114,10 @@ class Trainer:
                 crit.t.fill_(cfg.losses.t_init)
             if cfg.losses.b_init is not None:
                 crit.b.fill_(cfg.losses.b_init)
+        loc = {k: getattr(cfg.losses, k) for k in ("localization_sigma", "localization_tau")
+               if getattr(cfg.losses, k) is not None}
+        if loc:  # the model's config is the one home of these: what the run trains with is what it saves
+            self.model.config = self.model.config.model_copy(update=loc)
         self.trainable_names = select_trainable(self.model, cfg.model.text_train)
         if cfg.model.text_train == "frozen":
             self.model.cache_text_features(True)  # a frozen text tower's features never change: encode once
@@ -121,10 +136,12 @@ class Trainer:
                                         self.autocast)
             feature_identity = self.provider.identity()
 
+        self._check_pairs_spec(feature_identity)
         texts, self.prompt_shape = prompt_texts(cfg.data.prompt_bank)
         self.prompt_tokens = self.model.tokenize(texts)
         self.settings = LossSettings(
-            weights=cfg.losses.weights, sigma=cfg.losses.localization_sigma, tau=cfg.losses.localization_tau,
+            weights=cfg.losses.weights, sigma=self.model.config.localization_sigma,
+            tau=self.model.config.localization_tau,
             prompt_mode=cfg.losses.prompt_mode,
             pos_weight=pos_weight(self.sources, cfg.losses.pos_weight_cap).to(self.device),
             question_weight=torch.full((self.prompt_shape[0],), cfg.losses.prompt_question_weight,
@@ -156,10 +173,14 @@ class Trainer:
             # the only buffers are constant RoPE periods: synced once at construction, never per forward
             sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters
                     else {"broadcast_buffers": False})
-            self.wrapped = DDP(step_module, device_ids=ids, find_unused_parameters=False, **sync)
+            with collective_guard("the initial weight broadcast (DDP setup)"):
+                self.wrapped = DDP(step_module, device_ids=ids, find_unused_parameters=False, **sync)
         else:
             self.wrapped = step_module
+        self.wrapped = maybe_compile(self.wrapped, cfg.compile)  # same parameters; compiled on the first step
 
+        # hooks run on rank 0 only; *when* to evaluate depends on the config alone, so every rank takes part in the
+        # same collectives whether or not it holds hooks (an evaluation only rank 0 entered hung the job)
         self.hooks: list[EvalHook] = list(hooks or []) if self.is_main else []
         if cfg.eval.retrieval is not None and hooks is None:
             raise ConfigError(
@@ -168,6 +189,8 @@ class Trainer:
             )
         self.start_step = 0
         self.last_checkpoint: Path | None = None
+        self.snippets_dropped = 0  # snippets whose cell fell outside their scan's grid, all ranks, this process's run
+        self._dropped_local = 0
         self._epoch_cache: tuple[int, Any] | None = None
         self._prepare_out_dir(resume)
         # distinct dropout masks per rank; restored from the checkpoint when resuming
@@ -177,6 +200,33 @@ class Trainer:
         self.logger = RunLogger(self.out_dir, enabled=self.is_main, tensorboard=cfg.logging.tensorboard,
                                 tb_every=cfg.logging.log_every, progress=show, start_step=self.start_step,
                                 total_steps=self.end_step)
+        self._report_pairs()
+
+    def _check_pairs_spec(self, feature_identity: list[dict]) -> None:
+        """Pairs index depth cells of the grid of the spec they were mined for: refuse them on another grid."""
+        for src, ident in zip(self.sources, feature_identity, strict=True):
+            want = ident.get("spec_hash")
+            if src.pairs_spec_hash is not None and want is not None and src.pairs_spec_hash != want:
+                where = "the feature cache" if self.cfg.data.source == "features" else "the model's preprocessing"
+                raise ConfigError(
+                    f"{src.section.pairs}: pairs were mined for preprocessing spec {src.pairs_spec_hash}, but {where} "
+                    f"of dataset {src.name!r} uses spec {want}; mine the pairs again with that spec")
+
+    def pairs_summary(self) -> dict[str, Any]:
+        """Snippet pairs per dataset (read, kept, dropped and why) plus those dropped during training."""
+        return {"datasets": {s.name: dict(s.pair_counts) for s in self.sources if s.section.pairs},
+                "dropped_cell_outside_grid": self.snippets_dropped}
+
+    def _report_pairs(self) -> None:
+        if not self.is_main:
+            return
+        summary = self.pairs_summary()
+        _atomic_json(self.out_dir / "data.json", {"pairs": summary})
+        for name, c in summary["datasets"].items():
+            lost = c.get("missing_scan", 0) + c.get("empty_snippet", 0)
+            if lost:
+                self.logger.message(f"{name}: {lost} of {c['read']} snippet pairs dropped ({c['missing_scan']} "
+                                    f"without their scan, {c['empty_snippet']} empty); {c['kept']} used")
 
     # ------------------------------------------------------------------------------------------ setup helpers
     def _prepare_out_dir(self, resume: bool) -> None:
@@ -215,9 +265,10 @@ class Trainer:
         for k in range(self.cfg.batch.accum):
             rows = range(lo + k * micro, lo + (k + 1) * micro)
             items = [(int(order[i, 0]), int(order[i, 1]), base + i) for i in rows]
-            mb, _ = make_micro_batch(items, self.sources, self.provider, seed=self.cfg.seed,
-                                     n_questions=self.prompt_shape[0], n_variants=self.prompt_shape[1],
-                                     max_snippets=self.cfg.data.max_snippets_per_scan)
+            mb, dropped = make_micro_batch(items, self.sources, self.provider, seed=self.cfg.seed,
+                                           n_questions=self.prompt_shape[0], n_variants=self.prompt_shape[1],
+                                           max_snippets=self.cfg.data.max_snippets_per_scan)
+            self._dropped_local += dropped
             out.append(mb.to(self.device, self.param_dtype))
         return out
 
@@ -242,7 +293,8 @@ class Trainer:
         mine = capture_rng()
         if self.world > 1:
             every: list[Any] = [None] * self.world
-            dist.all_gather_object(every, mine)
+            with collective_guard(f"gathering every rank's RNG state for the checkpoint of step {steps_done}"):
+                dist.all_gather_object(every, mine)
         else:
             every = [mine]
         if self.is_main:
@@ -254,19 +306,23 @@ class Trainer:
                                    "warmup_steps": self.warmup_steps}}
             self.last_checkpoint = save_checkpoint(self.out_dir, steps_done, self.model, self.optimizer, state, every,
                                                    self.cfg.checkpoint.keep_last)
-        barrier()
+        with collective_guard(f"waiting for rank 0 to write the checkpoint of step {steps_done}"):
+            barrier()
 
     def evaluate(self, steps_done: int) -> dict[str, float]:
+        """Run the hooks on rank 0 (alone: no collective inside, see `local_only`) while the other ranks wait;
+        every rank returns rank 0's results. Called on every rank at the same steps."""
         out: dict[str, float] = {}
         if self.is_main and self.hooks:
             ctx = EvalContext(self.model, steps_done, steps_done / self.steps_per_epoch, self.device, self.out_dir)
             state = torch.get_rng_state()  # hooks must not shift the training RNG stream
-            with eval_mode(self.model):
+            with eval_mode(self.model), local_only():
                 for hook in self.hooks:
                     out.update(hook(ctx))
             torch.set_rng_state(state)
-        barrier()
-        return out
+        what = "sharing the evaluation results" if self.is_main else "waiting for rank 0's evaluation"
+        with collective_guard(f"{what} after step {steps_done}"):
+            return broadcast_from_main(out)
 
     # ------------------------------------------------------------------------------------------ loop
     def run(self) -> TrainResult:
@@ -280,7 +336,11 @@ class Trainer:
                 if fail and fail == f"{self.rank}:{step}":
                     raise TrainingFailed(f"rank {self.rank}: injected failure at step {step} ({FAIL_ENV})")
                 t0 = time.perf_counter()
-                stats = self.compute_gradients(step)
+                with collective_guard(f"the gradient exchange of step {step + 1}"):
+                    self._dropped_local = 0
+                    stats = self.compute_gradients(step)
+                    dropped = self._sum_over_ranks(self._dropped_local)
+                self.snippets_dropped += dropped
                 gnorm, lr = self.apply_update(step)
                 dt = time.perf_counter() - t0
                 samples += stats.n_samples
@@ -293,10 +353,10 @@ class Trainer:
                     "lr": lr, "t": t_now, "b": float(self.model.criterion.b.detach()),
                     "logit_scale": math.exp(t_now), "grad_norm": gnorm,
                     "samples_per_s": stats.n_samples / dt if dt > 0 else None, "negatives": stats.negatives,
-                    "snippets": stats.n_snippets, "labelled": stats.n_labelled,
+                    "snippets": stats.n_snippets, "labelled": stats.n_labelled, "snippets_dropped": dropped,
                 }
                 every = cfg.eval.every_steps
-                if (every and done % every == 0) or (done == self.end_step and cfg.eval.at_end and self.hooks):
+                if (every and done % every == 0) or (done == self.end_step and cfg.eval.at_end):
                     last_eval = self.evaluate(done)
                     record.update(last_eval)
                 self.logger.step(record)
@@ -304,6 +364,8 @@ class Trainer:
                 if done % cfg.checkpoint.every_steps == 0 or (done == self.end_step and cfg.checkpoint.final):
                     self.save(done)
             sps = samples / busy if busy > 0 else None
+            if self.is_main:
+                _atomic_json(self.out_dir / "data.json", {"pairs": self.pairs_summary()})
         except BaseException as exc:
             if self.world > 1:  # say which rank went first; the others only see a broken collective
                 print(f"rank {self.rank}/{self.world}: training failed: {type(exc).__name__}: {exc}", file=sys.stderr,
@@ -314,7 +376,21 @@ class Trainer:
             if self.owns_group:
                 cleanup()
         return TrainResult(self.out_dir, self.end_step, self.total_steps, self.end_step / self.steps_per_epoch,
-                           last_loss, self.last_checkpoint, time.perf_counter() - t_start, sps, last_eval)
+                           last_loss, self.last_checkpoint, time.perf_counter() - t_start, sps, last_eval,
+                           self.pairs_summary())
+
+    def _sum_over_ranks(self, n: int) -> int:
+        if self.world == 1:
+            return int(n)
+        t = torch.tensor([int(n)], dtype=torch.int64, device=self.device)
+        dist.all_reduce(t)
+        return int(t.item())
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, *, hooks: list[EvalHook] | None = None,
