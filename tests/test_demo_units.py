@@ -117,5 +117,5 @@ def test_changing_only_n_boot_reruns_the_evaluation_alone(tmp_path, monkeypatch)
     assert calls == ["cohort", "train", "evaluate", "evaluate"]
     pipeline.run_demo(tmp_path, DemoSettings(n_boot=50, device="cpu", progress=False), log=log)  # execution only
     assert calls[4:] == []
-    with pytest.raises(ValueError, match="other settings \\(seed\\)"):
+    with pytest.raises(ConfigError, match="other settings \\(seed\\)"):
         pipeline.run_demo(tmp_path, DemoSettings(n_boot=50, seed=1), log=log)
