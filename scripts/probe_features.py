@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/probe_features.py DEMO_OUT [--c 0.1] [--json]
         a demo run's cached features: fitted on its train split, scored on its held-out valid split
-    .venv/bin/python scripts/probe_features.py --cohort PROBE_DIR --encoder NAME [--n-boot 1000] [--json]
+    .venv/bin/python scripts/probe_features.py --cohort PROBE_DIR --encoder NAME [--n-boot 10000] [--json]
         a probe cohort (`radfinder synth PROBE_DIR --stream probe --studies 900 --valid-fraction 0.55`: its own
         random stream, disjoint from pre-training and from every demo seed); NAME is pretrained-synthetic,
         histogram, or a `radfinder pretrain-encoder` output folder (RUN/encoder)
@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from radfinder.data.ctrate import load_ctrate  # noqa: E402
+from radfinder.eval.bootstrap import DEFAULT_N_BOOT  # noqa: E402
 from radfinder.eval.probe import linear_probe, probe_cohort, scan_vectors  # noqa: E402
 from radfinder.features import FeatureStore  # noqa: E402
 from radfinder.text.findings import CTRATE_FINDINGS  # noqa: E402
@@ -44,7 +45,7 @@ def main() -> None:
     ap.add_argument("--cohort", type=Path, help="a probe cohort (synth --stream probe)")
     ap.add_argument("--encoder", default="pretrained-synthetic")
     ap.add_argument("--c", type=float, default=0.1, help="inverse L2 strength of the logistic regressions")
-    ap.add_argument("--n-boot", type=int, default=1000)
+    ap.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     if a.cohort is not None:

@@ -4,7 +4,10 @@ Seed 12 with 4 studies gives both splits, a patient with two studies and a study
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+
+import numpy as np
 
 COHORT_SEED = 12
 COHORT_STUDIES = 4
@@ -52,3 +55,24 @@ def _has_openpyxl() -> bool:
     except ImportError:
         return False
     return True
+
+
+def depth_cell_by_hand(affine, spec, z_mm: float) -> int:
+    """Depth cell of world height `z_mm` in a preprocessed axial image with voxel->RAS `affine`, written out by hand
+    (independent of `Geometry.depth_cell_of_world`, which the miner uses): the image's third axis runs along world
+    z only, voxel k lies at z = affine[2, 3] + k * affine[2, 2] and covers [k - 1/2, k + 1/2); cell c holds voxels
+    [c*n, (c+1)*n) with n = window depth / depth tokens per window, so z falls in cell floor((k + 1/2) / n)."""
+    a = np.asarray(affine, dtype=np.float64)
+    assert abs(a[2, 0]) < 1e-9 and abs(a[2, 1]) < 1e-9 and abs(a[2, 2]) > 0, "not an axial image"
+    k = (z_mm - a[2, 3]) / a[2, 2]
+    n = spec.window[2] // spec.depth_tokens_per_window
+    return math.floor((k + 0.5) / n)
+
+
+def depth_cell_bounds_by_hand(affine, spec, cell: int) -> tuple[float, float]:
+    """World z extent (ascending) of depth cell `cell`: voxel edges c*n - 1/2 and (c+1)*n - 1/2 along the third
+    axis, through the affine (see `depth_cell_by_hand`)."""
+    a = np.asarray(affine, dtype=np.float64)
+    n = spec.window[2] // spec.depth_tokens_per_window
+    ends = sorted(float(a[2, 3] + v * a[2, 2]) for v in (cell * n - 0.5, (cell + 1) * n - 0.5))
+    return ends[0], ends[1]

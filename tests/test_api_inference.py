@@ -145,6 +145,7 @@ def test_classify_is_mean7_softmax(model, encoding):
         assert 0.0 <= s.probability <= 1.0
 
 
+@pytest.mark.slow  # 26 s in the full suite (--durations)
 def test_classify_defaults_to_ctrate_and_reuses_prompts(model, scan, encoding, tmp_path):
     prompts = prompt_embeddings(model)
     scores = classify(model, encoding, prompts=prompts)
@@ -214,7 +215,7 @@ def test_encode_text_heads_differ_and_errors(model):
         load_model("no-such-model", device="cpu")
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # 15 s alone, 24 s in the full suite on 2 shared cores
 def test_real_ct_classify_and_localize(real_data):
     path = real_data / "totalsegmentator_ct" / "aorta_crop" / "ct_cropped.nii.gz"
     if not path.is_file():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import shutil
 import subprocess
@@ -19,13 +18,6 @@ from radfinder.models.official import config_from_official
 MODEL_GROUPS = ("rope", "fold", "window", "combiner", "heads", "text", "e2e", "layout")
 
 
-def _available(module: str, name: str) -> bool:
-    try:
-        return hasattr(importlib.import_module(module), name)
-    except ImportError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def results(compat_dir):
     return verify(compat_dir)
@@ -40,27 +32,17 @@ def test_every_model_vector_matches(results):
     assert {"layout.keys_real(meta)", "layout.keys_small", "text.lora_merged_semantics.right.pooled"} <= names
 
 
-@pytest.mark.parametrize(
-    "group,module,name",
-    [
-        ("losses", "radfinder.losses.siglip", "siglip_loss"),
-        ("preprocess", "radfinder.io", "load_volume"),
-    ],
-)
-def test_other_groups(results, group, module, name):
+@pytest.mark.parametrize("group", ["losses", "preprocess"])
+def test_other_groups(results, group):
     checks = [c for c in results if c.name.split(".")[0] in (group, f"tv_{group}")]
     assert checks
-    if not _available(module, name):
-        assert all(not c.ok and "not available" in c.note for c in checks)  # counted as a failure
-        pytest.skip(f"{module}.{name} not available yet")
     assert all(c.ok for c in checks), [(c.name, c.note) for c in checks if not c.ok]
 
 
 def test_every_stored_tensor_is_checked(results):
     coverage = [c for c in results if c.name.startswith("coverage.")]
     assert coverage
-    skipped = {"coverage.tv_preprocess.safetensors"} if not _available("radfinder.io", "load_volume") else set()
-    assert all(c.ok for c in coverage if c.name not in skipped), [c.note for c in coverage if not c.ok]
+    assert all(c.ok for c in coverage), [c.note for c in coverage if not c.ok]
 
 
 def test_official_state_dict_loads_without_missing_or_unexpected(compat_dir):
@@ -115,5 +97,4 @@ def test_cli_module_entry_point(compat_dir):
     )
     data = json.loads(proc.stdout)
     assert data["n_checks"] > 100
-    expected = 0 if _available("radfinder.io", "load_volume") else 1
-    assert proc.returncode == expected, [c for c in data["checks"] if not c["ok"]]
+    assert proc.returncode == 0, [c for c in data["checks"] if not c["ok"]]

@@ -40,6 +40,7 @@ def _run(args: list[str], capsys) -> tuple[int, str]:
     return code, capsys.readouterr().out
 
 
+@pytest.mark.slow  # 24 s in the full suite (--durations)
 def test_clean_cohort_and_mirrors_pass(tmp_path_factory, capsys):
     cohort = synth_cohort(tmp_path_factory)
     code, out = _run(["check-data", "ctrate", str(cohort), "--deep", "--workers", "2", "--json"], capsys)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from radfinder.demo.summary import format_table, markdown_table, summarize
+from radfinder.errors import ConfigError
 
 
 def test_summary_has_the_headline_keys():
@@ -58,7 +59,7 @@ def test_a_rerun_stage_invalidates_every_later_stage(tmp_path, monkeypatch):
 def test_an_unknown_encoder_is_refused_before_any_stage_runs(tmp_path):
     from radfinder.demo import DemoSettings, run_demo
 
-    with pytest.raises(ValueError, match="encoder must be one of pretrained-synthetic, histogram"):
+    with pytest.raises(ConfigError, match="encoder must be one of pretrained-synthetic, histogram"):
         run_demo(tmp_path / "d", DemoSettings(encoder="spectre"), log=lambda m: None)
     assert not (tmp_path / "d").exists()
 
@@ -116,5 +117,5 @@ def test_changing_only_n_boot_reruns_the_evaluation_alone(tmp_path, monkeypatch)
     assert calls == ["cohort", "train", "evaluate", "evaluate"]
     pipeline.run_demo(tmp_path, DemoSettings(n_boot=50, device="cpu", progress=False), log=log)  # execution only
     assert calls[4:] == []
-    with pytest.raises(ValueError, match="other settings \\(seed\\)"):
+    with pytest.raises(ConfigError, match="other settings \\(seed\\)"):
         pipeline.run_demo(tmp_path, DemoSettings(n_boot=50, seed=1), log=log)

@@ -8,11 +8,10 @@ import json
 from pathlib import Path
 
 import nibabel as nib
-import numpy as np
 import pytest
 
 import radfinder.cli.mine_cmds  # noqa: F401  (registers `mine` until cli/main.py imports it)
-from helpers_data import synth_cohort
+from helpers_data import depth_cell_bounds_by_hand, depth_cell_by_hand, synth_cohort
 from radfinder.cli import main
 from radfinder.data.mining import ReportItem, make_dicom_locator, mine_dataset, mine_records
 from radfinder.io.dicom_index import index_dicom_study
@@ -69,7 +68,7 @@ def test_cli_writes_one_line_per_reference_volume_and_cell(cohort, truth, tmp_pa
     vol = next(v for v in by_study[line["report_id"]]["volumes"] if v["name"].startswith(line["key"] + "."))
     img = nib.load(cohort / vol["path"])
     g = plan_geometry(img.shape, img.affine, PreprocessSpec())
-    lo, hi = g.depth_cell_bounds_mm(line["depth_cell"])
+    lo, hi = depth_cell_bounds_by_hand(g.affine, PreprocessSpec(), line["depth_cell"])
     assert lo <= line["world_z_mm"] < hi and line["cell_world_z_mm"] == pytest.approx((lo + hi) / 2, abs=1e-3)
     assert line["spec_hash"] == PreprocessSpec().hash()
 
@@ -91,7 +90,7 @@ def test_study_with_two_volumes_gets_a_line_per_volume(cohort, truth, tmp_path):
         vol = next(v for v in t["volumes"] if v["name"].startswith(line["key"] + "."))
         img = nib.load(cohort / vol["path"])
         g = plan_geometry(img.shape, img.affine, PreprocessSpec())
-        assert line["depth_cell"] == int(g.depth_cell_of_world(np.array([0.0, 0.0, z])))
+        assert line["depth_cell"] == depth_cell_by_hand(g.affine, PreprocessSpec(), z)
         assert line["world_z_mm"] == pytest.approx(z, abs=1e-3)
 
 
@@ -119,7 +118,7 @@ def _outside_image(cohort: Path, t: dict) -> tuple[int, int] | None:
     s = next(x for x in t["series"] if x["role"] == "thin")
     index = index_dicom_study(cohort / s["dicom_dir"])
     for inst in sorted(index.instances, key=lambda i: i.position[2]):
-        if not 0 <= int(g.depth_cell_of_world(np.array(inst.position))) < g.n_depth_cells:
+        if not 0 <= depth_cell_by_hand(g.affine, PreprocessSpec(), inst.position[2]) < g.shape[2] // 4:
             return s["number"], inst.instance_number
     return None
 

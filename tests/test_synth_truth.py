@@ -15,6 +15,7 @@ from radfinder.data.synth.cohort import plan_cohort
 from radfinder.data.synth.findings import plan_findings
 from radfinder.data.synth.render import render_volumes, scan_geometry
 from radfinder.data.synth.study import ANATOMY, FINDINGS, NOISE, rng_for, run_study
+from radfinder.io import load_volume
 from radfinder.text.findings import CTRATE_FINDINGS
 
 SEED = 21
@@ -65,10 +66,6 @@ def test_dicom_geometry_matches_simpleitk_and_nifti(study):
 
 
 def test_geometry_agrees_with_radfinder_reader(study):
-    try:
-        from radfinder.io import load_volume
-    except ImportError:
-        pytest.skip("radfinder.io.load_volume is not available yet (written by the io area)")
     out, t = study
     for v in t["all"]["volumes"]:
         s = next(x for x in t["all"]["series"] if x["number"] == v["series_number"])

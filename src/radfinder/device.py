@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .errors import ConfigError
+
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if isinstance(device, torch.device):
@@ -12,7 +14,5 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        from .errors import ConfigError
-
         raise ConfigError(f"device {device!r} requested but CUDA is not available on this machine")
     return dev

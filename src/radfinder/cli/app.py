@@ -13,6 +13,13 @@ app = typer.Typer(
 )
 
 
+# Set by the root option `--debug` (or RADFINDER_DEBUG=1): `main` then lets an internal error's traceback through.
+state = {"debug": False}
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback when radfinder fails internally."),
+) -> None:
     """3D CT vision-language models: read scans, mine reports, train, evaluate and run RadFinder."""
+    state["debug"] = state["debug"] or debug

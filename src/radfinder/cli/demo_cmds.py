@@ -30,7 +30,9 @@ def demo(
     ),
     epochs: float = typer.Option(DemoSettings.train_epochs, "--epochs", help="Training epochs (combiner, heads)."),
     max_steps: int = typer.Option(0, "--max-steps", help="Stop training after this many steps (0: no limit)."),
-    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the confidence intervals."),
+    n_boot: int = typer.Option(
+        DemoSettings.n_boot, "--n-boot", help="Bootstrap resamples for the confidence intervals."
+    ),
     workers: int = typer.Option(0, "--workers", "-w", help="Processes for the cohort (0: one per CPU core)."),
     redo: list[str] = typer.Option([], "--redo", help="Run this stage (and every later one) again."),
     stop_after: str = typer.Option("", "--stop-after", help="Stop after this stage."),
@@ -51,13 +53,8 @@ def demo(
         n_boot=n_boot,
         workers=workers or None,
     )
-    try:
-        result = run_demo(
-            out, settings, redo=redo, stop_after=stop_after or None, log=(lambda m: None) if json_out else typer.echo
-        )
-    except ValueError as exc:
-        from ..errors import RadfinderError
-
-        raise RadfinderError(str(exc)) from exc
+    result = run_demo(
+        out, settings, redo=redo, stop_after=stop_after or None, log=(lambda m: None) if json_out else typer.echo
+    )
     if json_out:
         print_json(result)

@@ -25,7 +25,7 @@ def evaluate_cmd(
                                               "(default: embed raw scans)."),
     pairs: Path | None = typer.Option(None, "--pairs", help="Snippet pairs (pairs.jsonl) for localization."),
     out: Path = typer.Option(Path("eval-out"), "--out", "-o", help="Folder for metrics.json and report.html."),
-    n_boot: int = typer.Option(10000, "--n-boot", help="Bootstrap resamples for the CIs (0: none)."),
+    n_boot: int = typer.Option(10_000, "--n-boot", help="Bootstrap resamples for the CIs (0: none)."),
     seed: int = typer.Option(0, "--seed", help="Bootstrap and baseline seed."),
     limit: int = typer.Option(0, "--limit", help="Evaluate only the first N records (smoke runs)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),

@@ -61,7 +61,7 @@ def inspect(
         None, "--series", help="DICOM series: SeriesNumber, SeriesInstanceUID or a SeriesDescription substring."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
-    png: Path | None = typer.Option(None, "--png", help="Write a three-plane preview PNG here."),
+    png: Path | None = typer.Option(None, "--out", "-o", "--png", help="Write a three-plane preview PNG here."),
     window: str = typer.Option("-1000,1000", "--window", help="HU window LOW,HIGH for the preview."),
     allow_non_ct: bool = typer.Option(False, "--allow-non-ct", help="Accept DICOM modalities other than CT."),
     allow_tilt: bool = typer.Option(False, "--allow-tilt", help="Accept gantry-tilted DICOM (sheared affine)."),

@@ -16,7 +16,7 @@ def mine_cmd(
         ..., "--reports", help="CT-RATE style reports CSV (VolumeName + text columns); repeat for several splits."
     ),
     dicom_root: Path = typer.Option(..., "--dicom-root", help="Folder holding one DICOM folder per study."),
-    out: Path = typer.Option(..., "--out", help="Output JSON lines, one per (reference, volume, depth cell)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output JSON lines, one per (reference, volume, depth cell)."),
     dataset_root: Path | None = typer.Option(
         None, "--dataset-root", help="CT-RATE dataset folder with the NIfTI volumes (default: found from --reports)."
     ),

@@ -86,7 +86,7 @@ def embed_cmd(
     checkpoint: str = typer.Argument(..., help=_CKPT_HELP),
     scans: list[Path] = typer.Argument(..., help="Scans: NIfTI/NRRD/NPZ files or DICOM folders."),
     text: list[str] = typer.Option([], "--text", help="Text to embed too (repeatable); reports cosine similarity."),
-    out: Path | None = typer.Option(None, "--out", help="Write all embeddings to this .npz."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write all embeddings to this .npz."),
     device: str = typer.Option("auto", "--device", help=_DEVICE_HELP),
     chunk_size: int = typer.Option(8, "--chunk-size", help=_CHUNK_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -152,7 +152,9 @@ def localize_cmd(
     checkpoint: str = typer.Argument(..., help=_CKPT_HELP),
     scan: Path = typer.Argument(..., help="NIfTI/NRRD/NPZ file or DICOM folder."),
     sentence: list[str] = typer.Option(..., "--sentence", help="Sentence to localize (repeatable)."),
-    png: Path | None = typer.Option(None, "--png", help="Figure: coronal view + depth profile (FILE_i per sentence)."),
+    png: Path | None = typer.Option(
+        None, "--out", "-o", "--png", help="Figure: coronal view + depth profile (FILE_i per sentence)."
+    ),
     temperature: float | None = typer.Option(
         None, "--temperature", help="Softmax temperature (default: the model's localization_tau)."
     ),  # fmt: skip
@@ -183,7 +185,7 @@ def localize_cmd(
 @app.command("extract-features")
 def extract_features_cmd(
     inputs: list[Path] = typer.Argument(None, help="Scans or folders (NIfTI/NRRD/NPZ, DICOM series/studies)."),
-    out: Path = typer.Option(..., "--out", help="Feature-cache directory (created; reruns resume)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Feature-cache directory (created; reruns resume)."),
     model: str | None = typer.Option(None, "--model", help="Window encoder of a checkpoint or preset."),
     backbone: str | None = typer.Option(None, "--backbone", help="Named backbone instead: astra-resnet152."),
     list_file: Path | None = typer.Option(None, "--list", help="File with one input path per line."),

@@ -16,7 +16,7 @@ from .common import print_json
 @app.command("preprocess")
 def preprocess_cmd(
     path: Path = typer.Argument(..., help="NIfTI/NRRD/MHA file or DICOM series/study folder."),
-    out: Path = typer.Option(..., "--out", help="Output .npz (image, affine, grid, spec, spec_hash)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output .npz (image, affine, grid, spec, spec_hash)."),
     spec: str = typer.Option("radfinder", "--spec", help="Preset name or YAML/JSON spec file."),
     series: str | None = typer.Option(None, "--series", help="DICOM series to use when a folder holds several."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -27,6 +27,8 @@ def preprocess_cmd(
     from ..preprocess import apply_spec, load_source, resolve_spec
     from ..preprocess.cache import atomic_write_bytes
 
+    if out.suffix != ".npz":  # before minutes of work, not after
+        raise ConfigError(f"--out must end in .npz, got {out}")
     sp = resolve_spec(spec)
     t0 = time.perf_counter()
     vol = load_source(path, series)
@@ -42,8 +44,6 @@ def preprocess_cmd(
         spec=np.asarray(sp.canonical_json()),
         spec_hash=np.asarray(sp.hash()),
     )
-    if out.suffix != ".npz":
-        raise ConfigError(f"--out must end in .npz, got {out}")
     atomic_write_bytes(out, buf.getvalue())
     t3 = time.perf_counter()
     info = {
@@ -76,7 +76,7 @@ def preprocess_cmd(
 def preprocess_dataset_cmd(
     inputs: list[Path] = typer.Argument(None, help="Files and/or folders (NIfTIs, DICOM study folders)."),
     list_file: Path | None = typer.Option(None, "--list", help="Text file with one input path per line."),
-    out: Path = typer.Option(..., "--out", help="Cache folder (entries go to OUT/<spec hash>/)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Cache folder (entries go to OUT/<spec hash>/)."),
     spec: str = typer.Option("radfinder", "--spec", help="Preset name or YAML/JSON spec file."),
     workers: int = typer.Option(1, "--workers", min=1, help="Worker processes."),
     shard: str | None = typer.Option(None, "--shard", help="i/n: process only shard i of n (round-robin by name)."),

@@ -7,13 +7,17 @@ from pathlib import Path
 
 import typer
 
+from ..errors import ConfigError
 from .app import app
 from .common import print_json
 
 
 @app.command("synth")
 def synth(
-    out: Path = typer.Argument(..., help="Output folder (created; must be empty unless --overwrite)."),
+    out_arg: Path | None = typer.Argument(None, metavar="[OUT]", help="Output folder (the older form of --out)."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Output folder (created; must be empty unless --overwrite)."
+    ),
     studies: int = typer.Option(20, "--studies", "-n", help="Number of studies."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives byte-identical output."),
     res: str = typer.Option("demo", "--res", help="demo (about 2 mm in-plane, small) or full (512 x 512)."),
@@ -30,6 +34,11 @@ def synth(
     """Render synthetic chest CTs with CT-RATE findings, slice-referencing reports and exact ground truth."""
     from ..data.synth import make_cohort
 
+    if out is not None and out_arg is not None and out != out_arg:
+        raise ConfigError(f"two output folders given: {out_arg} and --out {out}; give one")
+    out = out if out is not None else out_arg
+    if out is None:
+        raise ConfigError("no output folder: give --out DIR")
     t0 = time.perf_counter()
     summary = make_cohort(
         out,

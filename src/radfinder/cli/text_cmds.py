@@ -68,7 +68,7 @@ def mine_text(
 @app.command("label")
 def label(
     reports: Path = typer.Argument(..., help="Report table (CT-RATE report CSV by default)."),
-    out: Path = typer.Option(..., "--out", help="Labels CSV to write (VolumeName + the 18 CT-RATE columns)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Labels CSV to write (VolumeName + the 18 CT-RATE columns)."),
     backend: str = typer.Option("rules", "--backend", help="rules (offline) or llm (OpenAI-compatible API)."),
     fmt: str = typer.Option("auto", "--format", help="auto|ctrate|merlin|inspect|ctclip|text."),
     uncertain: str = typer.Option(

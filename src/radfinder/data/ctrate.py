@@ -30,6 +30,7 @@ from .records import (
     DatasetError,
     StudyRecord,
     holdout_split,
+    label_columns,
     labels_from_row,
     read_name_list,
     require_unique_keys,
@@ -100,6 +101,21 @@ def _read_csv_by_volume(path: Path) -> dict[str, dict[str, str]]:
             return {strip_volume_suffix(row["VolumeName"].strip()): row for row in reader}
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DatasetError(f"{path}: cannot read CSV ({exc})") from exc
+
+
+def _read_label_table(path: Path) -> dict[str, dict[str, str]]:
+    """A label table by volume; a column that is neither VolumeName nor one of the 18 CT-RATE findings is refused
+    (it would be dropped without a word, and a misspelt finding would read as 'unknown' for every volume)."""
+    rows = _read_csv_by_volume(path)
+    with open(path, newline="", encoding="utf-8") as fh:
+        header = next(csv.reader(fh), [])
+    known = label_columns(header)
+    unknown = [c for c in header if c != "VolumeName" and c not in known]
+    if unknown:
+        raise DatasetError(
+            f"{path}: unknown finding column(s) {unknown}; a label table has VolumeName and the 18 CT-RATE findings"
+        )
+    return rows
 
 
 def _float(v: Any) -> float | None:
@@ -190,7 +206,7 @@ def load_ctrate(
     labels_path = Path(labels_csv) if labels_csv else tables["labels"]
     if labels_csv and not labels_path.is_file():
         raise DatasetError(f"{labels_path}: label table not found")
-    labels = _read_csv_by_volume(labels_path) if labels_path.is_file() else {}
+    labels = _read_label_table(labels_path) if labels_path.is_file() else {}
     meta = _read_csv_by_volume(tables["metadata"]) if metadata and tables["metadata"].is_file() else {}
 
     names = []

@@ -44,7 +44,7 @@ class DemoSettings:
     micro_batch: int = 32
     accum: int = 1
     text_train: str = "frozen"
-    n_boot: int = 1000
+    n_boot: int = 10_000  # = eval.bootstrap.DEFAULT_N_BOOT (a test holds them equal; importing eval costs 0.5 s)
     max_steps: int | None = None
     progress: bool = True  # progress bars on the long stages
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from .config import EVALUATION_ONLY, DemoSettings
 from .stages import ENCODERS, STAGES
 from .summary import format_table
@@ -31,13 +32,13 @@ def run_demo(
     """Run (or resume) the demo in `out`; returns {"stages": {name: info}, "seconds": total, "summary": ...}."""
     s = settings or DemoSettings()
     if s.encoder not in ENCODERS:  # checked before minutes of cohort generation, not after
-        raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {s.encoder!r}")
+        raise ConfigError(f"encoder must be one of {', '.join(ENCODERS)}, got {s.encoder!r}")
     out = Path(out)
     marks = out / "stages"
     marks.mkdir(parents=True, exist_ok=True)
     unknown = [r for r in redo if r not in STAGE_NAMES]
     if unknown or (stop_after and stop_after not in STAGE_NAMES):
-        raise ValueError(f"unknown stage(s) {unknown or [stop_after]}; stages: {', '.join(STAGE_NAMES)}")
+        raise ConfigError(f"unknown stage(s) {unknown or [stop_after]}; stages: {', '.join(STAGE_NAMES)}")
     settings_path = out / "settings.json"
     previous = json.loads(settings_path.read_text()) if settings_path.is_file() else None
     redo = list(redo)
@@ -45,7 +46,7 @@ def run_demo(
         changed = sorted(k for k in s.as_dict() if previous.get(k) != s.as_dict().get(k))
         if any(k in s.identity() for k in changed):
             wrong = [k for k in changed if k in s.identity()]
-            raise ValueError(f"{out} holds a demo run with other settings ({', '.join(wrong)}); use another folder")
+            raise ConfigError(f"{out} holds a demo run with other settings ({', '.join(wrong)}); use another folder")
         if any(k in EVALUATION_ONLY for k in changed):
             redo.append("evaluate")  # e.g. another --n-boot: the evaluation only, nothing before it
     settings_path.write_text(json.dumps(s.as_dict(), indent=2) + "\n")

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from ..progress import progress
 from .config import DEMO_SPEC, DemoSettings, train_config_dict
 
@@ -78,7 +79,7 @@ def stage_encoder(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
     torch.manual_seed(s.seed)
     info: dict[str, Any] = {"encoder": s.encoder, "model": s.model}
     if s.encoder not in ENCODERS:
-        raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {s.encoder!r}")
+        raise ConfigError(f"encoder must be one of {', '.join(ENCODERS)}, got {s.encoder!r}")
     if s.encoder == "histogram":
         return _histogram_encoder(out, s, info)
     if s.encoder == "astra":

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..features import FeatureStore
 from .binary import auroc
-from .bootstrap import bootstrap_counts, percentile_ci, weighted_auroc
+from .bootstrap import DEFAULT_N_BOOT, bootstrap_counts, percentile_ci, weighted_auroc
 
 FEATURE_KINDS = ("cls", "patch_average", "axis2")
 
@@ -46,7 +46,7 @@ def linear_probe(
     names: Sequence[str],
     *,
     c: float = 0.1,
-    n_boot: int = 0,
+    n_boot: int = DEFAULT_N_BOOT,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Per-finding logistic regression (inverse regularisation `c`) fitted on train, AUROC on test (with a 95%
@@ -110,7 +110,7 @@ def probe_cohort(
     features: str | Path | None = None,
     spec: str = "demo",
     c: float = 0.1,
-    n_boot: int = 1000,
+    n_boot: int = DEFAULT_N_BOOT,
     device: str = "auto",
     show_progress: bool = True,
 ) -> dict[str, Any]:

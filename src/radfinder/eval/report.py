@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import json
+import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -130,7 +131,13 @@ def write_metrics_json(path: str | Path, metrics: Mapping[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_clean(metrics), indent=2, allow_nan=False)
-    path.write_text(text + "\n", encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:  # atomic: a full disk or a kill leaves the previous metrics.json, never half of a new one
+        tmp.write_text(text + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -13,6 +13,8 @@ from .gzip_stream import open_gzip, read_into
 from .volume import Volume
 
 _INT16 = np.iinfo(np.int16)
+# deflate cannot expand its input more than about 1032-fold: a .nii.gz claiming more voxel bytes lies about its size
+_MAX_DEFLATE_RATIO = 1032
 
 # NRRD anatomical spaces -> sign flips taking that space's axes to RAS.
 _NRRD_SPACES = {
@@ -71,13 +73,23 @@ def load_nifti(path: str | Path) -> Volume:
     import nibabel as nib
 
     path = Path(path)
+    _check_nifti_file(path)
     try:
-        img = nib.load(str(path))
+        nib_log = nib.imageglobals.logger  # nibabel prints header repairs to stderr; a bad header raises here instead
+        was_disabled, nib_log.disabled = nib_log.disabled, True
+        try:
+            img = nib.load(str(path))
+        finally:
+            nib_log.disabled = was_disabled
         hdr = img.header
         raw = _read_nifti_unscaled(img, path)
         slope, inter = img.dataobj.slope, img.dataobj.inter
     except VolumeReadError:
         raise
+    except EOFError as exc:
+        raise VolumeReadError(
+            path, "truncated NIfTI: the gzip stream ends before its end marker (an interrupted download or copy?)"
+        ) from exc
     except Exception as exc:
         raise VolumeReadError(path, f"cannot read NIfTI ({type(exc).__name__}: {exc})") from exc
     raw = _squeeze_to_3d(raw, path, "NIfTI image")
@@ -103,14 +115,51 @@ def load_nifti(path: str | Path) -> Volume:
     return Volume(as_hu_array(data, path), img.affine, meta)
 
 
+def _check_nifti_file(path: Path) -> None:
+    """Refuse an empty file, and a .gz that is not gzip, with a message that says so (not nibabel's)."""
+    size = path.stat().st_size
+    if size == 0:
+        raise VolumeReadError(path, "empty file (0 bytes)")
+    if str(path).lower().endswith(".gz"):
+        with path.open("rb") as fh:
+            head = fh.read(8)
+        if head[:2] != b"\x1f\x8b":
+            raise VolumeReadError(
+                path, f"not a gzip-compressed NIfTI although the name ends in .gz (the file starts with {head!r})"
+            )
+
+
+def _check_claimed_size(img, path: Path, dtype: np.dtype) -> None:
+    """Refuse a header whose voxel count cannot fit in the file, before any array of that size is allocated."""
+    shape = tuple(int(n) for n in img.dataobj.shape)
+    need = int(np.prod(shape, dtype=object)) * dtype.itemsize + int(img.dataobj.offset)
+    size = path.stat().st_size
+    compressed = str(path).lower().endswith(".gz")
+    room = size * _MAX_DEFLATE_RATIO if compressed else size
+    if need > room:
+        held = f"{_size(size)} compressed (at most {_size(room)} decompressed)" if compressed else _size(size)
+        raise VolumeReadError(
+            path, f"header claims {' x '.join(map(str, shape))} {dtype.name} voxels ({_size(need)}) but the file "
+            f"holds {held}: a damaged or truncated file; refused before reading"
+        )
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
 def _read_nifti_unscaled(img, path: Path) -> np.ndarray:
     """Stored voxel values. A .nii.gz is streamed straight into the final array (through the fastest gzip decoder
     installed, see `gzip_stream`): nibabel would first build the whole decompressed file as bytes and then copy it,
     doubling peak memory on CT-sized volumes."""
+    dtype = np.dtype(img.header.get_data_dtype())
+    _check_claimed_size(img, path, dtype)
     if not str(path).lower().endswith(".gz"):
         return np.asarray(img.dataobj.get_unscaled())
     proxy = img.dataobj
-    dtype = np.dtype(img.header.get_data_dtype())
     out = np.empty(proxy.shape, dtype=dtype, order="F" if proxy.order == "F" else "C")
     with open_gzip(path) as fh:
         _skip(fh, int(proxy.offset), path, "NIfTI")

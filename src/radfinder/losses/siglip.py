@@ -1,10 +1,7 @@
-"""Global SigLIP loss (SPEC 7): single process, chunked, and the learnable-temperature module.
+"""The SigLIP loss module with a learnable temperature and bias (SPEC 7), local or across ranks.
 
-    logit_ij = exp(t) * cos(img_i, txt_j) + b
-    loss     = -(1/B) * sum_i sum_j log sigma(z_ij * logit_ij),   z_ij = +1 if i == j else -1
-
-The double sum is divided by B (not B^2): `pos_loss` is the mean positive term, `neg_loss` the mean over images of
-the summed negative terms. The multi-process form lives in `siglip_dist`.
+The functional single-process form is `siglip_local.siglip_loss`, the multi-process one
+`siglip_dist.siglip_loss_distributed`; both are re-exported here.
 """
 
 from __future__ import annotations
@@ -14,55 +11,20 @@ import math
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ._validate import LossInputError, as_scalar, check_shape
+from ._validate import LossInputError
 from .collectives import dist_active
-from .siglip_terms import SiglipOutput, block_terms, finish
+from .siglip_dist import siglip_loss_distributed
+from .siglip_local import LN10, NORM_EPS, check_pair, normalize, siglip_loss
+from .siglip_terms import SiglipOutput
+
+__all__ = [
+    "LN10", "NORM_EPS", "DistMode", "SigLipLoss", "batch_bias_init", "check_pair", "normalize", "siglip_loss",
+    "siglip_loss_distributed",
+]
 
 log = logging.getLogger(__name__)
-
-LN10 = math.log(10.0)
-NORM_EPS = 1e-12
-
-
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    """L2-normalise the last axis with the reference's eps (1e-12)."""
-    return F.normalize(x, dim=-1, eps=NORM_EPS)
-
-
-def check_pair(img_emb: torch.Tensor, txt_emb: torch.Tensor) -> None:
-    check_shape("img_emb", img_emb, 2, "(B, E)")
-    check_shape("txt_emb", txt_emb, 2, "(B, E)")
-    if img_emb.shape != txt_emb.shape:
-        raise LossInputError(
-            f"img_emb and txt_emb must have the same shape (paired rows), got {tuple(img_emb.shape)} "
-            f"and {tuple(txt_emb.shape)}"
-        )
-    if img_emb.shape[0] == 0:
-        raise LossInputError("SigLIP loss needs at least one pair, got an empty batch")
-
-
-def siglip_loss(
-    img_emb: torch.Tensor,
-    txt_emb: torch.Tensor,
-    t: torch.Tensor | float,
-    b: torch.Tensor | float,
-    *,
-    chunk_size: int | None = None,
-) -> SiglipOutput:
-    """SigLIP loss of paired rows; embeddings are L2-normalised here (eps 1e-12).
-
-    `t` is the log of the logit scale and `b` the bias (tensors to learn them). With `chunk_size` the text columns
-    are processed `chunk_size` at a time in the forward and the backward, so memory is O(B * chunk_size) instead of
-    O(B^2); value and gradients equal the unchunked form up to float summation order.
-    """
-    check_pair(img_emb, txt_emb)
-    zi, zt = normalize(img_emb), normalize(txt_emb)
-    t_ = as_scalar("t", t, zi)
-    b_ = as_scalar("b", b, zi)
-    return finish(block_terms(zi, zt, t_, b_, offset=0, chunk_size=chunk_size), zi.shape[0])
 
 
 def batch_bias_init(batch_size: int) -> float:
@@ -136,8 +98,6 @@ class SigLipLoss(nn.Module):
     def forward(self, img_emb: torch.Tensor, txt_emb: torch.Tensor) -> SiglipOutput:
         mode = self.dist_mode
         if mode != "local" and dist_active(self.group):
-            from .siglip_dist import siglip_loss_distributed
-
             out = siglip_loss_distributed(
                 img_emb, txt_emb, self.t, self.b, mode="gather" if mode == "auto" else mode,
                 chunk_size=self.chunk_size, group=self.group,

@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 from ._validate import LossInputError, as_scalar
 from .collectives import all_gather_sizes, all_gather_with_grad, dist_active, ring_shift_with_grad
-from .siglip import check_pair, normalize, siglip_loss
+from .siglip_local import check_pair, normalize, siglip_loss
 from .siglip_terms import BlockTerms, SiglipOutput, block_terms, finish
 
 

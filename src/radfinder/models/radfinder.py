@@ -24,6 +24,7 @@ from .combiner import FeatureCombiner, pad_feature_grids, windows_to_grids
 from .config import RadFinderConfig, resolve_model_config
 from .heads import ProjectionHead, SigLIPScale
 from .lora import add_lora
+from .pretrained_files import load_pretrained_weights, read_pretrained_dir, save_pretrained
 from .text import build_text_backbone, has_tokenizer_files, load_tokenizer, minilm_dir, pool_hidden, text_hidden_size
 from .window_encoder import WINDOW_ENCODERS, WindowEncoder, WindowFeatures
 
@@ -257,12 +258,17 @@ class RadFinderModel(nn.Module):
         return self.criterion.b
 
     def save_pretrained(self, directory, preprocess=None) -> None:
-        from .pretrained import save_pretrained
-
+        """Write a self-describing checkpoint directory (see `radfinder.models.pretrained_files`)."""
         save_pretrained(self, directory, preprocess=preprocess)
 
     @classmethod
     def from_pretrained(cls, directory, device=None, dtype=None) -> RadFinderModel:
-        from .pretrained import from_pretrained
-
-        return from_pretrained(directory, device=device, dtype=dtype)
+        """Load a directory written by `save_pretrained` or an official HF export, in eval mode."""
+        parts = read_pretrained_dir(directory)
+        model = cls(parts.config, tokenizer=parts.tokenizer, text_weights=False)
+        model.eval()  # before loading: LoRA state dicts hold merged (effective) weights, which eval mode keeps
+        load_pretrained_weights(model, parts.weights)
+        model.preprocess_spec = parts.spec
+        if device is not None or dtype is not None:
+            model.to(device=device, dtype=dtype)
+        return model

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
+from .astra_weights import load_astra_state_dict
 from .window_encoder import WindowEncoder, WindowFeatures, register_window_encoder
 
 Triple = tuple[int, int, int]
@@ -304,7 +305,8 @@ def _build_resnet3d(cfg) -> ResNet3dWindowEncoder:
     """Builder for `WindowEncoderConfig(kind="resnet3d", embed_dim=2048, options={...})`.
 
     options: layers (default ResNet-152's), width, inplane_pool, depth_tokens, weights ("astra" loads the
-    pretrained ASTRA backbone, see `radfinder.models.astra`; absent: random init, e.g. to be filled by a checkpoint).
+    pretrained ASTRA backbone, see `radfinder.models.astra_weights`; absent: random init, e.g. to be filled by a
+    checkpoint).
     """
     opts = dict(cfg.options)
     weights = opts.pop("weights", None)
@@ -319,8 +321,6 @@ def _build_resnet3d(cfg) -> ResNet3dWindowEncoder:
             f"{cfg.resolved_feature_dim} (set embed_dim: {encoder.feature_dim})"
         )
     if weights == "astra":
-        from .astra import load_astra_state_dict
-
         state_dict, _ = load_astra_state_dict()
         encoder.load_backbone_state_dict(state_dict, source="ASTRA I3ResNet-152 weights")
     elif weights is not None:

@@ -52,6 +52,17 @@ def _clean(v: object) -> str:
     return str(v).strip()
 
 
+def _not_utf8(path: Path) -> str:
+    """Where a table stops being UTF-8 (pandas reports the offset inside its read buffer, not the file)."""
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        return f"not UTF-8 text: byte 0x{raw[exc.start]:02x} on line {line} (re-save the table as UTF-8)"
+    return "not UTF-8 text (re-save the table as UTF-8)"
+
+
 def _read_table(path: Path, sep: str | None = None) -> pd.DataFrame:
     if not path.is_file():
         raise ReportReadError(path, "file not found")
@@ -69,6 +80,8 @@ def _read_table(path: Path, sep: str | None = None) -> pd.DataFrame:
         return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
     except ReportReadError:
         raise
+    except UnicodeDecodeError as exc:
+        raise ReportReadError(path, _not_utf8(path)) from exc
     except Exception as exc:  # pandas raises many types for a malformed table
         raise ReportReadError(path, f"cannot read table ({exc})") from exc
 
