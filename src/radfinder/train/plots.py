@@ -8,9 +8,13 @@ from pathlib import Path
 import numpy as np
 
 PANELS = ("loss", "siglip", "prompt", "localization")
+# the window encoder's pre-training objective (radfinder.losses.dense_pretrain)
+PRETRAIN_PANELS = ("loss", "dense_lesion", "depth_lesion", "window_lesion", "max_lesion", "dense_organ")
 
 
-def plot_log(log_path: str | Path, png_path: str | Path, title: str = "", smooth: int = 10) -> Path:
+def plot_log(
+    log_path: str | Path, png_path: str | Path, title: str = "", smooth: int = 10, panels: tuple[str, ...] = PANELS
+) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -19,8 +23,8 @@ def plot_log(log_path: str | Path, png_path: str | Path, title: str = "", smooth
     rows = [json.loads(x) for x in Path(log_path).read_text().splitlines() if x.strip()]
     if not rows:
         raise ValueError(f"{log_path}: no logged steps")
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.2))
-    for ax, key in zip(axes, PANELS, strict=True):
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
+    for ax, key in zip(axes, panels, strict=True):
         pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
         if not pts:
             ax.set_title(f"{key}: not logged")

@@ -48,6 +48,7 @@ from .checkpoint import (
 )
 from .logs import RunLogger
 from .optim import lr_at, set_lr
+from .plots import PRETRAIN_PANELS, plot_log
 from .pretrain_config import PretrainConfig
 
 ENCODER_FORMAT = "radfinder-window-encoder"
@@ -193,6 +194,7 @@ def _run(cfg: PretrainConfig, out: Path, resume: bool, info: D.DistInfo, device:
     seconds = time.perf_counter() - t0
     if main:
         export_encoder(module.encoder, spec, out / "encoder", {"steps": stop, "windows": n, "final": last})
+        plot_log(out / "log.jsonl", out / "loss_curve.png", title="window-encoder pre-training", panels=PRETRAIN_PANELS)
     D.barrier()
     return {"steps": stop, "total_steps": total, "windows": n, "volumes": len(cache.keys), "final": last,
             "seconds": round(seconds, 1), "encoder": str(out / "encoder")}  # fmt: skip
