@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,6 +15,17 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from .errors import ConfigError
+
+
+def read_resource_or_file(path: str | Path | None, resource: str, what: str) -> tuple[str, str]:
+    """(text, where) of a user file, or of the package resource `resource` (e.g. "resources/ontology.yaml") when
+    `path` is None; `what` names it in the error and in `where` ("built-in <what>")."""
+    if path is None:
+        return resources.files("radfinder").joinpath(resource).read_text(encoding="utf-8"), f"built-in {what}"
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what} file not found: {p}")
+    return p.read_text(encoding="utf-8"), str(p)
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -18,12 +18,12 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..config import read_resource_or_file
 from ..errors import ConfigError, VolumeReadError
 from ..io.volume import Volume
 from ..preprocess.apply import apply_spec_labels
@@ -110,14 +110,7 @@ def load_anatomy_groups(path: str | Path | None = None) -> AnatomyGroups:
     TotalSegmentator table, so a user file may name classes without listing their ids."""
     import yaml
 
-    if path is None:
-        text = resources.files("radfinder").joinpath("resources/anatomy/groups.yaml").read_text(encoding="utf-8")
-        where = "built-in anatomy groups"
-    else:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"anatomy-groups file not found: {p}")
-        text, where = p.read_text(encoding="utf-8"), str(p)
+    text, where = read_resource_or_file(path, "resources/anatomy/groups.yaml", "anatomy groups")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

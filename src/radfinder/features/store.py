@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import RadfinderError
+from ..preprocess.cache import atomic_write_bytes
 from ..preprocess.spec import PreprocessSpec
 
 SUFFIX = ".rff"
@@ -123,7 +123,7 @@ class FeatureStore:
                         "use another directory (caches are keyed by spec and backbone)"
                     )
         else:
-            _atomic_write_bytes(path, json.dumps(header, indent=2).encode())
+            atomic_write_bytes(path, json.dumps(header, indent=2).encode())
 
     def _header(self) -> dict[str, Any]:
         return {
@@ -186,7 +186,7 @@ class FeatureStore:
         }
         blob = zstandard.ZstdCompressor(level=3).compress(save(tensors, metadata=metadata))
         path = self.path_of(record.key)
-        _atomic_write_bytes(path, blob)
+        atomic_write_bytes(path, blob)
         return path
 
     def read(self, key: str) -> FeatureRecord:
@@ -222,16 +222,3 @@ class FeatureStore:
 def _safetensors_metadata(raw: bytes) -> dict[str, str]:
     n = int.from_bytes(raw[:8], "little")
     return json.loads(raw[8 : 8 + n]).get("__metadata__", {}) or {}
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # a full disk or an interrupt: the previous file stays, no partial one is left beside it
-        tmp.unlink(missing_ok=True)
-        raise

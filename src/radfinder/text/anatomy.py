@@ -18,10 +18,10 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..config import read_resource_or_file
 from ..errors import ConfigError
 from .llm import AnswerCache, LLMClient, LLMConfig
 from .sentences import sentence_spans
@@ -89,14 +89,7 @@ def load_text_rules(path: str | Path | None = None) -> AnatomyTextRules:
     """The built-in EN/DE rules (None) or a user YAML with the same layout."""
     import yaml
 
-    if path is None:
-        raw = resources.files("radfinder").joinpath("resources/anatomy/text_rules.yaml").read_text(encoding="utf-8")
-        where = "built-in anatomy text rules"
-    else:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"anatomy text-rules file not found: {p}")
-        raw, where = p.read_text(encoding="utf-8"), str(p)
+    raw, where = read_resource_or_file(path, "resources/anatomy/text_rules.yaml", "anatomy text rules")
     data = yaml.safe_load(raw)
     if not isinstance(data, dict) or not isinstance(data.get("anatomies"), dict) or not data["anatomies"]:
         raise ConfigError(f"{where}: needs a non-empty 'anatomies' mapping")

@@ -21,12 +21,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..config import read_resource_or_file
 from ..errors import ConfigError
 
 KINDS = ("root", "region", "anatomy", "category", "finding")
@@ -157,14 +157,7 @@ def load_ontology(path: str | Path | None = None) -> Ontology:
     """The built-in ontology (None) or a user YAML with the same layout."""
     import yaml
 
-    if path is None:
-        text = resources.files("radfinder").joinpath("resources/ontology.yaml").read_text(encoding="utf-8")
-        where = "built-in ontology"
-    else:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"ontology file not found: {p}")
-        text, where = p.read_text(encoding="utf-8"), str(p)
+    text, where = read_resource_or_file(path, "resources/ontology.yaml", "ontology")
     data = yaml.safe_load(text)
     if not isinstance(data, dict) or not isinstance(data.get("concepts"), dict):
         raise ConfigError(f"{where}: an ontology needs a 'concepts' mapping")
