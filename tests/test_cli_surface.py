@@ -17,13 +17,23 @@ from radfinder.errors import ConfigError
 
 # Commands that only read and print. Every other command writes files and must take --out/-o.
 READ_ONLY = {"version", "model-info", "verify-compat", "check-data", "classify", "mine-text", "prompts", "anatomy",
-             "anatomy-text", "anatomy-text-accuracy"}
+             "anatomy-text", "anatomy-text-accuracy", "search", "serve", "library info"}
+# Commands that update an existing folder named by their first argument (a library), in place.
+IN_PLACE = {"library add", "library index"}
 
 
 def commands() -> dict[str, object]:
+    """Every command by its full name ("library build" for a group's subcommand)."""
     import radfinder.cli.main  # noqa: F401 - registers every command on `app`
 
-    return dict(typer.main.get_command(app).commands)
+    out: dict[str, object] = {}
+    for name, cmd in typer.main.get_command(app).commands.items():
+        subs = getattr(cmd, "commands", None)
+        if subs:
+            out.update({f"{name} {sub}": c for sub, c in subs.items()})
+        else:
+            out[name] = cmd
+    return out
 
 
 def test_every_command_that_writes_takes_out():
@@ -32,7 +42,7 @@ def test_every_command_that_writes_takes_out():
     missing = []
     for name, cmd in sorted(cmds.items()):
         opts = {o for p in cmd.params for o in getattr(p, "opts", [])}
-        if name not in READ_ONLY and not {"--out", "-o"} <= opts:
+        if name not in READ_ONLY | IN_PLACE and not {"--out", "-o"} <= opts:
             missing.append(name)
     assert not missing, f"commands that write but take no --out/-o: {missing}"
     for name in READ_ONLY:  # and the read-only ones are not secretly writers

@@ -81,7 +81,8 @@ def test_scores_are_cosines_of_an_independent_encoding(tiny, lib):
     assert hit["score"] == pytest.approx(want, abs=1e-5)
     cos = enc.depth @ snip / np.linalg.norm(enc.depth, axis=1) / np.linalg.norm(snip)
     best = int(np.argmax(np.where(enc.depth_valid, cos, -np.inf)))
-    assert hit["cell"] == best and hit["depth_mm"] == pytest.approx(float(enc.depth_z_mm[best]))
+    assert hit["cell"] == best and hit["world_z_mm"] == pytest.approx(float(enc.depth_z_mm[best]))
+    assert hit["depth_mm"] == pytest.approx((best + 0.5) * 12.0)  # from the start edge of cell 0
     assert [r["score"] for r in res] == sorted((r["score"] for r in res), reverse=True)
 
 

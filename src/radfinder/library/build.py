@@ -131,6 +131,7 @@ def _open_for_writing(out: Path, ckpt: Path, ckpt_hash: str, model, index_kind: 
         "spec_hash": model.preprocess_spec.hash(), "dim": int(model.config.projection_dim),
         "findings": list(CTRATE_FINDINGS), "index_kind": index_kind,
         "localization_tau": float(model.config.localization_tau),
+        "cell_mm": float(model.preprocess_spec.depth_cell_mm),
     })  # fmt: skip
     return store
 

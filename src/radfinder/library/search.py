@@ -163,13 +163,14 @@ class Library:
 
     def _result(self, row: StudyRow, score: float, snippet: np.ndarray | None) -> dict[str, Any]:
         out = {"study": row.key, "id": row.id, "report_id": row.report_id, "score": score, "depth_mm": None,
-               "cell": None, "slice": None, "findings": row.probabilities}  # fmt: skip
+               "world_z_mm": None, "cell": None, "slice": None, "findings": row.probabilities}  # fmt: skip
         if snippet is not None:
             valid = np.asarray(row.depth_valid, bool)
             if valid.any():
                 cos = row.depth @ snippet
                 cell = int(np.argmax(np.where(valid, cos, -np.inf)))
-                out.update(depth_mm=float(row.depth_z_mm[cell]), cell=cell, slice=int(row.depth_slices[cell]))
+                out.update(depth_mm=self.cell_depth_mm(cell), world_z_mm=float(row.depth_z_mm[cell]), cell=cell,
+                           slice=int(row.depth_slices[cell]))
         return out
 
     def search(self, text: str, k: int = 10, filters=None, over: str = "image") -> dict[str, Any]:
@@ -214,4 +215,9 @@ class Library:
                   "cosine": float(cos[c]) if valid[c] else None, "probability": float(probs[c])}
                  for c in range(len(valid))]  # fmt: skip
         return {"study": row.key, "query": text, "best_cell": best, "best_slice": row.depth_slices[best],
-                "depth_mm": row.depth_z_mm[best], "cells": cells}
+                "depth_mm": self.cell_depth_mm(best), "world_z_mm": row.depth_z_mm[best], "cells": cells}
+
+    def cell_depth_mm(self, cell: int) -> float:
+        """`depth_mm` of a cell's centre: mm along the cell axis from the start edge of cell 0 (the meaning it has
+        in pairs and metrics); its world z is `world_z_mm`."""
+        return (int(cell) + 0.5) * float(self.meta.get("cell_mm", 12.0))

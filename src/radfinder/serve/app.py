@@ -192,8 +192,9 @@ def create_app(library: Library, *, limits: UploadLimits | None = None, volume_c
         }  # fmt: skip
         if loc is not None:
             valid = enc.depth_valid
-            out["heat"] = {"query": q, "best_cell": loc.cell, "best_slice": layout.nearest_slice(loc.depth_mm),
-                           "depth_mm": loc.depth_mm, "cells": [
+            cell_mm = float(model.preprocess_spec.depth_cell_mm)
+            out["heat"] = {"query": q, "best_cell": loc.cell, "best_slice": layout.nearest_slice(loc.world_z_mm),
+                           "depth_mm": (loc.cell + 0.5) * cell_mm, "world_z_mm": loc.world_z_mm, "cells": [
                                {"cell": c, "z_mm": float(enc.depth_z_mm[c]), "valid": bool(valid[c]),
                                 "slice": layout.nearest_slice(float(enc.depth_z_mm[c])),
                                 "probability": float(loc.probabilities[c])} for c in range(len(valid))]}  # fmt: skip
