@@ -170,6 +170,9 @@ def stage_features(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
         raise RuntimeError(f"feature extraction failed for {len(summary.failed)} scans: {summary.failed}")
     info = summary.as_dict()
     info["cache_bytes"] = sum(f.stat().st_size for f in (out / "features").iterdir() if f.is_file())
+    # the training's initial model is made here, so that `--stop-after features` leaves everything
+    # configs/train/demo.yaml needs
+    _standardized_init(out, log)
     return info
 
 
@@ -191,7 +194,7 @@ def stage_train(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
     from ..train.trainer import train
 
     n_train = len(_records(out, "train"))
-    cfg = TrainConfig.model_validate(train_config_dict(s, out, _standardized_init(out, log), n_train))
+    cfg = TrainConfig.model_validate(train_config_dict(s, out, out / "encoder-standardized", n_train))
     run_dir = out / "train"
     resume = latest_checkpoint(run_dir) is not None
     # The demo's combiner and heads are tiny: on a CPU their many small ops run several times faster on one
