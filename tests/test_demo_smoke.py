@@ -15,7 +15,7 @@ from radfinder.demo import STAGE_NAMES, DemoSettings, run_demo
 from radfinder.errors import ConfigError
 
 
-@pytest.mark.slow
+# Not marked slow on purpose (~40 s on 2 cores): `make test` must cover the main job end to end (issue 11).
 def test_demo_pipeline_runs_resumes_and_evaluate_cli_agrees(tmp_path):
     out = tmp_path / "demo"
     s = DemoSettings(studies=6, seed=3, valid_fraction=0.5, workers=1, train_epochs=1.0,
