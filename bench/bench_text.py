@@ -19,7 +19,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from radfinder.text import labeler as labeler_mod  # noqa: E402
-from radfinder.text.label_rules import RULES  # noqa: E402
 from radfinder.text.labeler import RuleLabeler  # noqa: E402
 from radfinder.text.references import mine_references  # noqa: E402
 
@@ -63,20 +62,6 @@ def corpus() -> tuple[list[str], str]:
     return texts, "synthetic CT-RATE-style reports (4000)"
 
 
-def ungated_mentions(text: str, section: str = "findings") -> list:
-    """The labeler's rules on every clause, without the literal gates (its behaviour before them)."""
-    out = []
-    for clause in labeler_mod._clauses(text):
-        for name, rule in RULES.items():
-            m = rule.triggers.search(clause)
-            if not m or (rule.veto is not None and rule.veto.search(clause)):
-                continue
-            if rule.need is not None and not rule.need.search(clause):
-                continue
-            out.append(labeler_mod.Mention(name, labeler_mod._status(clause, m.start(), m.end()), section, clause))
-    return out
-
-
 def rate(fn, texts: list[str], repeats: int = 3) -> float:
     best = 0.0
     for _ in range(repeats):
@@ -97,10 +82,10 @@ def main() -> int:
     lab = RuleLabeler()
     sub = texts[: len(texts) // 5]
     labeler = rate(lambda t: lab.label(t), sub)
-    ungated = rate(ungated_mentions, sub[: len(sub) // 2], repeats=1)
+    ungated = rate(lambda t: labeler_mod.find_mentions(t, gated=False), sub[: len(sub) // 2], repeats=1)
     same = all(
         [(m.finding, m.status) for m in labeler_mod.find_mentions(t)]
-        == [(m.finding, m.status) for m in ungated_mentions(t)]
+        == [(m.finding, m.status) for m in labeler_mod.find_mentions(t, gated=False)]
         for t in sub
     )
     n_refs = sum(len(mine_references(t)) for t in texts)

@@ -69,6 +69,7 @@ _WORDS = sorted({w for s in _SAMPLES for w in re.findall(r"\w+|[^\w\s]", s)}) + 
 def test_gated_equals_ungated_on_samples(text):
     assert L.find_mentions(text) == ungated_mentions(text)
     assert L.find_mentions(text, "impressions") == ungated_mentions(text, "impressions")
+    assert L.find_mentions(text, gated=False) == ungated_mentions(text)  # the labeler's own reference path
 
 
 @settings(max_examples=300, deadline=None)
