@@ -46,6 +46,9 @@ def fvlm_worker(rank: int, world: int, init_file: str) -> None:
                 _close(im.grad, ref_grads[0][lo:hi], what + " d/d image")
                 _close(tx.grad, ref_grads[1][lo:hi], what + " d/d text")
                 _close(_sum_over_ranks(t.grad), ref_grads[2], what + " d/d temperature")
+        # both ranks finish their collectives before either tears the group down (gloo aborts the process when
+        # a peer destroys the group under it: "terminate called without an active exception")
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
@@ -80,5 +83,8 @@ def soft_contrastive_worker(rank: int, world: int, init_file: str) -> None:
                     _close(im.grad, ref_grads[0][lo:hi], what + " d/d image")
                     _close(tx.grad, ref_grads[1][lo:hi], what + " d/d text")
                     _close(_sum_over_ranks(t.grad), ref_grads[2], what + " d/d temperature")
+        # both ranks finish their collectives before either tears the group down (gloo aborts the process when
+        # a peer destroys the group under it: "terminate called without an active exception")
+        dist.barrier()
     finally:
         dist.destroy_process_group()
