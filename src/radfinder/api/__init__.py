@@ -11,7 +11,7 @@ Every scan goes through the checkpoint's own preprocessing spec (`model.preproce
 
 from .classify import FindingScore, PromptEmbeddings, classify, prompt_embeddings
 from .depth import SourceSlice, cell_depths, nearest_source_slice, source_z_range
-from .encode import VolumeEncoding, encode_text, encode_volume, encode_window_array
+from .encode import VolumeEncoding, encode_query, encode_text, encode_volume, encode_window_array
 from .localize import SentenceLocation, depth_probabilities, localize
 from .model import load_model, preprocess_for
 
@@ -24,6 +24,7 @@ __all__ = [
     "cell_depths",
     "classify",
     "depth_probabilities",
+    "encode_query",
     "encode_text",
     "encode_volume",
     "encode_window_array",
