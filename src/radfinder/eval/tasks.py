@@ -56,6 +56,7 @@ class TaskResults:
     localization_per_line: LocalizationResult | None = None  # every pairs line scored alone (labelled figure)
     localization_counts: dict[str, int] = field(default_factory=dict)  # pairs read / used / dropped and why
     skipped: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, dict[str, Any]] = field(default_factory=dict)  # registered tasks' metrics, by task name
 
 
 def report_queries(records: Sequence[Any]) -> tuple[list[str], list[str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from ..errors import ConfigError
 from ..losses.prompt import pos_weight_from_labels
 from ..models.config import PRESETS, RadFinderConfig, resolve_model_config
 from ..text.findings import CTRATE_FINDINGS
+from ..text.vocabulary import DEFAULT_VOCABULARY, resolve_vocabulary
 from .config import RESUME_FREE, ModelSection, TrainConfig
 from .data import TrainSource
 
@@ -56,14 +58,16 @@ def build_model(section: ModelSection):
     return model.train()
 
 
-def prompt_texts(bank_path: str | None) -> tuple[list[str], tuple[int, int, int]]:
-    """All disease prompts in (finding, phrasing, positive/negative) order, and that shape."""
+def prompt_texts(bank_path: str | None, findings: Sequence[str] = CTRATE_FINDINGS,
+                 ) -> tuple[list[str], tuple[int, int, int]]:
+    """All disease prompts of the vocabulary's `findings` in (finding, phrasing, positive/negative) order, and that
+    shape."""
     from ..text.prompts import load_prompt_bank
 
     bank = load_prompt_bank(bank_path)
     texts: list[str] = []
     n_var = None
-    for finding in CTRATE_FINDINGS:
+    for finding in findings:
         pos, neg = bank.disease_prompts(finding)
         if len(pos) != len(neg):
             raise ConfigError(f"prompt bank: {finding!r} has {len(pos)} positive but {len(neg)} negative prompts")
@@ -72,7 +76,7 @@ def prompt_texts(bank_path: str | None) -> tuple[list[str], tuple[int, int, int]
             raise ConfigError("prompt bank: every finding needs the same number of phrasings")
         for p, n in zip(pos, neg, strict=True):
             texts += [p, n]
-    return texts, (len(CTRATE_FINDINGS), int(n_var or 0), 2)
+    return texts, (len(findings), int(n_var or 0), 2)
 
 
 def training_labels(sources: list[TrainSource]) -> torch.Tensor:
@@ -123,7 +127,12 @@ def fingerprint(cfg: TrainConfig, model, sources: list[TrainSource], feature_ide
         if feature_identity is not None:
             entry["feature_cache"] = feature_identity[i]
         data.append(entry)
-    texts, _ = prompt_texts(cfg.data.prompt_bank)
+    vocab = resolve_vocabulary(cfg.data.vocabulary)
+    if vocab.name == DEFAULT_VOCABULARY and vocab.findings == CTRATE_FINDINGS:
+        conf["data"].pop("vocabulary", None)  # absent before vocabularies: old runs still resume
+    else:
+        conf["data"]["vocabulary"] = vocab.model_dump(mode="json")  # its content, not a file location
+    texts, _ = prompt_texts(cfg.data.prompt_bank, vocab.findings)
     model_conf = model.config.model_dump(mode="json")
     for k in ("path", "tokenizer"):  # locations of the text files, not their contents
         model_conf["text"].pop(k, None)

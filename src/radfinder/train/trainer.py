@@ -26,7 +26,7 @@ from ..device import resolve_device
 from ..errors import CheckpointError, ConfigError, RadfinderError
 from ..losses.registry import active_objectives, needed_batch_fields, objective_names
 from ..models.accel import maybe_compile
-from ..text.findings import CTRATE_FINDINGS
+from ..text.vocabulary import resolve_vocabulary
 from .batches import CachedFeatures, MicroBatch, make_micro_batch
 from .checkpoint import (
     capture_rng,
@@ -109,8 +109,10 @@ class Trainer:
         self.param_dtype, self.autocast = _precision(cfg, self.device)
 
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-        self.sources = build_sources(cfg.data.datasets)
+        self.vocabulary = resolve_vocabulary(cfg.data.vocabulary)
+        self.sources = build_sources(cfg.data.datasets, self.vocabulary.findings)
         self.model = build_model(cfg.model).to(self.device, dtype=self.param_dtype)
+        self.model.label_vocabulary = self.vocabulary  # saved with every checkpoint (labels.json)
         crit = self.model.criterion
         with torch.no_grad():
             if cfg.losses.t_init is not None:
@@ -140,7 +142,7 @@ class Trainer:
             feature_identity = self.provider.identity()
 
         self._check_pairs_spec(feature_identity)
-        texts, self.prompt_shape = prompt_texts(cfg.data.prompt_bank)
+        texts, self.prompt_shape = prompt_texts(cfg.data.prompt_bank, self.vocabulary.findings)
         self.prompt_tokens = self.model.tokenize(texts)
         self.objectives = active_objectives(cfg.losses.weights)
         if not self.objectives:
@@ -155,7 +157,7 @@ class Trainer:
             question_weight=torch.full((self.prompt_shape[0],), cfg.losses.prompt_question_weight,
                                        device=self.device),
             siglip_chunk=cfg.losses.siglip_chunk,
-            label_names=tuple(CTRATE_FINDINGS),
+            label_names=self.vocabulary.findings,
             options={k: dict(v) for k, v in cfg.losses.options.items()},
         )
 
