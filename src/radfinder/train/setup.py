@@ -11,11 +11,13 @@ import torch
 
 from ..errors import ConfigError
 from ..losses.prompt import pos_weight_from_labels
+from ..losses.registry import LossSettings, Objective, active_objectives, needed_batch_fields, objective_names
 from ..models.config import PRESETS, RadFinderConfig, resolve_model_config
 from ..text.findings import CTRATE_FINDINGS
 from ..text.vocabulary import DEFAULT_VOCABULARY, resolve_vocabulary
 from .config import RESUME_FREE, ModelSection, TrainConfig
 from .data import TrainSource
+from .fields import check_batch_fields
 
 
 def _deep_merge(base: dict, top: dict) -> dict:
@@ -88,6 +90,24 @@ def training_labels(sources: list[TrainSource]) -> torch.Tensor:
 
 def pos_weight(sources: list[TrainSource], cap: float) -> torch.Tensor:
     return pos_weight_from_labels(training_labels(sources), cap=cap)
+
+
+def loss_setup(cfg: TrainConfig, model, sources: list[TrainSource], prompt_shape: tuple[int, int, int], vocab,
+               device) -> tuple[list[Objective], list[str], LossSettings]:
+    """The active objectives (registry), the extra batch fields they read, and the run's `LossSettings`."""
+    objectives = active_objectives(cfg.losses.weights)
+    if not objectives:
+        raise ConfigError("losses.weights gives no objective a non-zero weight; nothing to train "
+                          f"(registered objectives: {', '.join(objective_names())})")
+    fields = check_batch_fields(needed_batch_fields(objectives))
+    settings = LossSettings(
+        weights=cfg.losses.weights, sigma=model.config.localization_sigma, tau=model.config.localization_tau,
+        prompt_mode=cfg.losses.prompt_mode, pos_weight=pos_weight(sources, cfg.losses.pos_weight_cap).to(device),
+        question_weight=torch.full((prompt_shape[0],), cfg.losses.prompt_question_weight, device=device),
+        siglip_chunk=cfg.losses.siglip_chunk, label_names=vocab.findings,
+        options={k: dict(v) for k, v in cfg.losses.options.items()},
+    )
+    return objectives, fields, settings
 
 
 def _drop(data: dict, dotted: str) -> None:
