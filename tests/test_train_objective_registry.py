@@ -88,6 +88,10 @@ def test_swca_trains_and_its_loss_decreases(cohort, tmp_path):
     first, last = sum(swca[:3]) / 3, sum(swca[-3:]) / 3
     assert last < first - 0.05, swca
     assert lines[-1]["loss"] == pytest.approx(lines[-1]["swca"] + 8.0 * lines[-1]["prompt"])
+    from radfinder.train.plots import plot_log
+
+    png = plot_log(tmp_path / "run/log.jsonl", tmp_path / "curve.png")  # panels follow the active objectives
+    assert png.stat().st_size > 1000
 
 
 def test_every_shipped_train_config_validates_against_the_registry():
