@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..config import load_config
 from ..losses.combined import LossWeights
+from ..losses.registry import check_objective_names
+from ..text.vocabulary import DEFAULT_VOCABULARY, LabelVocabulary
 
 
 class _Strict(BaseModel):
@@ -62,6 +64,10 @@ class DataSection(_Strict):
     samples_per_epoch: int | None = None  # default: the number of training records over all datasets
     max_snippets_per_scan: int = Field(4, ge=0)  # snippets drawn per scan and step (0 disables localization data)
     prompt_bank: str | None = None  # prompt YAML merged over the built-in bank
+    # The label vocabulary (what each position of the label vector means; saved in every checkpoint): a name
+    # (ctrate18, the 18 CT-RATE findings), a YAML/JSON file or an inline {name, findings}. Another vocabulary than
+    # ctrate18 needs each dataset's labels_csv with its columns and prompts for its findings in the prompt bank.
+    vocabulary: str | LabelVocabulary = DEFAULT_VOCABULARY
 
     @model_validator(mode="after")
     def _check(self) -> DataSection:
@@ -72,7 +78,12 @@ class DataSection(_Strict):
 
 
 class LossSection(_Strict):
+    # Objective weights by name (registry: radfinder.losses.registry); an objective not listed has weight 0.
+    # Default: RadFinder's {siglip: 1, localization: 1, prompt: 8}.
     weights: LossWeights = Field(default_factory=LossWeights)
+    # Settings of registered objectives by name (e.g. swca: {alpha: 1, beta: 0.5, gamma: 0.5}); RadFinder's
+    # objectives keep their own fields below.
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # SigLIP scale and bias at the start: None keeps the model's (a preset's t_init = ln 10 and b_init = -10, or the
     # values a checkpoint learned: fine-tuning must not reset them unless asked)
     t_init: float | None = None
@@ -86,6 +97,11 @@ class LossSection(_Strict):
     # Question-group weight of the 18 CT-RATE findings (method notes 1.5: ctrate 5.0 vs RATE questions 1.0).
     prompt_question_weight: float = Field(5.0, gt=0.0)
     siglip_chunk: int | None = None  # column chunking of the SigLIP logits (memory O(B * chunk))
+
+    @model_validator(mode="after")
+    def _check_options(self) -> LossSection:
+        check_objective_names(list(self.options))
+        return self
 
 
 class OptimSection(_Strict):
@@ -176,6 +192,12 @@ def _resolve(value: str | None, base: Path) -> str | None:
     return str(p if p.is_absolute() else (base / p).resolve())
 
 
+def _resolve_vocab(value, base: Path):
+    if isinstance(value, str) and (value.endswith((".yaml", ".yml", ".json")) or "/" in value):
+        return _resolve(value, base)
+    return value
+
+
 def _resolve_dataset(d: DatasetSection, base: Path) -> DatasetSection:
     upd = {k: _resolve(getattr(d, k), base) for k in ("root", "features", "pairs", "labels_csv")}
     return d.model_copy(update=upd)
@@ -185,6 +207,7 @@ def resolve_paths(cfg: TrainConfig, base: Path) -> TrainConfig:
     data = cfg.data.model_copy(update={
         "datasets": [_resolve_dataset(d, base) for d in cfg.data.datasets],
         "prompt_bank": _resolve(cfg.data.prompt_bank, base),
+        "vocabulary": _resolve_vocab(cfg.data.vocabulary, base),
         "augment": cfg.data.augment.model_copy(
             update={"preprocessed_cache": _resolve(cfg.data.augment.preprocessed_cache, base)}),
     })

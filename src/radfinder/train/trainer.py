@@ -25,6 +25,7 @@ from ..config import dump_config
 from ..device import resolve_device
 from ..errors import CheckpointError, ConfigError, RadfinderError
 from ..models.accel import maybe_compile
+from ..text.vocabulary import resolve_vocabulary
 from .batches import CachedFeatures, MicroBatch, make_micro_batch
 from .checkpoint import (
     capture_rng,
@@ -50,8 +51,8 @@ from .distributed import (
 from .hooks import EvalContext, EvalHook, eval_mode
 from .logs import RunLogger
 from .optim import build_optimizer, lr_at, select_trainable, set_lr
-from .setup import build_model, fingerprint, pos_weight, prompt_texts
-from .step import LossSettings, StepModule, StepStats, compute_step_gradients
+from .setup import build_model, fingerprint, loss_setup, prompt_texts
+from .step import StepModule, StepStats, compute_step_gradients
 
 FAIL_ENV = "RADFINDER_TRAIN_FAIL"  # test hook: "RANK:STEP" raises on that rank before that step
 
@@ -106,8 +107,10 @@ class Trainer:
         self.param_dtype, self.autocast = _precision(cfg, self.device)
 
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-        self.sources = build_sources(cfg.data.datasets)
+        self.vocabulary = resolve_vocabulary(cfg.data.vocabulary)
+        self.sources = build_sources(cfg.data.datasets, self.vocabulary.findings)
         self.model = build_model(cfg.model).to(self.device, dtype=self.param_dtype)
+        self.model.label_vocabulary = self.vocabulary  # saved with every checkpoint (labels.json)
         crit = self.model.criterion
         with torch.no_grad():
             if cfg.losses.t_init is not None:
@@ -137,17 +140,10 @@ class Trainer:
             feature_identity = self.provider.identity()
 
         self._check_pairs_spec(feature_identity)
-        texts, self.prompt_shape = prompt_texts(cfg.data.prompt_bank)
+        texts, self.prompt_shape = prompt_texts(cfg.data.prompt_bank, self.vocabulary.findings)
         self.prompt_tokens = self.model.tokenize(texts)
-        self.settings = LossSettings(
-            weights=cfg.losses.weights, sigma=self.model.config.localization_sigma,
-            tau=self.model.config.localization_tau,
-            prompt_mode=cfg.losses.prompt_mode,
-            pos_weight=pos_weight(self.sources, cfg.losses.pos_weight_cap).to(self.device),
-            question_weight=torch.full((self.prompt_shape[0],), cfg.losses.prompt_question_weight,
-                                       device=self.device),
-            siglip_chunk=cfg.losses.siglip_chunk,
-        )
+        self.objectives, self.batch_fields, self.settings = loss_setup(
+            cfg, self.model, self.sources, self.prompt_shape, self.vocabulary, self.device)
 
         self.order = MixedOrder([len(s.records) for s in self.sources], [s.section.weight for s in self.sources],
                                 cfg.seed, cfg.data.samples_per_epoch)
@@ -267,7 +263,8 @@ class Trainer:
             items = [(int(order[i, 0]), int(order[i, 1]), base + i) for i in rows]
             mb, dropped = make_micro_batch(items, self.sources, self.provider, seed=self.cfg.seed,
                                            n_questions=self.prompt_shape[0], n_variants=self.prompt_shape[1],
-                                           max_snippets=self.cfg.data.max_snippets_per_scan)
+                                           max_snippets=self.cfg.data.max_snippets_per_scan,
+                                           fields=self.batch_fields, label_names=self.settings.label_names)
             self._dropped_local += dropped
             out.append(mb.to(self.device, self.param_dtype))
         return out
@@ -277,8 +274,9 @@ class Trainer:
         """Zero the gradients and accumulate the (rank-reduced) gradient of step `step`."""
         self.optimizer.zero_grad(set_to_none=True)
         mbs = self.micro_batches(step)
-        return compute_step_gradients(self.step_module, self.wrapped, mbs, self.prompt_tokens, self.prompt_shape,
-                                      self.settings, self.trainable, verify=verify)
+        inputs = {"prompt_tokens": self.prompt_tokens, "prompt_shape": self.prompt_shape}
+        return compute_step_gradients(self.step_module, self.wrapped, mbs, inputs, self.settings, self.trainable,
+                                      verify=verify)
 
     def apply_update(self, step: int) -> tuple[float, float]:
         lr = lr_at(step, self.total_steps, self.warmup_steps, self.cfg.optim.lr, self.cfg.optim.min_lr)
@@ -349,7 +347,7 @@ class Trainer:
                 t_now = float(self.model.criterion.t.detach())
                 record = {
                     "step": done, "epoch": round(done / self.steps_per_epoch, 6), "loss": stats.loss,
-                    "siglip": stats.siglip, "prompt": stats.prompt, "localization": stats.localization,
+                    **stats.terms, **stats.extras,
                     "lr": lr, "t": t_now, "b": float(self.model.criterion.b.detach()),
                     "logit_scale": math.exp(t_now), "grad_norm": gnorm,
                     "samples_per_s": stats.n_samples / dt if dt > 0 else None, "negatives": stats.negatives,
