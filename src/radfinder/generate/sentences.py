@@ -17,6 +17,7 @@ from ..text.sentences import split_sentences
 
 _ITEM_NUMBER = re.compile(r"^\s*\d{1,2}\s*[.)]\s*")
 _SPACE = re.compile(r"\s+")
+_ITEM_START = re.compile(r"(?:^|(?<=[.;:!?])\s+)(\d{1,2})\s*[.)]\s")
 
 
 @dataclass(frozen=True)
@@ -50,10 +51,19 @@ def clean_sentence(sentence: str) -> str:
 
 def _items(text: str, section: str) -> list[str]:
     """Sentences of a findings section; numbered items (kept whole) of an impressions section."""
-    if section == "impressions" and re.search(r"(?:^|\s)\d{1,2}\s*[.)]\s", text or ""):
-        parts = re.split(r"(?:^|\s)(?=\d{1,2}\s*[.)]\s)", text.strip())
-        return [p for p in (x.strip() for x in parts) if p]
-    return split_sentences(text or "")
+    text = (text or "").strip()
+    if section == "impressions":
+        # numbered items 1., 2., 3. ... in sequence (a "series 2." inside an item is not item 2)
+        starts, want = [], 1
+        for m in _ITEM_START.finditer(text):
+            if int(m.group(1)) == want:
+                starts.append(m.start(1))
+                want += 1
+        if starts and starts[0] == 0 or len(starts) > 1:
+            bounds = starts + [len(text)]
+            head = [text[: starts[0]].strip()] if starts[0] > 0 else []
+            return [p for p in head + [text[a:b].strip() for a, b in zip(bounds, bounds[1:], strict=False)] if p]
+    return split_sentences(text)
 
 
 def tag_section(text: str, section: str, assigner: RuleAssigner | None = None, lang: str = "en") -> list[TaggedSentence]:
