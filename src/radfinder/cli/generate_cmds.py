@@ -1,4 +1,5 @@
-"""`radfinder generate` / `generate-fit`: report generation with the offline `model` generator (`radfinder.api.generate`)."""
+"""`radfinder generate` / `generate-fit`: report generation with the offline `model` generator
+(`radfinder.api.generate`)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ def generate_cmd(
     scan: Path = typer.Argument(..., help="NIfTI/NRRD/NPZ file or DICOM folder."),
     seg: Path | None = typer.Option(None, "--seg", help="Segmentation (TotalSegmentator --ml file or per-class "
                                                         "folder): place findings only in cells holding their anatomy."),
-    bank: Path | None = typer.Option(None, "--bank", help="Generator bank JSON (default CHECKPOINT/generator_bank.json, "
-                                                          "from `radfinder generate-fit`)."),
+    bank: Path | None = typer.Option(
+        None, "--bank", help="Generator bank JSON (default CHECKPOINT/generator_bank.json, from `radfinder generate-fit`)."
+    ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the report (JSON with --json, else text) here."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),

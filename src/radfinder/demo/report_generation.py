@@ -28,7 +28,8 @@ def examples_markdown(result: dict[str, Any]) -> str:
 
 
 def table_lines(rg: dict[str, Any]) -> list[str]:
-    head = f"{'report generation (valid)':<20} | " + " | ".join(f"{m:>12}" for m in METRICS)
+    title = "report generation (valid)"
+    head = f"{title:<25} | " + " | ".join(f"{m:>12}" for m in METRICS)
     out = [head, "-" * len(head)]
     for g in GENERATORS:
         out.append(f"{g:<25} | " + " | ".join(f"{rg[g].get(m, float('nan')):>12.3f}" for m in METRICS))

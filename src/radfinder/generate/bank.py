@@ -96,10 +96,11 @@ class GeneratorBank:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise BankError(f"{path}: not a readable JSON generator bank ({exc})") from exc
-        if not isinstance(data, dict) or data.get("format") != BANK_FORMAT:
-            raise BankError(f"{path}: not a radfinder generator bank (format {data.get('format') if isinstance(data, dict) else None!r})")
+        fmt = data.get("format") if isinstance(data, dict) else None
+        if fmt != BANK_FORMAT:
+            raise BankError(f"{path}: not a radfinder generator bank (format {fmt!r})")
         if data.get("version") != BANK_VERSION:
-            raise BankError(f"{path}: generator bank version {data.get('version')}, this radfinder reads {BANK_VERSION}")
+            raise BankError(f"{path}: generator bank version {data.get('version')}; this radfinder reads {BANK_VERSION}")
         try:
             return cls(**{k: v for k, v in data.items() if k not in ("format", "version")})
         except TypeError as exc:

@@ -66,7 +66,9 @@ def _items(text: str, section: str) -> list[str]:
     return split_sentences(text)
 
 
-def tag_section(text: str, section: str, assigner: RuleAssigner | None = None, lang: str = "en") -> list[TaggedSentence]:
+def tag_section(
+    text: str, section: str, assigner: RuleAssigner | None = None, lang: str = "en"
+) -> list[TaggedSentence]:
     """Every non-empty sentence (item) of one report section, tagged."""
     assigner = assigner or RuleAssigner()
     raw = [clean_sentence(s) for s in _items(text, section)]

@@ -76,7 +76,8 @@ class ReportWriter:
 
     def __init__(self, bank: GeneratorBank, embed_fn: EmbedFn):
         self.bank = bank
-        texts = sorted({v["text"] for f in bank.findings for v in bank.positive.get(f, []) + bank.impression.get(f, [])})
+        texts = sorted({v["text"] for f in bank.findings
+                        for v in bank.positive.get(f, []) + bank.impression.get(f, [])})  # fmt: skip
         self._emb = dict(zip(texts, _unit(embed_fn(texts)), strict=True)) if texts else {}
 
     def _choose(self, variants: list[dict[str, Any]], present: set[str], cells: np.ndarray, cand: np.ndarray):
