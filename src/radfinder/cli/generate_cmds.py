@@ -21,7 +21,7 @@ def generate_cmd(
     seg: Path | None = typer.Option(None, "--seg", help="Segmentation (TotalSegmentator --ml file or per-class "
                                                         "folder): place findings only in cells holding their anatomy."),
     bank: Path | None = typer.Option(
-        None, "--bank", help="Generator bank JSON (default CHECKPOINT/generator_bank.json, from `radfinder generate-fit`)."
+        None, "--bank", help="Generator bank JSON (default CHECKPOINT/generator_bank.json, from `generate-fit`)."
     ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the report (JSON with --json, else text) here."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),

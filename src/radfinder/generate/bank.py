@@ -100,7 +100,7 @@ class GeneratorBank:
         if fmt != BANK_FORMAT:
             raise BankError(f"{path}: not a radfinder generator bank (format {fmt!r})")
         if data.get("version") != BANK_VERSION:
-            raise BankError(f"{path}: generator bank version {data.get('version')}; this radfinder reads {BANK_VERSION}")
+            raise BankError(f"{path}: generator bank version {data.get('version')}, expected {BANK_VERSION}")
         try:
             return cls(**{k: v for k, v in data.items() if k not in ("format", "version")})
         except TypeError as exc:
