@@ -9,7 +9,8 @@ It holds, fitted on training studies only:
 - **impression items**: per finding, the impression items of training reports that state it;
 - **absent sentences**: statements of absence ("No pleural effusion.") and normal sentences that name no finding
   ("Trachea and main bronchi are patent."), each kept when at least `min_df` of the training reports that could
-  carry it do, with the most common wording; per anatomy the most common normal sentence as a fallback. Default
+  carry it do, with the most common wording, and not beside a finding whose positive training reports say it at
+  under half that rate (`excluded_by`); per anatomy the most common normal sentence as a fallback. Default
   `min_df` 0.2, fixed before any measurement from the ROUGE-L F-measure: adding L tokens that a reference holds
   with probability q raises the expected F (about 2 LCS / (|candidate| + |reference|)) when q > F / 2, and report
   generators score F ~ 0.3-0.4 (a majority rule, 0.5, leaves out sentences most references still gain from);
@@ -182,7 +183,13 @@ def fit_bank(
         could = np.ones(len(first), bool) if not known else ~pos_labels[:, known].any(axis=1)
         docs = {j for j, _ in occ}
         df = len(docs) / max(1, int(could.sum()))
-        row = _variants([t for _, t in occ], 1)[0] | {"negated": negated, "df": df}
+        # findings whose positive reports (nearly) never say it: "Heart size is normal." is not written beside a
+        # cardiomegaly (its rate there is under half its rate overall)
+        has = np.zeros(len(first), bool)
+        has[sorted(docs)] = True
+        excluded = [f for k, f in enumerate(findings) if pos_labels[:, k].any()
+                    and has[pos_labels[:, k]].mean() < 0.5 * df and f not in negated]  # fmt: skip
+        row = _variants([t for _, t in occ], 1)[0] | {"negated": negated, "df": df, "excluded_by": excluded}
         row.pop("affirmed")
         if df >= min_df:
             absent.append(row)

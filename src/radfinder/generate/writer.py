@@ -9,8 +9,8 @@ where a segmentation was given, the anatomy classes present in each depth cell. 
    depth cells. That cell is where the finding is placed (`world_z_mm`); with a segmentation only cells holding the
    finding's anatomy are candidates, and the classes found in the chosen cell are reported beside it. A sentence
    that also states another present finding covers it.
-3. **Absent findings and normal anatomy**: the bank's majority sentences of absence whose findings are all called
-   absent, and its normal sentences; an anatomy with no present finding and no sentence gets its most common
+3. **Absent findings and normal anatomy**: the bank's common sentences of absence whose findings are all called
+   absent, and its normal sentences, except beside a present finding that excludes them; an anatomy with no present finding and no sentence gets its most common
    normal sentence.
 4. **Order**: every sentence at its mean relative position in the training reports.
 5. **Impression**: one numbered item per present finding (the bank's impression item chosen as in 2), or the
@@ -133,12 +133,12 @@ class ReportWriter:
             details.append(entry)
         said_anatomy = {v["anatomy"] for f in covered for v in bank.positive.get(f, [])[:1]}
         for row in bank.absent:
-            if not (set(row["negated"]) & present):
+            if not (set(row["negated"]) & present) and not (set(row.get("excluded_by", ())) & present):
                 lines.append((row["position"], row["text"]))
                 said_anatomy.add(row["anatomy"])
         for a, row in bank.anatomy_normal.items():
             if a not in said_anatomy and not any(FINDING_ANATOMY.get(f) == a for f in present) and not (
-                set(row["negated"]) & present
+                set(row["negated"]) & present or set(row.get("excluded_by", ())) & present
             ):
                 lines.append((row["position"], row["text"]))
         seen: set[str] = set()
