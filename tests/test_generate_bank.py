@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from radfinder.generate import BankError, GeneratorBank, ReportWriter, ScanOutputs, f1_threshold, fit_bank
-from radfinder.generate.sentences import clean_sentence, tag_section
+from radfinder.eval.generation import BankError, GeneratorBank, ReportWriter, ScanOutputs, f1_threshold, fit_bank
+from radfinder.eval.generation.sentences import clean_sentence, tag_section
 from radfinder.text.findings import CTRATE_FINDINGS
 from radfinder.text.labeler import RuleLabeler
 
@@ -51,7 +51,8 @@ def test_f1_threshold_is_the_best_f1_cut():
 
 def test_sentences_lose_their_slice_references_and_keep_whole_impression_items():
     assert clean_sentence("Mediastinal lymphadenopathy on image 117 of series 2.") == "Mediastinal lymphadenopathy."
-    assert clean_sentence("Fibrotic bands, see series 4, image 103, likely sequelae.") == "Fibrotic bands, likely sequelae."
+    got = clean_sentence("Fibrotic bands, see series 4, image 103, likely sequelae.")
+    assert got == "Fibrotic bands, likely sequelae."
     items = tag_section("1. Cardiomegaly. 2. Pleural effusion on image 55 of series 3. 3. No nodule.", "impressions")
     assert [t.text for t in items] == ["Cardiomegaly.", "Pleural effusion.", "No nodule."]
     assert items[0].affirmed == (CARDIO,) and items[2].negated == (NODULE,)

@@ -11,9 +11,10 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from radfinder.errors import CheckpointError  # noqa: E402
-from radfinder.generate.prefix_lm import PrefixReportLM, depth_batch, train_prefix_lm  # noqa: E402
 from radfinder.models.lora import LoRALinear  # noqa: E402
+from radfinder.models.prefix_lm import PrefixReportLM, depth_batch  # noqa: E402
 from radfinder.models.text import minilm_dir  # noqa: E402
+from radfinder.train.prefix_lm import train_prefix_lm  # noqa: E402
 
 REPORTS = [
     "Cardiomegaly. No pleural effusion. 1. Cardiomegaly.",
@@ -48,6 +49,7 @@ def _data(n_per=4, p=32, seed=0):
     return vols, [d.astype(np.float32) for d in deps], texts
 
 
+@pytest.mark.slow  # ~20-40 s on 2 shared cores
 def test_prefix_lm_trains_generates_and_round_trips(tmp_path):
     base = _tiny_base(tmp_path / "base")
     torch.manual_seed(0)

@@ -1,5 +1,5 @@
 """`generate_report`: a findings and impression section for one scan, written by the offline `model` generator
-(`radfinder.generate.writer`) from the model's zero-shot probabilities and depth grounding, with sentences and
+(`radfinder.eval.generation.writer`) from the model's zero-shot probabilities and depth grounding, with sentences and
 thresholds from a generator bank fitted on a training split (`fit_generator`, `radfinder generate-fit`).
 
     model = load_model("runs/demo/checkpoints/latest/model")
@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import RadfinderError
-from ..generate.bank import BankError, GeneratorBank
-from ..generate.fit import check_bank_model, fit_generator_bank, writer_for, zero_shot_scores
-from ..generate.writer import GeneratedReport, ScanOutputs
+from ..eval.generation.bank import BankError, GeneratorBank
+from ..eval.generation.fit import check_bank_model, fit_generator_bank, writer_for, zero_shot_scores
+from ..eval.generation.writer import GeneratedReport, ScanOutputs
 from .encode import VolumeEncoding, encode_volume
 from .model import ScanInput
 
@@ -89,7 +89,7 @@ def fit_generator(
     model, train_records: Sequence[Any], out: str | Path | None = None, *, features: str | Path | None = None,
     min_df: float = 0.2, max_variants: int = 32, show_progress: bool = False,
 ) -> GeneratorBank:
-    """Fit a generator bank on training records (see `radfinder.generate.bank`); saved to `out` when given
+    """Fit a generator bank on training records (see `radfinder.eval.generation.bank`); saved to `out` when given
     (default for the CLI: `<checkpoint>/generator_bank.json`)."""
     if not train_records:
         raise RadfinderError("no training records to fit a generator bank on")

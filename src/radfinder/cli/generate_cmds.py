@@ -29,7 +29,7 @@ def generate_cmd(
 ) -> None:
     """Findings and impression for a scan, from the model's zero-shot scores and depth grounding with sentences
     learned from training reports (thresholds fitted on the training split). The offline `model` generator; the
-    neural prefix-LM path (radfinder.generate.prefix_lm) is a tested scaffold, not this command's output."""
+    neural prefix-LM path (radfinder.models.prefix_lm) is a tested scaffold, not this command's output."""
     from ..api import generate_report, load_model
     from ..preprocess.cache import atomic_write_bytes
 

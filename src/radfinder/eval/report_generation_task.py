@@ -1,7 +1,7 @@
 """The report-generation evaluation task: fit the generator on the TRAIN split, write reports for the held-out
 split, and score three generators against the held-out reports with `report_generation_metrics`:
 
-- `model`: the offline generator of `radfinder.generate` (its bank and thresholds fitted on the train split only);
+- `model`: the offline generator of `radfinder.eval.generation` (bank and thresholds fitted on the train split only);
 - `nearest_report`: the report of the training study whose volume (retrieval) embedding is nearest by cosine;
 - `most_common_report`: the training report whose rule-labeler label vector is the most frequent one.
 
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..generate.fit import embed_records, fit_generator_bank, generate_for_records, report_labels
+from .generation.fit import embed_records, fit_generator_bank, generate_for_records, report_labels
 from .report_generation import BertScorer, most_common_report, nearest_report, report_generation_metrics
 
 GENERATORS = ("model", "nearest_report", "most_common_report")

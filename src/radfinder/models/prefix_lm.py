@@ -2,7 +2,7 @@
 as a prefix to a causal language model loaded with `transformers` from a directory the user supplies (e.g. a
 Qwen3 checkpoint; radfinder downloads nothing), LoRA (`radfinder.models.lora`) on the LM's attention projections,
 and a trainable projector from the P-d tokens to the LM's hidden size. Trained with teacher forcing on report text
-from cached embeddings (`train_prefix_lm`), bf16 autocast on CUDA.
+from cached embeddings (`radfinder.train.prefix_lm.train_prefix_lm`), bf16 autocast on CUDA.
 
 Checkpoints hold only what is trained (LoRA A/B, projector, token-type embeddings) as safetensors, plus
 `prefix_lm.json` with the base directory's path and content hash: loading refuses another base.
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
-from ..models.lora import add_lora, lora_modules
+from .lora import add_lora, lora_modules
 
 CONFIG_FILE = "prefix_lm.json"
 WEIGHTS_FILE = "prefix_lm.safetensors"
@@ -222,32 +222,3 @@ def depth_batch(volumes: Sequence[np.ndarray], depths: Sequence[np.ndarray], dev
         mask[i, : len(d)] = 1
     vol = np.stack([np.asarray(v, np.float32) for v in volumes])
     return torch.from_numpy(vol).to(device), torch.from_numpy(dep).to(device), torch.from_numpy(mask).to(device)
-
-
-def train_prefix_lm(
-    model: PrefixReportLM, volumes: Sequence[np.ndarray], depths: Sequence[np.ndarray], texts: Sequence[str], *,
-    epochs: int = 1, batch_size: int = 8, lr: float = 1e-3, max_tokens: int = 256, seed: int = 0,
-    device: str | torch.device = "cpu",
-) -> list[float]:
-    """Teacher forcing on (volume embedding, depth-cell embeddings, report) triples from cached embeddings;
-    AdamW on the LoRA, projector and token embeddings only; bf16 autocast on CUDA. Returns the loss per step."""
-    if not (len(volumes) == len(depths) == len(texts)) or not texts:
-        raise ConfigError("volumes, depths and texts must be non-empty and of equal length")
-    dev = torch.device(device)
-    model.to(dev).train()
-    opt = torch.optim.AdamW(model.trainable_parameters(), lr=lr, weight_decay=0.0)
-    rng = np.random.default_rng(seed)
-    losses = []
-    for _ in range(epochs):
-        order = rng.permutation(len(texts))
-        for s in range(0, len(order), batch_size):
-            idx = order[s : s + batch_size]
-            vol, dep, mask = depth_batch([volumes[i] for i in idx], [depths[i] for i in idx], dev)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                loss = model.loss(vol, dep, mask, [texts[i] for i in idx], max_tokens)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-    model.eval()
-    return losses

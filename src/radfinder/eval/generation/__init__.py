@@ -2,9 +2,10 @@
 
 - `bank`: the generator bank fitted on the training split (thresholds, sentence banks), saved as JSON;
 - `writer`: one report from a scan's zero-shot probabilities and depth-cell embeddings (the `model` generator);
-- `fit`: fitting a bank with a model on a dataset and generating for records;
-- `prefix_lm`: the neural path (volume and depth-cell tokens as a prefix to a causal language model with LoRA),
-  tested with a tiny random language model only and never presented as a result.
+- `fit`: fitting a bank with a model on a dataset and generating for records.
+The neural path (volume and depth-cell tokens as a prefix to a causal language model with LoRA) is
+`radfinder.models.prefix_lm` + `radfinder.train.prefix_lm`: tested with a tiny random language model only, never
+presented as a result.
 """
 
 from .bank import BankError, GeneratorBank, f1_threshold, fit_bank

@@ -10,8 +10,8 @@ where a segmentation was given, the anatomy classes present in each depth cell. 
    finding's anatomy are candidates, and the classes found in the chosen cell are reported beside it. A sentence
    that also states another present finding covers it.
 3. **Absent findings and normal anatomy**: the bank's common sentences of absence whose findings are all called
-   absent, and its normal sentences, except beside a present finding that excludes them; an anatomy with no present finding and no sentence gets its most common
-   normal sentence.
+   absent, and its normal sentences, except beside a present finding that excludes them; an anatomy with no
+   present finding and no sentence gets its most common normal sentence.
 4. **Order**: every sentence at its mean relative position in the training reports.
 5. **Impression**: one numbered item per present finding (the bank's impression item chosen as in 2), or the
    bank's normal impression.
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..text.anatomy import FINDING_ANATOMY
+from ...text.anatomy import FINDING_ANATOMY
 from .bank import BankError, GeneratorBank
 
 EmbedFn = Callable[[Sequence[str]], np.ndarray]  # texts -> (N, P) snippet-head embeddings

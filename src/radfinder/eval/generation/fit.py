@@ -10,12 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from ..eval.embed import EmbeddedVolumes, embed_texts, embed_volumes, open_matching_store
-from ..eval.tasks import prompt_embeddings
-from ..eval.zero_shot import zero_shot_probabilities
-from ..features.store import state_dict_hash
-from ..text.findings import CTRATE_FINDINGS
-from ..text.labeler import RuleLabeler
+from ...features.store import state_dict_hash
+from ...text.findings import CTRATE_FINDINGS
+from ...text.labeler import RuleLabeler
+from ..embed import EmbeddedVolumes, embed_texts, embed_volumes, open_matching_store
+from ..tasks import prompt_embeddings
+from ..zero_shot import zero_shot_probabilities
 from .bank import BankError, GeneratorBank, fit_bank
 from .writer import GeneratedReport, ReportWriter, ScanOutputs
 

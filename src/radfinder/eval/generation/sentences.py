@@ -9,11 +9,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..text.anatomy import RuleAssigner
-from ..text.labeler import AFFIRMED, NEGATED, UNCERTAIN, find_mentions
-from ..text.ref_snippets import cut_span, snippet
-from ..text.references import mine_references
-from ..text.sentences import split_sentences
+from ...text.anatomy import RuleAssigner
+from ...text.labeler import AFFIRMED, NEGATED, UNCERTAIN, find_mentions
+from ...text.ref_snippets import cut_span, snippet
+from ...text.references import mine_references
+from ...text.sentences import split_sentences
 
 _ITEM_NUMBER = re.compile(r"^\s*\d{1,2}\s*[.)]\s*")
 _SPACE = re.compile(r"\s+")

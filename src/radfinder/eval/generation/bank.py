@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import RadfinderError
-from ..text.anatomy import RuleAssigner
-from ..text.findings import CTRATE_FINDINGS
+from ...errors import RadfinderError
+from ...text.anatomy import RuleAssigner
+from ...text.findings import CTRATE_FINDINGS
 from .sentences import TaggedSentence, tag_section
 
 BANK_FORMAT = "radfinder-generator-bank"
@@ -82,7 +82,7 @@ class GeneratorBank:
         return {"format": BANK_FORMAT, "version": BANK_VERSION, **asdict(self)}
 
     def save(self, path: str | Path) -> Path:
-        from ..preprocess.cache import atomic_write_bytes
+        from ...preprocess.cache import atomic_write_bytes
 
         path = Path(path)
         atomic_write_bytes(path, (json.dumps(self.to_json(), indent=1, ensure_ascii=False) + "\n").encode())
