@@ -5,10 +5,12 @@ build throughput, and a bounded load test of `radfinder serve` on 127.0.0.1.
    draws them i.i.d. Gaussian (the hardest case for any approximate index: no structure, and the 10th and 11th
    neighbours are nearly tied); `--data clustered` draws them around 1,000 random centres, closer to real
    embeddings, which are far from uniform.
-2. Exact: FAISS `IndexFlatIP` (the library's `flat`) in batches of `--batch` queries and one query at a time,
-   against NumPy `q @ X.T` + `argpartition` on the same queries (the reference).
-3. Approximate: HNSW (M=32) and IVF-PQ with exact re-ranking (the library's `hnsw` / `ivf`), single-query p50 /
-   p95 latency and recall@10 against the exact result, at a few search settings; build throughput of each.
+2. Exact: the library's `flat` index (FAISS storage, torch matrix-product search) in batches of `--batch` queries
+   and one query at a time, and FAISS's own `IndexFlatIP.search` on the same index, against NumPy `q @ X.T` +
+   `argpartition` on the same queries (the reference).
+3. Approximate (`--ann`, default pq,ivf; add hnsw, whose build takes minutes at 1,000,000): the library's `pq`
+   (4-bit PQ fast scan + exact re-ranking) and `ivf` (IVF-PQ + re-ranking) and an HNSW graph (M=32), single-query
+   p50 / p95 latency and recall@10 against the exact result at a few search settings; build throughput of each.
 4. Server: a library of `--studies` (default 10,000) synthetic studies (random embeddings and depth cells, a tiny
    random checkpoint: the cost of a real checkpoint's text tower is not measured here), `radfinder serve` started
    as a subprocess on 127.0.0.1 only, `--clients` (default 50) concurrent clients sending distinct queries to
@@ -35,7 +37,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from radfinder.library.index import HNSW_M
+from radfinder.library.index import HNSW_M, PQ_K_FACTOR, build_index, set_search_params
+from radfinder.library.index import search as index_search
 
 
 def _pct(xs, q):
@@ -72,14 +75,21 @@ def recall(approx: np.ndarray, exact: np.ndarray) -> float:
     return float(np.mean([len(set(a) & set(e)) / len(e) for a, e in zip(approx, exact, strict=True)]))
 
 
-def single_latencies(index, q: np.ndarray, k: int) -> tuple[list[float], np.ndarray]:
+def single_latencies(search, q: np.ndarray) -> tuple[list[float], np.ndarray]:
     out, ids = [], []
     for row in q:
         t = time.perf_counter()
-        _, i = index.search(row[None], k)
+        _, i = search(row[None])
         out.append(time.perf_counter() - t)
         ids.append(i[0])
     return out, np.array(ids)
+
+
+def _timed_batches(fn, q: np.ndarray, batch: int) -> float:
+    t = time.perf_counter()
+    for s in range(0, len(q), batch):
+        fn(q[s : s + batch])
+    return len(q) / (time.perf_counter() - t)
 
 
 def bench_vectors(args) -> dict:
@@ -92,49 +102,48 @@ def bench_vectors(args) -> dict:
         q /= np.linalg.norm(q, axis=1, keepdims=True)
     print(f"vectors: {args.n} x {args.dim} ({x.nbytes / 2**30:.2f} GiB, {args.data}) in "
           f"{time.perf_counter() - t:.1f} s", flush=True)  # fmt: skip
+    ids = np.arange(args.n, dtype=np.int64)
 
     t = time.perf_counter()
     truth = numpy_topk(x, q, args.k)
-    np_s = time.perf_counter() - t
-    res["numpy_batch_qps"] = args.queries / np_s
+    res["numpy_batch_qps"] = args.queries / (time.perf_counter() - t)
+    print(f"reference, NumPy brute force (q @ X.T + argpartition), batch: {res['numpy_batch_qps']:.1f} queries/s",
+          flush=True)  # fmt: skip
 
+    # the library's exact index: FAISS storage, torch matrix-product search (radfinder.library.index)
     t = time.perf_counter()
-    flat = faiss.IndexFlatIP(args.dim)
-    flat.add(x)
+    flat = build_index(x, ids, "flat")
     res["flat_build_vectors_per_s"] = args.n / (time.perf_counter() - t)
-    t = time.perf_counter()
-    for s in range(0, args.queries, args.batch):
-        flat.search(q[s : s + args.batch], args.k)
-    res["flat_batch_qps"] = args.queries / (time.perf_counter() - t)
-    lat, ids = single_latencies(flat, q[: args.single], args.k)
+    res["flat_batch_qps"] = _timed_batches(lambda b: index_search(flat, b, args.k), q, args.batch)
+    lat, got = single_latencies(lambda r: index_search(flat, r, args.k), q[: args.single])
     res["flat_single_p50_ms"], res["flat_single_p95_ms"] = _pct(lat, 50), _pct(lat, 95)
-    res["flat_recall_at_10"] = recall(ids, truth[: args.single])
-    _, ids_b = flat.search(q, args.k)
-    res["flat_batch_recall_at_10"] = recall(ids_b, truth)
-    print(f"numpy brute force, batch: {res['numpy_batch_qps']:.1f} queries/s")
-    print(f"exact (flat) batch {args.batch}: {res['flat_batch_qps']:.1f} queries/s "
-          f"({res['flat_batch_qps'] / res['numpy_batch_qps']:.2f}x numpy); "
+    _, got_b = index_search(flat, q, args.k)
+    res["flat_batch_recall_at_10"] = recall(got_b, truth)
+    # FAISS's own flat search on the same index, for the record
+    res["faiss_flat_batch_qps"] = _timed_batches(lambda b: flat.search(b, args.k), q, args.batch)
+    print(f"library exact (flat) batch {args.batch}: {res['flat_batch_qps']:.1f} queries/s "
+          f"({res['flat_batch_qps'] / res['numpy_batch_qps']:.2f}x NumPy; FAISS's own IndexFlatIP search "
+          f"{res['faiss_flat_batch_qps']:.1f} queries/s, {res['faiss_flat_batch_qps'] / res['numpy_batch_qps']:.2f}x); "
           f"single p50 {res['flat_single_p50_ms']:.1f} ms, p95 {res['flat_single_p95_ms']:.1f} ms; "
-          f"recall@10 vs numpy {res['flat_batch_recall_at_10']:.3f}; "
+          f"recall@10 vs NumPy {res['flat_batch_recall_at_10']:.3f}; "
           f"build {res['flat_build_vectors_per_s']:.0f} vectors/s", flush=True)  # fmt: skip
-    del flat
+    flat = None  # frees its 2 GB before the approximate indexes are built
 
     for kind in [] if args.skip_ann else args.ann.split(","):
         t = time.perf_counter()
-        if kind == "hnsw":
+        if kind == "hnsw":  # built here for its efConstruction flag; the library's uses HNSW_M too
             index = faiss.IndexHNSWFlat(args.dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = args.ef_construction
             index.add(x)
             settings = [("efSearch", v) for v in (64, 128, 256, 512)]
-        else:
-            nlist = args.nlist or int(4 * np.sqrt(args.n))
-            ivf = faiss.IndexIVFPQ(faiss.IndexFlatIP(args.dim), args.dim, nlist, args.dim // 8, 8,
-                                   faiss.METRIC_INNER_PRODUCT)  # fmt: skip
-            sample = x[np.random.default_rng(2).choice(args.n, min(args.n, 40 * nlist), replace=False)]
-            ivf.train(sample)
-            index = faiss.IndexRefineFlat(ivf)
-            index.add(x)
+        elif kind == "pq":
+            index = build_index(x, ids, "pq")
+            settings = [("k_factor", v) for v in (25, 50, PQ_K_FACTOR, 200)]
+        elif kind == "ivf":
+            index = build_index(x, ids, "ivf", nlist=args.nlist or None)
             settings = [("nprobe", v) for v in (16, 64, 256)]
+        else:
+            raise SystemExit(f"unknown --ann kind {kind!r} (pq, hnsw, ivf)")
         build_s = time.perf_counter() - t
         res[f"{kind}_build_vectors_per_s"] = args.n / build_s
         print(f"{kind}: built in {build_s:.1f} s ({args.n / build_s:.0f} vectors/s)", flush=True)
@@ -142,10 +151,10 @@ def bench_vectors(args) -> dict:
             if kind == "hnsw":
                 index.hnsw.efSearch = value
             else:
-                faiss.downcast_index(index.base_index).nprobe = value
-                index.k_factor = 16
-            lat, ids = single_latencies(index, q[: args.single], args.k)
-            r = recall(ids, truth[: args.single])
+                set_search_params(index, nprobe=value if name == "nprobe" else None,
+                                  k_factor=value if name == "k_factor" else None)
+            lat, got = single_latencies(lambda r, ix=index: ix.search(r, args.k), q[: args.single])
+            r = recall(got, truth[: args.single])
             key = f"{kind}_{name}{value}"
             res[key] = {"p50_ms": _pct(lat, 50), "p95_ms": _pct(lat, 95), "recall_at_10": r}
             print(f"  {name}={value}: single p50 {_pct(lat, 50):.2f} ms, p95 {_pct(lat, 95):.2f} ms "
@@ -308,7 +317,7 @@ def main(argv=None) -> int:
     p.add_argument("--single", type=int, default=100, help="queries for single-query latency and recall")
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--k", type=int, default=10)
-    p.add_argument("--ann", default="hnsw,ivf", help="approximate indexes to measure (hnsw, ivf)")
+    p.add_argument("--ann", default="pq,ivf", help="approximate indexes to measure (pq, ivf, hnsw)")
     p.add_argument("--ef-construction", type=int, default=40)
     p.add_argument("--nlist", type=int, default=0)
     p.add_argument("--skip-ann", action="store_true")

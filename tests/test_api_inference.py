@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from radfinder.api import classify, encode_text, encode_volume, load_model, localize, prompt_embeddings
+from radfinder.api import classify, encode_query, encode_text, encode_volume, load_model, localize, prompt_embeddings
 from radfinder.api.depth import nearest_source_slice, source_z_range
 from radfinder.errors import ConfigError, RadfinderError
 from radfinder.eval.zero_shot import MEAN7_TEMPLATES
@@ -211,6 +211,13 @@ def test_encode_text_heads_differ_and_errors(model):
     assert rep.shape == snip.shape == (2, model.config.projection_dim)
     with pytest.raises(RadfinderError):
         encode_text(model, [])
+    # one pass of the text tower for both heads gives what the two separate encodings give
+    q_rep, q_snip = encode_query(model, ["Emphysema.", "No effusion."])
+    np.testing.assert_allclose(q_rep, rep, atol=1e-6)
+    np.testing.assert_allclose(q_snip, snip, atol=1e-6)
+    assert not np.allclose(rep, snip)
+    with pytest.raises(RadfinderError):
+        encode_query(model, ["ok", "  "])
     with pytest.raises(ConfigError, match="neither a checkpoint"):
         load_model("no-such-model", device="cpu")
 

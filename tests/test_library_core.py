@@ -199,12 +199,44 @@ def test_indexes_against_numpy_brute_force():
     scores, got = index_search(build_index(vecs, ids, "flat"), queries, 10)
     np.testing.assert_array_equal(got, truth)
     np.testing.assert_allclose(scores, np.sort(qn @ unit.T, axis=1)[:, ::-1][:, :10], atol=1e-5)
-    for kind in ("hnsw", "ivf"):
+    for kind in ("pq", "hnsw", "ivf"):
         _, approx = index_search(build_index(vecs, ids, kind), queries, 10)
         recall = np.mean([len(set(a) & set(t)) / 10 for a, t in zip(approx, truth, strict=True)])
         assert recall >= 0.9, kind
     with pytest.raises(ConfigError):
         build_index(vecs, ids, "annoy")
+
+
+def test_exact_search_merges_blocks_like_one_sort(monkeypatch):
+    """The blocked torch search must equal a full sort whatever the block size, for one query and for batches, with
+    non-contiguous ids and k larger than a block."""
+    from radfinder.library import index as index_module
+
+    rng = np.random.default_rng(3)
+    vecs = rng.normal(size=(1037, 16)).astype(np.float32)
+    ids = rng.permutation(5000)[:1037].astype(np.int64)
+    queries = rng.normal(size=(7, 16)).astype(np.float32)
+    unit = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+    qn = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    full = qn @ unit.T
+    order = np.argsort(-full, axis=1)[:, :25]
+    index = build_index(vecs, ids, "flat")
+    for block_bytes in (4 * 7 * 10, 4 * 7 * 100, 2**30):  # blocks of 10 and 100 rows, and one block
+        monkeypatch.setattr(index_module, "EXACT_BLOCK_BYTES", block_bytes)
+        for q in (queries[:1], queries):
+            scores, got = index_search(index, q, 25)
+            np.testing.assert_array_equal(got, ids[order[: len(q)]])
+            np.testing.assert_allclose(scores, np.take_along_axis(full, order, 1)[: len(q)], atol=1e-5)
+    scores, got = index_search(index, queries[:1], 5000)  # k above the size: every vector once
+    assert sorted(got[0]) == sorted(ids)
+
+
+def test_pq_index_needs_an_even_dimension_and_enough_vectors(tmp_path):
+    rng = np.random.default_rng(0)
+    with pytest.raises(ConfigError, match="even dimension"):
+        build_index(rng.normal(size=(100, 15)).astype(np.float32), np.arange(100), "pq")
+    with pytest.raises(LibraryError, match="at least 16"):
+        build_index(rng.normal(size=(10, 16)).astype(np.float32), np.arange(10), "pq")
 
 
 def test_rebuilt_hnsw_index_answers_like_the_exact_one(tiny, tmp_path):

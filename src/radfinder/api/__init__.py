@@ -12,7 +12,7 @@ Every scan goes through the checkpoint's own preprocessing spec (`model.preproce
 
 from .classify import FindingScore, PromptEmbeddings, classify, prompt_embeddings
 from .depth import SourceSlice, cell_depths, nearest_source_slice, source_z_range
-from .encode import VolumeEncoding, encode_text, encode_volume, encode_window_array
+from .encode import VolumeEncoding, encode_query, encode_text, encode_volume, encode_window_array
 from .generate import fit_generator, generate_report
 from .localize import SentenceLocation, depth_probabilities, localize
 from .model import load_model, preprocess_for
@@ -26,6 +26,7 @@ __all__ = [
     "cell_depths",
     "classify",
     "depth_probabilities",
+    "encode_query",
     "encode_text",
     "encode_volume",
     "encode_window_array",

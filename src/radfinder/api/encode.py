@@ -151,3 +151,21 @@ def encode_text(model, texts: str | Sequence[str], *, snippet: bool = False, bat
     for start in range(0, len(texts), batch_size):
         out.append(_np(fn(**model.tokenize(texts[start : start + batch_size]))))
     return np.concatenate(out)
+
+
+@torch.inference_mode()
+def encode_query(model, texts: str | Sequence[str], *, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """(report-space (N, P), snippet-space (N, P)) embeddings of query texts: `encode_text` and
+    `encode_text(snippet=True)` in one pass of the text tower (both heads share its pooled features), so a search
+    that ranks studies and grounds the sentence pays for the tower once."""
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    if not texts:
+        raise RadfinderError("encode_query needs at least one text")
+    if any(not isinstance(t, str) or not t.strip() for t in texts):
+        raise RadfinderError("texts must be non-empty strings")
+    report, snippet = [], []
+    for start in range(0, len(texts), batch_size):
+        pooled = model.text_features(**model.tokenize(texts[start : start + batch_size]))
+        report.append(_np(model.projection_text(pooled)))
+        snippet.append(_np(model.snippet_head(pooled)))
+    return np.concatenate(report), np.concatenate(snippet)

@@ -33,7 +33,7 @@ def build_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Library folder (created; an existing one is resumed)."),
     kind: str = typer.Option("ctrate", "--kind", "-k", help=_KIND),
     split: str = typer.Option("all", "--split", help=_SPLIT),
-    index: str = typer.Option("auto", "--index", help="auto | flat (exact) | hnsw | ivf (see docs/LIBRARY.md)."),
+    index: str = typer.Option("auto", "--index", help="auto | flat (exact) | pq | hnsw | ivf (see docs/LIBRARY.md)."),
     limit: int = typer.Option(0, "--limit", help="Only the first N volumes (smoke runs)."),
     shard: str | None = typer.Option(None, "--shard", help="i/n: this process's share (default torchrun's rank)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
@@ -76,7 +76,7 @@ def add_cmd(
 @library_app.command("index")
 def index_cmd(
     library: Path = typer.Argument(..., help="Library folder."),
-    index: str = typer.Option("", "--index", help="auto | flat | hnsw | ivf (default: the library's choice)."),
+    index: str = typer.Option("", "--index", help="auto | flat | pq | hnsw | ivf (default: the library's choice)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Rebuild the FAISS indexes from the library's SQLite rows (e.g. to switch to hnsw)."""

@@ -29,7 +29,7 @@ from ..features.extract import ExtractItem, select_shard, shard_from_env
 from ..progress import progress
 from ..text.findings import CTRATE_FINDINGS
 from ..text.references import mine_references
-from .index import build_index, normalize, resolve_kind, save_index
+from .index import build_index, min_vectors, normalize, resolve_kind, save_index
 from .slices import SliceLayout, reference_slices, thumbnail
 from .store import SCHEMA_VERSION, LibraryError, LibraryStore, StudyRow
 
@@ -106,7 +106,8 @@ def rebuild_index(library: str | Path, kind: str | None = None) -> dict[str, Any
         out = {}
         for over, fname in INDEX_FILES.items():
             ids, vecs = store.vectors(_COLUMNS[over], int(meta["dim"]))
-            resolved = resolve_kind(kind, len(ids)) if len(ids) >= 39 or kind != "ivf" else "flat"
+            resolved = resolve_kind(kind, len(ids))
+            resolved = resolved if len(ids) >= min_vectors(resolved) else "flat"  # too few to train a quantiser
             save_index(build_index(vecs, ids, resolved), root / fname)
             out[over] = {"vectors": int(len(ids)), "kind": resolved}
         store.set_meta({"index_kind": kind, "indexes": out})

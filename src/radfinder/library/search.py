@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from ..api import depth_probabilities, encode_text, encode_volume, load_model
+from ..api import depth_probabilities, encode_query, encode_volume, load_model
 from ..errors import CheckpointError, ConfigError
+from .batching import Coalescer
 from .build import INDEX_FILES, checkpoint_hash
 from .index import load_index, normalize
 from .index import search as index_search
@@ -83,6 +84,8 @@ class Library:
         self._lock = threading.Lock()
         self._text_cache: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._text_cache_size = text_cache
+        # concurrent text queries (the server's worker threads) share one text-tower pass
+        self._queries: Coalescer[str, tuple[np.ndarray, np.ndarray]] = Coalescer(self._encode_queries, max_batch=64)
 
     def close(self) -> None:
         self.store.close()
@@ -130,14 +133,18 @@ class Library:
             if hit is not None:
                 self._text_cache.move_to_end(text)
                 return hit
-        model = self.model
-        with self._lock:  # one model call at a time: requests queue instead of oversubscribing the CPU
-            q = normalize(encode_text(model, text)[0])
-            s = normalize(encode_text(model, text, snippet=True)[0])
+        q, s = self._queries.submit(text)
+        with self._lock:
             self._text_cache[text] = (q, s)
             while len(self._text_cache) > self._text_cache_size:
                 self._text_cache.popitem(last=False)
         return q, s
+
+    def _encode_queries(self, texts) -> list[tuple[np.ndarray, np.ndarray]]:
+        model = self.model
+        with self._lock:  # one model call at a time: requests queue instead of oversubscribing the CPU
+            report, snippet = encode_query(model, list(texts), batch_size=64)
+        return list(zip(normalize(report), normalize(snippet), strict=True))
 
     # -- search
     def _ranked(self, vector: np.ndarray, over: str, k: int, filters) -> list[tuple[int, float]]:
