@@ -160,3 +160,21 @@ def test_generated_text_states_what_the_labeler_reads_back():
     assert "Heart size is normal." not in rep.findings
     assert CARDIO in {r["text"]: r for r in bank.absent}["Heart size is normal."]["excluded_by"]
     assert rep.impression.startswith("1. ") and "2. " in rep.impression
+
+
+def test_paired_bootstrap_point_differences_are_the_metrics_differences():
+    from radfinder.eval.report_generation import clinical_efficacy, rouge_l
+    from radfinder.eval.report_generation_task import paired_bootstrap
+
+    refs = [f + " " + i for f, i in REPORTS]
+    a = ["Cardiomegaly. A nodule in the right upper lobe.", "No pleural effusion.", "Right pleural effusion.",
+         "Heart size is normal.", "No pulmonary nodules."]
+    b = ["Heart size is normal."] * 5
+    got = paired_bootstrap(a, b, refs, n_boot=200)
+    assert got["rouge_l"]["difference"] == pytest.approx(rouge_l(a, refs) - rouge_l(b, refs))
+    ce = clinical_efficacy(a, refs)["ce_macro_f1"] - clinical_efficacy(b, refs)["ce_macro_f1"]
+    assert got["ce_macro_f1"]["difference"] == pytest.approx(ce)
+    lo, hi = got["rouge_l"]["ci95"]
+    assert lo <= got["rouge_l"]["difference"] <= hi
+    same = paired_bootstrap(a, a, refs, n_boot=50)
+    assert same["rouge_l"]["ci95"] == [0.0, 0.0] and same["ce_macro_f1"]["difference"] == 0.0
