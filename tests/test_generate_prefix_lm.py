@@ -91,3 +91,14 @@ def test_prefix_lm_refuses_another_base_and_a_missing_checkpoint(tmp_path):
         PrefixReportLM.load(tmp_path / "nothing")
     with pytest.raises(CheckpointError, match="config.json"):
         PrefixReportLM.from_base(tmp_path / "nothing", token_dim=8)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_prefix_lm_trains_under_bf16_autocast_on_cuda(tmp_path):
+    base = _tiny_base(tmp_path / "base")
+    model = PrefixReportLM.from_base(base, token_dim=32, lora_r=4, lora_alpha=8)
+    vols, deps, texts = _data()
+    losses = train_prefix_lm(model, vols, deps, texts, epochs=15, batch_size=8, lr=1e-2, device="cuda")
+    assert np.isfinite(losses).all() and np.mean(losses[-2:]) < np.mean(losses[:2]) - 0.5
+    vol, dep, mask = depth_batch(vols[:2], deps[:2], "cuda")
+    assert all(isinstance(t, str) for t in model.generate(vol, dep, mask, max_new_tokens=8))
