@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import RadfinderError
+from ...progress import progress
 from ...text.anatomy import RuleAssigner
 from ...text.findings import CTRATE_FINDINGS
 from .sentences import TaggedSentence, tag_section
@@ -135,6 +136,7 @@ def fit_bank(
     max_variants: int = 32,
     lang: str = "en",
     meta: dict[str, Any] | None = None,
+    show_progress: bool = False,
 ) -> GeneratorBank:
     """Fit a bank on training studies: `reports` (findings, impressions) per study/volume, the model's zero-shot
     `scores` (N, F) on them and their report-derived `labels` (N, F; 1/0/-1). `report_ids` marks volumes that share
@@ -160,8 +162,10 @@ def fit_bank(
     first = list({rid: i for i, rid in reversed(list(enumerate(ids)))}.values())
     first.sort()
     assigner = RuleAssigner()
-    fnd = [tag_section(reports[i][0], "findings", assigner, lang) for i in first]
-    imp = [tag_section(reports[i][1], "impressions", assigner, lang) for i in first]
+    fnd, imp = [], []
+    for i in progress(first, total=len(first), desc="tag training reports", enabled=show_progress):
+        fnd.append(tag_section(reports[i][0], "findings", assigner, lang))
+        imp.append(tag_section(reports[i][1], "impressions", assigner, lang))
     pos_labels = labels[first] == 1
     fidx = {f: k for k, f in enumerate(findings)}
 

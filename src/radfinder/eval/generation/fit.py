@@ -59,7 +59,7 @@ def fit_generator_bank(
     scores = zero_shot_scores(model, emb.disease)
     return fit_bank(
         [(r.findings, r.impressions) for r in recs], scores, y, report_ids=[r.report_id for r in recs],
-        min_df=min_df, max_variants=max_variants,
+        min_df=min_df, max_variants=max_variants, show_progress=show_progress,
         meta={"model_hash": model_hash(model), "model_source": str(getattr(model, "source", "") or ""),
               "train_split": sorted({str(r.split) for r in recs}), "prompts": "mean7"},
     )  # fmt: skip
