@@ -82,6 +82,15 @@ def test_generate_fit_and_generate_cli_on_a_trained_model(tiny_demo, capsys):
     for p in got["present"]:
         assert p["probability"] >= p["threshold"]
         assert {"finding", "sentence", "cell", "world_z_mm", "classes_in_cell"} <= set(p)
+    # the API, 1:1, with a prepared generator (text embedded once) writes the same report
+    from radfinder.api import encode_volume, generate_report, load_model, prepare_generator
+
+    m = load_model(model, device="cpu")
+    enc = encode_volume(m, scan)
+    api = generate_report(m, enc, seg=seg, generator=prepare_generator(m))
+    assert (api.findings, api.impression) == (got["findings"], got["impression"])
+    plain = generate_report(m, enc, model / "generator_bank.json")  # no segmentation: same scores, no classes
+    assert plain.probabilities == pytest.approx(got["probabilities"]) and all("anatomy" not in p for p in plain.present)
     rc = main(["generate", str(model), str(scan)])  # the bank beside the checkpoint, text output
     text = capsys.readouterr().out
     assert rc == 0 and text.startswith("Findings: ") and "\nImpression: " in text

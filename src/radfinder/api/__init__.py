@@ -13,13 +13,14 @@ Every scan goes through the checkpoint's own preprocessing spec (`model.preproce
 from .classify import FindingScore, PromptEmbeddings, classify, prompt_embeddings
 from .depth import SourceSlice, cell_depths, nearest_source_slice, source_z_range
 from .encode import VolumeEncoding, encode_query, encode_text, encode_volume, encode_window_array
-from .generate import fit_generator, generate_report
+from .generate import ReportGenerator, fit_generator, generate_report, prepare_generator
 from .localize import SentenceLocation, depth_probabilities, localize
 from .model import load_model, preprocess_for
 
 __all__ = [
     "FindingScore",
     "PromptEmbeddings",
+    "ReportGenerator",
     "SentenceLocation",
     "SourceSlice",
     "VolumeEncoding",
@@ -35,6 +36,7 @@ __all__ = [
     "load_model",
     "localize",
     "nearest_source_slice",
+    "prepare_generator",
     "preprocess_for",
     "prompt_embeddings",
     "source_z_range",

@@ -13,6 +13,7 @@ only placed in depth cells holding its anatomy, and the classes found there are 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ import numpy as np
 from ..errors import RadfinderError
 from ..eval.generation.bank import BankError, GeneratorBank
 from ..eval.generation.fit import check_bank_model, fit_generator_bank, writer_for, zero_shot_scores
-from ..eval.generation.writer import GeneratedReport, ScanOutputs
+from ..eval.generation.writer import GeneratedReport, ReportWriter, ScanOutputs
+from ..eval.tasks import prompt_embeddings
 from .encode import VolumeEncoding, encode_volume
 from .model import ScanInput
 
@@ -66,23 +68,39 @@ def cell_classes(model, enc: VolumeEncoding, seg: str | Path) -> list[dict[str, 
     return out
 
 
+@dataclass
+class ReportGenerator:
+    """A bank with its sentences and prompts embedded by one model: pass it to `generate_report` as `generator=`
+    to write many reports without re-embedding text (as `prompt_embeddings` does for `classify`)."""
+
+    bank: GeneratorBank
+    writer: ReportWriter
+    prompts: tuple[np.ndarray, np.ndarray]
+
+
+def prepare_generator(model, bank: str | Path | GeneratorBank | None = None) -> ReportGenerator:
+    b = resolve_bank(model, bank)
+    return ReportGenerator(b, writer_for(model, b, check=False), prompt_embeddings(model, b.findings))
+
+
 def generate_report(
     model,
     scan: ScanInput | VolumeEncoding,
     bank: str | Path | GeneratorBank | None = None,
     *,
     seg: str | Path | None = None,
+    generator: ReportGenerator | None = None,
     chunk_size: int = 8,
 ) -> GeneratedReport:
     """Findings and impression for one scan (path, `Volume`, `Preprocessed` or a `VolumeEncoding`); `bank`
     defaults to `<checkpoint>/generator_bank.json` and must have been fitted for these exact weights."""
-    b = resolve_bank(model, bank)
+    if generator is not None and bank is not None:
+        raise RadfinderError("give a bank or a prepared generator, not both")
+    gen = generator or prepare_generator(model, bank)
     enc = scan if isinstance(scan, VolumeEncoding) else encode_volume(model, scan, chunk_size=chunk_size)
-    probs = zero_shot_scores(model, enc.disease[None], b.findings)[0]
+    probs = zero_shot_scores(model, enc.disease[None], gen.bank.findings, gen.prompts)[0]
     classes = cell_classes(model, enc, seg) if seg is not None else None
-    return writer_for(model, b, check=False).write(
-        ScanOutputs(probs, enc.depth, enc.depth_valid, enc.depth_z_mm, classes)
-    )
+    return gen.writer.write(ScanOutputs(probs, enc.depth, enc.depth_valid, enc.depth_z_mm, classes))
 
 
 def fit_generator(

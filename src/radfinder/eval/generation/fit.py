@@ -25,9 +25,11 @@ def model_hash(model) -> str:
     return state_dict_hash(model)
 
 
-def zero_shot_scores(model, disease: np.ndarray, findings: Sequence[str] = CTRATE_FINDINGS) -> np.ndarray:
-    """(N, F) mean7 zero-shot probabilities of disease embeddings (N, P)."""
-    pos, neg = prompt_embeddings(model, list(findings))
+def zero_shot_scores(model, disease: np.ndarray, findings: Sequence[str] = CTRATE_FINDINGS,
+                     prompts: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """(N, F) mean7 zero-shot probabilities of disease embeddings (N, P); `prompts`: (positive, negative) prompt
+    embeddings from `eval.tasks.prompt_embeddings` to reuse."""
+    pos, neg = prompts if prompts is not None else prompt_embeddings(model, list(findings))
     return zero_shot_probabilities(disease, pos, neg)
 
 
