@@ -105,7 +105,7 @@ def test_report_generation_task_depends_on_the_train_split_only(tiny_demo, tmp_p
     model = from_pretrained(tiny_demo / "model")
     train = load_ctrate(tiny_demo / "cohort", split="train")
     valid = load_ctrate(tiny_demo / "cohort", split="valid")
-    kw = {"features": tiny_demo / "features", "bertscore": False, "n_examples": 3}
+    kw = {"features": tiny_demo / "features", "bertscore": False, "n_examples": 3, "n_boot": 200}
     a = run_report_generation(model, train, valid, bank_out=tmp_path / "a.json", **kw)
     changed = copy.deepcopy(valid)
     for r in changed:  # other labels and other reports for the evaluated split

@@ -53,7 +53,7 @@ def stage_report_generation(out: Path, s: DemoSettings, log: Callable[[str], Non
         train = load_ctrate(out / "cohort", split="train", mode="first_all")
         valid = load_ctrate(out / "cohort", split="valid", mode="first_all")
         res = run_report_generation(model, train, valid, features=out / "features",
-                                    bank_out=out / "model" / "generator_bank.json")
+                                    bank_out=out / "model" / "generator_bank.json", n_boot=s.n_boot)
     finally:
         torch.set_num_threads(threads)
     metrics_path = out / "metrics.json"

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..text.findings import CTRATE_FINDINGS
 from ..text.labeler import RuleLabeler
+from .bootstrap import DEFAULT_N_BOOT
 from .generation.fit import embed_records, fit_generator_bank, generate_for_records, report_labels
 from .report_generation import BertScorer, most_common_report, nearest_report, report_generation_metrics
 
@@ -49,7 +50,8 @@ def macro_f1(pred: np.ndarray, ref: np.ndarray) -> float:
     return float(np.mean(f1)) if f1 else float("nan")
 
 
-def paired_bootstrap(cand_a: Sequence[str], cand_b: Sequence[str], refs: Sequence[str], *, n_boot: int = 1000,
+def paired_bootstrap(cand_a: Sequence[str], cand_b: Sequence[str], refs: Sequence[str], *,
+                     n_boot: int = DEFAULT_N_BOOT,
                      seed: int = 0) -> dict[str, Any]:
     """a minus b on ROUGE-L (mean of per-report F) and CE macro F1, with percentile 95% CIs over `n_boot`
     resamples of the reports (the same resample for a and b)."""
@@ -94,7 +96,7 @@ def run_report_generation(
     bertscore: bool = True,
     bert_scorer: BertScorer | None = None,
     n_examples: int = 2,
-    n_boot: int = 1000,
+    n_boot: int = DEFAULT_N_BOOT,
     bank_out: str | Path | None = None,
     show_progress: bool = False,
 ) -> dict[str, Any]:
