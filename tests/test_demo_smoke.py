@@ -35,6 +35,9 @@ def test_demo_pipeline_runs_resumes_and_evaluate_cli_agrees(tmp_path):
                          ("localization", "baseline_random_mae_mm")]:
         assert key in m[section], (section, key)
     assert m["retrieval"]["R@10"] is not None
+    for g in ("model", "nearest_report", "most_common_report"):  # report generation on the held-out split
+        assert {"ce_macro_f1", "rouge_l", "bleu1", "bleu4", "bertscore_f1"} <= set(m["report_generation"][g]), g
+    assert (out / "model" / "generator_bank.json").is_file() and (out / "report_generation_examples.md").is_file()
     assert any("metric (held-out valid split)" in line for line in logs)
 
     # resume: nothing runs again

@@ -34,6 +34,11 @@ def demo(
         DemoSettings.n_boot, "--n-boot", help="Bootstrap resamples for the confidence intervals."
     ),
     workers: int = typer.Option(0, "--workers", "-w", help="Processes for the cohort (0: one per CPU core)."),
+    report_generation: bool = typer.Option(
+        True, "--report-generation/--no-report-generation",
+        help="Report-generation stage: generator bank on the train split, generated reports for the valid split, "
+        "BLEU/ROUGE-L/BERTScore/clinical-efficacy of the model generator and two baselines.",
+    ),
     redo: list[str] = typer.Option([], "--redo", help="Run this stage (and every later one) again."),
     stop_after: str = typer.Option("", "--stop-after", help="Stop after this stage."),
     json_out: bool = typer.Option(False, "--json", help="Print the stage timings and summary as JSON."),
@@ -52,6 +57,7 @@ def demo(
         max_steps=max_steps or None,
         n_boot=n_boot,
         workers=workers or None,
+        report_generation=report_generation,
     )
     result = run_demo(
         out, settings, redo=redo, stop_after=stop_after or None, log=(lambda m: None) if json_out else typer.echo

@@ -15,6 +15,7 @@ from . import (  # noqa: E402,F401,I001
     data_cmds,
     demo_cmds,
     eval_cmds,
+    generate_cmds,
     info_cmds,
     io_cmds,
     library_cmds,

@@ -21,7 +21,7 @@ DEMO_SPEC = PRESETS["demo"]
 # Settings that change how a run executes or reports, not what it computes: a re-run may change them freely
 # (n_boot re-runs the evaluation stage only).
 EXECUTION_ONLY = ("device", "progress", "workers")
-EVALUATION_ONLY = ("n_boot",)
+EVALUATION_ONLY = ("n_boot", "report_generation")
 
 
 @dataclass
@@ -47,6 +47,7 @@ class DemoSettings:
     n_boot: int = 10_000  # = eval.bootstrap.DEFAULT_N_BOOT (a test holds them equal; importing eval costs 0.5 s)
     max_steps: int | None = None
     progress: bool = True  # progress bars on the long stages
+    report_generation: bool = True  # the report-generation stage (bank on train, generated valid reports, metrics)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -2,7 +2,7 @@
 
 Stages (each resumable: a finished stage leaves ``DIR/stages/<name>.json`` and is skipped on a re-run; delete
 that file, or pass ``redo``, to run it again, which also re-runs every later stage):
-cohort -> preprocess -> mining -> encoder -> features -> train -> evaluate.
+cohort -> preprocess -> mining -> encoder -> features -> train -> evaluate -> report_generation -> library.
 """
 
 from __future__ import annotations

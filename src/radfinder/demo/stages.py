@@ -12,6 +12,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..progress import progress
 from .config import DEMO_SPEC, DemoSettings, train_config_dict
+from .report_generation import stage_report_generation
 
 Log = Callable[[str], None]
 # The frozen window encoders the demo can use: the shipped light3d encoder pre-trained on its own synthetic cohort
@@ -300,5 +301,6 @@ STAGES: list[tuple[str, Callable[[Path, DemoSettings, Log], dict[str, Any]]]] = 
     ("features", stage_features),
     ("train", stage_train),
     ("evaluate", stage_evaluate),
+    ("report_generation", stage_report_generation),
     ("library", stage_library),
 ]
