@@ -20,6 +20,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..preprocess.spec import resolve_spec
+from .anatomy_head import AnatomyEmbeddings, AnatomyHead, FvlmTemperature
 from .combiner import FeatureCombiner, pad_feature_grids, windows_to_grids
 from .config import RadFinderConfig, resolve_model_config
 from .heads import ProjectionHead, SigLIPScale
@@ -119,6 +120,10 @@ class RadFinderModel(nn.Module):
             self.projection_image_copy.load_state_dict(self.projection_image.state_dict())
         if self.projection_text_copy is not None:
             self.projection_text_copy.load_state_dict(self.projection_text.state_dict())
+        ac = cfg.anatomy
+        self.anatomy_head = None if ac is None else AnatomyHead(
+            self.backbone_image.feature_dim, p, ac.names, ac.dim, ac.num_heads, ac.dropout, ac.coverage_bias)
+        self.anatomy_temperature = None if ac is None else FvlmTemperature(ac.temperature_init)
         self.preprocess_spec = resolve_spec(None)  # replaced by the checkpoint's own spec on load
         self._tokenizer = tokenizer
         if self._tokenizer is None and text_weights:
@@ -207,6 +212,13 @@ class RadFinderModel(nn.Module):
         cls_a, perslice, valid = self.feature_comb_image.encode_depth(cls, axis2, window_mask, grid_size)
         z = torch.cat([cls_a.unsqueeze(1).expand(-1, perslice.shape[1], -1), perslice], dim=-1)
         return DepthEmbeddings(slice_emb=self.disease_head(z), valid_depth_mask=valid)
+
+    def encode_anatomy(self, tokens: torch.Tensor, coverage: torch.Tensor) -> AnatomyEmbeddings:
+        """fVLM anatomy embeddings (B, A, P), L2-normalised, from spatial tokens (B, N, F) and their anatomy
+        coverage (B, A, N) (see `radfinder.models.anatomy_head`); needs a model config with `anatomy`."""
+        if self.anatomy_head is None:
+            raise ConfigError("this model has no anatomy head (its config has no `anatomy` section)")
+        return self.anatomy_head(tokens, coverage)
 
     # ---------------------------------------------------------------- image, from windows
     def encode_windows(self, pixel_values: torch.Tensor, chunk_size: int | None = None) -> WindowFeatures:
