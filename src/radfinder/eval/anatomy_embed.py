@@ -1,0 +1,89 @@
+"""fVLM's anatomy-level zero-shot evaluation of a trained model: anatomy embeddings of held-out scans from their
+cached spatial tokens and anatomy coverage, fVLM's short prompt pairs through the model's text tower, and the
+per-finding / macro AUROC of `radfinder.eval.anatomy_zero_shot` against the given labels.
+
+A scan's anatomy counts (valid) when its segmentation gives it at least one token and, with `exclude_cut` (the
+model config's `anatomy.exclude_cut`), the crop or field of view does not cut it; findings of an invalid anatomy
+leave that scan out of the finding's AUROC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from ..features.store import FeatureStore
+from ..progress import progress
+from ..text.anatomy import FINDING_ANATOMY
+from ..text.findings import CTRATE_FINDINGS
+from ..train.anatomy_batch import study_tokens
+from .anatomy_zero_shot import AnatomyZeroShotResult, anatomy_prompts, evaluate_anatomy_zero_shot
+from .bootstrap import DEFAULT_N_BOOT
+
+
+@torch.no_grad()
+def embed_anatomies(
+    model, records: Sequence[Any], features: str | Path | FeatureStore, *, batch: int = 16,
+    exclude_cut: bool | None = None, show_progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N, A, P) L2-normalised anatomy embeddings (zero where invalid) and valid (N, A) of `records`, in order."""
+    if getattr(model, "anatomy_head", None) is None:
+        raise ConfigError("this model has no anatomy head; train one with the fvlm objective (config `anatomy`)")
+    store = features if isinstance(features, FeatureStore) else FeatureStore.open(features)
+    names = list(model.anatomy_head.names)
+    if exclude_cut is None:
+        exclude_cut = bool(model.config.anatomy.exclude_cut)
+    device = next(model.parameters()).device
+    dtype = next(model.anatomy_head.parameters()).dtype
+    embs, valids = [], []
+    starts = range(0, len(records), batch)
+    for s in progress(starts, total=len(starts), desc="anatomy embeddings", enabled=show_progress):
+        parts = [study_tokens(store.read(r.key), names) for r in records[s : s + batch]]
+        n = max(1, max(p[0].shape[0] for p in parts))
+        e = parts[0][0].shape[1]
+        tok = np.zeros((len(parts), n, e), np.float32)
+        cov = np.zeros((len(parts), len(names), n), np.float32)
+        valid = np.zeros((len(parts), len(names)), bool)
+        for i, (t, c, present, cut) in enumerate(parts):
+            tok[i, : t.shape[0]] = t
+            cov[i, :, : c.shape[0]] = c.T
+            valid[i] = present & (~cut if exclude_cut else True)
+        out = model.encode_anatomy(torch.from_numpy(tok).to(device, dtype), torch.from_numpy(cov).to(device, dtype))
+        embs.append(out.embeddings.float().cpu().numpy())
+        valids.append(valid)
+    return np.concatenate(embs), np.concatenate(valids)
+
+
+@torch.no_grad()
+def prompt_embeddings(model, findings: Sequence[str] = CTRATE_FINDINGS,
+                      mapping: dict[str, str | None] | None = None) -> tuple[np.ndarray, np.ndarray, list]:
+    """(pos (F, P), neg (F, P), prompts) for fVLM's short prompt pairs of the findings that have an anatomy."""
+    prompts = anatomy_prompts(findings, mapping)
+    texts = [p.positive for p in prompts] + [p.negative for p in prompts]
+    tok = model.tokenize(texts)
+    emb = model.encode_text(tok["input_ids"], tok["attention_mask"]).float().cpu().numpy()
+    return emb[: len(prompts)], emb[len(prompts) :], prompts
+
+
+def run_anatomy_zero_shot(
+    model, records: Sequence[Any], features: str | Path | FeatureStore, labels: np.ndarray | None = None, *,
+    n_boot: int = DEFAULT_N_BOOT, seed: int = 0, show_progress: bool = False,
+) -> tuple[AnatomyZeroShotResult, dict[str, Any]]:
+    """Anatomy-level zero-shot AUROC of `model` on `records` (labels: (N, 18) 1/0/-1; default the records' own),
+    and counts of valid scans per anatomy."""
+    names = list(model.anatomy_head.names) if getattr(model, "anatomy_head", None) is not None else []
+    img, valid = embed_anatomies(model, records, features, show_progress=show_progress)
+    # findings of anatomies the model does not embed are not scored (listed as unmapped)
+    mapping = {f: (a if a in names else None) for f, a in FINDING_ANATOMY.items()}
+    pos, neg, _ = prompt_embeddings(model, mapping=mapping)
+    y = np.stack([np.asarray(r.labels) for r in records]) if labels is None else np.asarray(labels)
+    t = float(model.anatomy_temperature().detach()) if model.anatomy_temperature is not None else 1.0
+    res = evaluate_anatomy_zero_shot(img, pos, neg, y, anatomies=names, valid=valid, n_boot=n_boot, seed=seed,
+                                     temperature=t, mapping=mapping)  # fmt: skip
+    counts = {n: int(valid[:, i].sum()) for i, n in enumerate(names)}
+    return res, {"valid_scans": counts, "scans": len(records)}

@@ -1,0 +1,97 @@
+"""The `fvlm` training objective: fVLM's anatomy-level contrast on the step's gathered anatomy leaves.
+
+Leaves (produced per micro-batch from its `anatomy` batch field, `radfinder.train.anatomy_batch.AnatomyBatch`):
+
+* `anatomy_image` (B, A, P): the model's anatomy head over the frozen spatial tokens inside each anatomy's mask;
+* `anatomy_text` (B, A, P): each per-anatomy report text through the model's text tower and text head
+  (`encode_text`); identical texts of a micro-batch are encoded once;
+* `anatomy_temperature`: the model's `FvlmTemperature` parameter (clamped to [0.001, 0.5] when read).
+
+The objective is `fvlm_loss_terms` (distributed form under a process group: each rank's share, the shares summing
+to the single-process loss on the concatenated global batch) on those leaves with the batch's `valid`, `normal` and
+content-derived `text_ids`; it logs `fvlm` (the global loss) and `fvlm/<anatomy>` (each anatomy's term, 0 where
+it was skipped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .fvlm import FvlmOutput, fvlm_loss_terms
+
+FIELD = "anatomy"  # the micro-batch field (mb.extras["anatomy"]) that carries an AnatomyBatch
+
+
+def anatomy_field(mb: Any) -> Any:
+    extras = getattr(mb, "extras", None) or {}
+    ab = extras.get(FIELD) if isinstance(extras, dict) else None
+    if ab is None:
+        ab = getattr(mb, FIELD, None)
+    if ab is None:
+        raise ValueError("the fvlm objective needs the micro-batch field 'anatomy' (anatomy texts and coverage)")
+    return ab
+
+
+def _require_head(model) -> None:
+    if getattr(model, "anatomy_head", None) is None:
+        raise ValueError("the fvlm objective needs a model with an anatomy head (model config section `anatomy`)")
+
+
+def anatomy_image_leaf(sm: Any, mb: Any) -> tuple[torch.Tensor]:
+    """(B, A, P) anatomy embeddings of a micro-batch (step module `sm`: .model, .autocast(), .loss_dtype)."""
+    _require_head(sm.model)
+    ab = anatomy_field(mb)
+    with sm.autocast():
+        out = sm.model.encode_anatomy(ab.tokens, ab.coverage)
+    return (out.embeddings.to(sm.loss_dtype),)
+
+
+def encode_unique_texts(model: Any, texts: Sequence[str]) -> torch.Tensor:
+    """(len(texts), P) text embeddings, each distinct text encoded once."""
+    uniq = list(dict.fromkeys(texts))
+    index = {t: i for i, t in enumerate(uniq)}
+    tok = model.tokenize(uniq)
+    emb = model.encode_text(tok["input_ids"], tok["attention_mask"])
+    return emb[torch.tensor([index[t] for t in texts], device=emb.device)]
+
+
+def anatomy_text_leaf(sm: Any, mb: Any) -> tuple[torch.Tensor]:
+    """(B, A, P) embeddings of the per-anatomy report texts of a micro-batch."""
+    ab = anatomy_field(mb)
+    b, a = len(ab.texts), len(ab.names)
+    with sm.autocast():
+        emb = encode_unique_texts(sm.model, ab.flat_texts())
+    return (emb.to(sm.loss_dtype).reshape(b, a, -1),)
+
+
+def anatomy_temperature_param(model: Any) -> tuple[torch.Tensor]:
+    """fVLM's learnable temperature (clamped in place first, so the value used is always inside its range)."""
+    _require_head(model)
+    return (model.anatomy_temperature(),)
+
+
+def fvlm_step(
+    image: torch.Tensor,
+    text: torch.Tensor,
+    micro_batches: Sequence[Any],
+    temperature: torch.Tensor,
+    *,
+    local: bool = False,
+) -> tuple[FvlmOutput, dict[str, float]]:
+    """The fVLM loss on leaves concatenated over this rank's micro-batches, and its log entries."""
+    fields = [anatomy_field(mb) for mb in micro_batches]
+    valid = torch.cat([f.valid for f in fields]).to(image.device)
+    normal = torch.cat([f.normal for f in fields]).to(image.device)
+    ids = torch.cat([f.text_ids for f in fields]).to(image.device)
+    out = fvlm_loss_terms(image, text, valid, normal, ids, temperature, local=local)
+    names = fields[0].names
+    logs = {"fvlm": float(out.per_anatomy.sum())}
+    logs.update({f"fvlm/{n}": float(out.per_anatomy[i]) for i, n in enumerate(names)})
+    return out, logs
+
+
+def log_keys(names: Sequence[str]) -> tuple[str, ...]:
+    return ("fvlm", *(f"fvlm/{n}" for n in names))
