@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from radfinder.data.records import StudyRecord
+from radfinder.features.anatomy_batch import AnatomyTextCache, make_anatomy_batch
 from radfinder.features.store import AnatomyCoverage, FeatureRecord
 from radfinder.losses.fvlm_objective import (
     anatomy_image_leaf,
@@ -18,7 +19,6 @@ from radfinder.losses.fvlm_objective import (
 from radfinder.models.anatomy_head import AnatomyHead, FvlmTemperature
 from radfinder.models.config import AnatomyHeadConfig, resolve_model_config
 from radfinder.models.radfinder import RadFinderModel
-from radfinder.train.anatomy_batch import AnatomyTextCache, make_anatomy_batch
 
 NAMES = ["lung", "heart", "esophagus", "aorta"]
 

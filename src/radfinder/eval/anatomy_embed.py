@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..features.anatomy_batch import study_tokens
 from ..features.store import FeatureStore
 from ..progress import progress
 from ..text.anatomy import FINDING_ANATOMY
 from ..text.findings import CTRATE_FINDINGS
-from ..train.anatomy_batch import study_tokens
 from .anatomy_zero_shot import AnatomyZeroShotResult, anatomy_prompts, evaluate_anatomy_zero_shot
 from .bootstrap import DEFAULT_N_BOOT
 

@@ -1,5 +1,8 @@
-"""fVLM's batch fields: per study, the spatial tokens that touch an anatomy, their coverage, and per anatomy the
-report text, a normal flag, a content-derived text id and a valid flag.
+"""fVLM's per-study data and its micro-batch form: per study, the spatial tokens that touch an anatomy, their
+coverage, and per anatomy the report text, a normal flag, a content-derived text id and a valid flag.
+
+`anatomy_study` gathers one study's data for every anatomy its cache and the text rules know (the training batch
+field carries a list of these, model-independent); `collate_anatomy` picks a model's anatomies and pads the batch.
 
 Texts come from `radfinder.text.anatomy.anatomy_texts` (rules backend, EN/DE detected per report): an anatomy
 without an abnormal sentence gets fVLM's "{Anatomy} shows no significant abnormalities." and is normal. `text_ids`
@@ -23,30 +26,29 @@ import torch
 
 from ..data.records import StudyRecord
 from ..errors import ConfigError
-from ..features.store import FeatureRecord
 from ..text.anatomy import AnatomyTextRules, RuleAssigner, anatomy_texts, load_text_rules, strip_template, text_id
 from ..text.sections import detect_language
+from .store import FeatureRecord
 
 
 @dataclass
 class AnatomyStudyText:
     texts: list[str]  # full per-anatomy texts (fVLM convention)
-    encode: list[str]  # what the text tower encodes
+    stripped: list[str]  # without the no-abnormality template (the template itself where nothing else is left)
     normal: list[bool]
-    ids: list[int]
+    ids: list[int]  # text_id of the full text
 
 
 class AnatomyTextCache:
-    """Per-anatomy texts of each study, computed once per report (rules are deterministic)."""
+    """Per-anatomy texts of each study (every anatomy of the text rules by default), computed once per report."""
 
-    def __init__(self, names: Sequence[str], strip: bool = True, rules: AnatomyTextRules | None = None):
-        self.names = list(names)
+    def __init__(self, names: Sequence[str] | None = None, rules: AnatomyTextRules | None = None):
         self.rules = rules or load_text_rules()
+        self.names = list(names) if names is not None else list(self.rules.anatomies)
         missing = [a for a in self.names if a not in self.rules.anatomies]
         if missing:
             raise ConfigError(f"anatomies {missing} have no text rules (the rules know {self.rules.anatomies})")
         self.assigner = RuleAssigner(self.rules)
-        self.strip = strip
         self._cache: dict[tuple[str, str], AnatomyStudyText] = {}
 
     def of(self, findings: str, impressions: str) -> AnatomyStudyText:
@@ -61,14 +63,29 @@ class AnatomyTextCache:
         lang = lang if lang in ("en", "de") else "en"
         out = anatomy_texts(findings, impressions, lang, self.assigner, self.rules, self.names)
         texts = [out[a].text for a in self.names]
-        encode = []
+        stripped = []
         for a, t in zip(self.names, texts, strict=True):
-            s = strip_template(t, a, lang, self.rules) if self.strip else t
-            encode.append(s if s.strip() else t)
-        return AnatomyStudyText(texts, encode, [not out[a].abnormal for a in self.names], [text_id(t) for t in texts])
+            s = strip_template(t, a, lang, self.rules)
+            stripped.append(s if s.strip() else t)
+        return AnatomyStudyText(texts, stripped, [not out[a].abnormal for a in self.names],
+                                [text_id(t) for t in texts])  # fmt: skip
 
     def of_record(self, record: StudyRecord) -> AnatomyStudyText:
         return self.of(record.findings, record.impressions)
+
+
+@dataclass
+class AnatomyStudy:
+    """One study's fVLM data, for every anatomy its cache and text rules know (a model picks its own)."""
+
+    key: str
+    names: list[str]  # anatomies of the coverage columns ([] without a segmentation)
+    tokens: np.ndarray  # (n, E) spatial tokens touching any of them
+    coverage: np.ndarray  # (n, len(names))
+    present: np.ndarray  # (len(names),) bool
+    cut: np.ndarray  # (len(names),) bool
+    text_names: list[str]
+    text: AnatomyStudyText
 
 
 @dataclass
@@ -94,14 +111,15 @@ class AnatomyBatch:
 
 
 def study_tokens(fr: FeatureRecord, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(tokens (n, E), coverage (n, A), present (A,), cut (A,)) of one study for the anatomies `names`."""
+    """(tokens (n, E), coverage (n, A), present (A,), cut (A,)) of one study for the anatomies `names`: the tokens
+    with coverage > 0 for at least one of them. Without a segmentation: no tokens, nothing present."""
     if fr.spatial is None:
         raise ConfigError(f"{fr.key}: the feature cache has no spatial tokens; extract the features with spatial "
                           "tokens and masks (radfinder extract-features ... --masks DIR|auto)")  # fmt: skip
     e = fr.spatial.shape[-1]
     a = len(names)
     cov_rec = fr.anatomy
-    if cov_rec is None:  # no segmentation: every anatomy invalid
+    if cov_rec is None:
         return np.zeros((0, e), np.float32), np.zeros((0, a), np.float32), np.zeros(a, bool), np.ones(a, bool)
     missing = [n for n in names if n not in cov_rec.names]
     if missing:
@@ -114,32 +132,63 @@ def study_tokens(fr: FeatureRecord, names: Sequence[str]) -> tuple[np.ndarray, n
     return tokens, cov[keep].astype(np.float32), cov.max(axis=0) > 0, np.asarray(cov_rec.cut, bool)[cols]
 
 
-def make_anatomy_batch(
-    features: Sequence[FeatureRecord],
-    records: Sequence[StudyRecord],
-    texts: AnatomyTextCache,
-    *,
-    exclude_cut: bool = True,
+def anatomy_study(fr: FeatureRecord, record: StudyRecord, texts: AnatomyTextCache) -> AnatomyStudy:
+    names = list(fr.anatomy.names) if fr.anatomy is not None else []
+    tok, cov, present, cut = study_tokens(fr, names)
+    return AnatomyStudy(record.key, names, tok, cov, present, cut, texts.names, texts.of_record(record))
+
+
+def collate_anatomy(
+    studies: Sequence[AnatomyStudy], names: Sequence[str], *, exclude_cut: bool = True, strip: bool = True
 ) -> AnatomyBatch:
-    """The fVLM fields of one micro-batch (see module doc)."""
-    names = texts.names
-    parts = [study_tokens(fr, names) for fr in features]
-    n = max(1, max(p[0].shape[0] for p in parts))
-    b, a = len(parts), len(names)
-    e = features[0].spatial.shape[-1]
+    """The (B, A) fields and padded tokens of a micro-batch for the anatomies `names` (a model's, in its order)."""
+    names = list(names)
+    a, b = len(names), len(studies)
+    picked = []
+    for st in studies:
+        missing = [n for n in names if n not in st.text_names]
+        if missing:
+            raise ConfigError(f"{st.key}: no report text rules for anatomies {missing}")
+        if st.names:
+            absent = [n for n in names if n not in st.names]
+            if absent:
+                raise ConfigError(f"{st.key}: the feature cache's anatomy coverage has {st.names}, not {absent}; "
+                                  "extract with a groups YAML that defines them")  # fmt: skip
+            cols = [st.names.index(n) for n in names]
+            cov = st.coverage[:, cols]
+            keep = cov.sum(axis=1) > 0
+            picked.append((st.tokens[keep], cov[keep], st.present[cols], st.cut[cols]))
+        else:
+            picked.append((st.tokens[:0], np.zeros((0, a), np.float32), np.zeros(a, bool), np.ones(a, bool)))
+    n = max(1, max(p[0].shape[0] for p in picked))
+    e = studies[0].tokens.shape[1]
     tokens = np.zeros((b, n, e), np.float32)
     cov = np.zeros((b, a, n), np.float32)
     valid = np.zeros((b, a), bool)
     normal = np.zeros((b, a), bool)
     ids = np.zeros((b, a), np.int64)
     enc: list[list[str]] = []
-    for i, ((tok, c, present, cut), rec) in enumerate(zip(parts, records, strict=True)):
+    for i, ((tok, c, present, cut), st) in enumerate(zip(picked, studies, strict=True)):
         tokens[i, : tok.shape[0]] = tok
         cov[i, :, : c.shape[0]] = c.T
         valid[i] = present & (~cut if exclude_cut else True)
-        st = texts.of_record(rec)
-        normal[i] = st.normal
-        ids[i] = st.ids
-        enc.append(list(st.encode))
-    return AnatomyBatch(list(names), torch.from_numpy(tokens), torch.from_numpy(cov), torch.from_numpy(valid),
+        idx = [st.text_names.index(n) for n in names]
+        normal[i] = [st.text.normal[j] for j in idx]
+        ids[i] = [st.text.ids[j] for j in idx]
+        enc.append([(st.text.stripped if strip else st.text.texts)[j] for j in idx])
+    return AnatomyBatch(names, torch.from_numpy(tokens), torch.from_numpy(cov), torch.from_numpy(valid),
                         torch.from_numpy(normal), torch.from_numpy(ids), enc)  # fmt: skip
+
+
+def make_anatomy_batch(
+    features: Sequence[FeatureRecord],
+    records: Sequence[StudyRecord],
+    texts: AnatomyTextCache,
+    *,
+    names: Sequence[str] | None = None,
+    exclude_cut: bool = True,
+    strip: bool = True,
+) -> AnatomyBatch:
+    """`collate_anatomy` of the studies' `anatomy_study` for `names` (default: the text cache's anatomies)."""
+    studies = [anatomy_study(fr, r, texts) for fr, r in zip(features, records, strict=True)]
+    return collate_anatomy(studies, texts.names if names is None else names, exclude_cut=exclude_cut, strip=strip)
