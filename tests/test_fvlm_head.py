@@ -152,7 +152,7 @@ def test_invalid_anatomies_get_no_gradient_and_training_lowers_the_loss():
     sm, mb = _SM(model), _MB(ab)
     img = anatomy_image_leaf(sm, mb)[0].detach().requires_grad_(True)
     txt = anatomy_text_leaf(sm, mb)[0].detach().requires_grad_(True)
-    out, logs = fvlm_step(img, txt, [mb], anatomy_temperature_param(model)[0])
+    out, logs = fvlm_step(model, img, txt, [mb], anatomy_temperature_param(model)[0])
     out.loss.backward()
     assert not ab.valid[2, 3]
     assert torch.all(img.grad[2, 3] == 0) and torch.all(txt.grad[2, 3] == 0)
@@ -165,7 +165,7 @@ def test_invalid_anatomies_get_no_gradient_and_training_lowers_the_loss():
     losses = []
     for _ in range(25):
         opt.zero_grad()
-        out, _ = fvlm_step(anatomy_image_leaf(sm, mb)[0], anatomy_text_leaf(sm, mb)[0], [mb],
+        out, _ = fvlm_step(model, anatomy_image_leaf(sm, mb)[0], anatomy_text_leaf(sm, mb)[0], [mb],
                            anatomy_temperature_param(model)[0])  # fmt: skip
         out.loss.backward()
         opt.step()

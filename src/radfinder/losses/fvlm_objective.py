@@ -1,6 +1,7 @@
 """The `fvlm` training objective: fVLM's anatomy-level contrast on the step's gathered anatomy leaves.
 
-Leaves (produced per micro-batch from its `anatomy` batch field, `radfinder.train.anatomy_batch.AnatomyBatch`):
+Leaves (produced per micro-batch from its `anatomy` batch field: a list of `AnatomyStudy`, one per sample, collated
+for the model's anatomies by `radfinder.features.anatomy_batch.collate_anatomy`, or an `AnatomyBatch` as it is):
 
 * `anatomy_image` (B, A, P): the model's anatomy head over the frozen spatial tokens inside each anatomy's mask;
 * `anatomy_text` (B, A, P): each per-anatomy report text through the model's text tower and text head
@@ -20,30 +21,44 @@ from typing import Any
 
 import torch
 
+from ..errors import ConfigError
+from ..features.anatomy_batch import AnatomyBatch, collate_anatomy
 from .fvlm import FvlmOutput, fvlm_loss_terms
 
-FIELD = "anatomy"  # the micro-batch field (mb.extras["anatomy"]) that carries an AnatomyBatch
-
-
-def anatomy_field(mb: Any) -> Any:
-    extras = getattr(mb, "extras", None) or {}
-    ab = extras.get(FIELD) if isinstance(extras, dict) else None
-    if ab is None:
-        ab = getattr(mb, FIELD, None)
-    if ab is None:
-        raise ValueError("the fvlm objective needs the micro-batch field 'anatomy' (anatomy texts and coverage)")
-    return ab
+FIELD = "anatomy"  # the micro-batch field (mb.extras["anatomy"]): list of AnatomyStudy, or an AnatomyBatch
+_COLLATED = "_anatomy_collated"
 
 
 def _require_head(model) -> None:
     if getattr(model, "anatomy_head", None) is None:
-        raise ValueError("the fvlm objective needs a model with an anatomy head (model config section `anatomy`)")
+        raise ConfigError("the fvlm objective needs a model with an anatomy head (model config section `anatomy`, "
+                          "or model.anatomy in a training config)")  # fmt: skip
+
+
+def anatomy_field(mb: Any, model: Any) -> AnatomyBatch:
+    """The micro-batch's `AnatomyBatch` for `model`'s anatomies, on the model's device (collated once per batch)."""
+    _require_head(model)
+    extras = getattr(mb, "extras", None)
+    value = extras.get(FIELD) if isinstance(extras, dict) else None
+    if value is None:
+        raise ConfigError("the fvlm objective needs the micro-batch field 'anatomy' (anatomy texts and coverage)")
+    if isinstance(value, AnatomyBatch):
+        return value
+    cfg = model.config.anatomy
+    names = list(model.anatomy_head.names)
+    cached = extras.get(_COLLATED)
+    if cached is not None and cached.names == names:
+        return cached
+    param = next(model.anatomy_head.parameters())
+    ab = collate_anatomy(value, names, exclude_cut=cfg.exclude_cut, strip=cfg.strip_template)
+    ab = ab.to(param.device, param.dtype)
+    extras[_COLLATED] = ab
+    return ab
 
 
 def anatomy_image_leaf(sm: Any, mb: Any) -> tuple[torch.Tensor]:
     """(B, A, P) anatomy embeddings of a micro-batch (step module `sm`: .model, .autocast(), .loss_dtype)."""
-    _require_head(sm.model)
-    ab = anatomy_field(mb)
+    ab = anatomy_field(mb, sm.model)
     with sm.autocast():
         out = sm.model.encode_anatomy(ab.tokens, ab.coverage)
     return (out.embeddings.to(sm.loss_dtype),)
@@ -60,7 +75,7 @@ def encode_unique_texts(model: Any, texts: Sequence[str]) -> torch.Tensor:
 
 def anatomy_text_leaf(sm: Any, mb: Any) -> tuple[torch.Tensor]:
     """(B, A, P) embeddings of the per-anatomy report texts of a micro-batch."""
-    ab = anatomy_field(mb)
+    ab = anatomy_field(mb, sm.model)
     b, a = len(ab.texts), len(ab.names)
     with sm.autocast():
         emb = encode_unique_texts(sm.model, ab.flat_texts())
@@ -74,6 +89,7 @@ def anatomy_temperature_param(model: Any) -> tuple[torch.Tensor]:
 
 
 def fvlm_step(
+    model: Any,
     image: torch.Tensor,
     text: torch.Tensor,
     micro_batches: Sequence[Any],
@@ -82,7 +98,7 @@ def fvlm_step(
     local: bool = False,
 ) -> tuple[FvlmOutput, dict[str, float]]:
     """The fVLM loss on leaves concatenated over this rank's micro-batches, and its log entries."""
-    fields = [anatomy_field(mb) for mb in micro_batches]
+    fields = [anatomy_field(mb, model) for mb in micro_batches]
     valid = torch.cat([f.valid for f in fields]).to(image.device)
     normal = torch.cat([f.normal for f in fields]).to(image.device)
     ids = torch.cat([f.text_ids for f in fields]).to(image.device)

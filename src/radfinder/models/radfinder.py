@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from ..preprocess.spec import resolve_spec
 from .anatomy_head import AnatomyEmbeddings, AnatomyHead, FvlmTemperature
 from .combiner import FeatureCombiner, pad_feature_grids, windows_to_grids
-from .config import RadFinderConfig, resolve_model_config
+from .config import AnatomyHeadConfig, RadFinderConfig, resolve_model_config
 from .heads import ProjectionHead, SigLIPScale
 from .lora import add_lora
 from .pretrained_files import load_pretrained_weights, read_pretrained_dir, save_pretrained
@@ -120,10 +120,10 @@ class RadFinderModel(nn.Module):
             self.projection_image_copy.load_state_dict(self.projection_image.state_dict())
         if self.projection_text_copy is not None:
             self.projection_text_copy.load_state_dict(self.projection_text.state_dict())
-        ac = cfg.anatomy
-        self.anatomy_head = None if ac is None else AnatomyHead(
-            self.backbone_image.feature_dim, p, ac.names, ac.dim, ac.num_heads, ac.dropout, ac.coverage_bias)
-        self.anatomy_temperature = None if ac is None else FvlmTemperature(ac.temperature_init)
+        self.anatomy_head: AnatomyHead | None = None
+        self.anatomy_temperature: FvlmTemperature | None = None
+        if cfg.anatomy is not None:
+            self.add_anatomy_head(cfg.anatomy)
         self.preprocess_spec = resolve_spec(None)  # replaced by the checkpoint's own spec on load
         self._tokenizer = tokenizer
         if self._tokenizer is None and text_weights:
@@ -212,6 +212,17 @@ class RadFinderModel(nn.Module):
         cls_a, perslice, valid = self.feature_comb_image.encode_depth(cls, axis2, window_mask, grid_size)
         z = torch.cat([cls_a.unsqueeze(1).expand(-1, perslice.shape[1], -1), perslice], dim=-1)
         return DepthEmbeddings(slice_emb=self.disease_head(z), valid_depth_mask=valid)
+
+    def add_anatomy_head(self, anatomy: AnatomyHeadConfig) -> None:
+        """Attach (or replace) fVLM's anatomy head and its temperature, freshly initialised; the model's config
+        records the section, so `save_pretrained` / `from_pretrained` keep them."""
+        a = AnatomyHeadConfig.model_validate(anatomy.model_dump() if isinstance(anatomy, AnatomyHeadConfig)
+                                             else anatomy)  # fmt: skip
+        ref = self.criterion.t
+        self.anatomy_head = AnatomyHead(self.backbone_image.feature_dim, self.config.projection_dim, a.names, a.dim,
+                                        a.num_heads, a.dropout, a.coverage_bias).to(ref.device, ref.dtype)
+        self.anatomy_temperature = FvlmTemperature(a.temperature_init).to(ref.device, ref.dtype)
+        self.config = self.config.model_copy(update={"anatomy": a})
 
     def encode_anatomy(self, tokens: torch.Tensor, coverage: torch.Tensor) -> AnatomyEmbeddings:
         """fVLM anatomy embeddings (B, A, P), L2-normalised, from spatial tokens (B, N, F) and their anatomy

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..config import load_config
 from ..losses.combined import LossWeights
+from ..models.config import AnatomyHeadConfig
 
 
 class _Strict(BaseModel):
@@ -31,6 +32,9 @@ class ModelSection(_Strict):
     text_train: Literal["all", "lora", "frozen"] = "all"
     # Preprocessing spec for raw-volume training (preset name or file); default: the model's own spec.
     preprocess: str | None = None
+    # fVLM's anatomy head (model config section `anatomy`): added, freshly initialised, to a model that has none
+    # (e.g. a RadFinder checkpoint), or replacing one with other settings; None keeps the model's own.
+    anatomy: AnatomyHeadConfig | None = None
 
 
 class DatasetSection(_Strict):

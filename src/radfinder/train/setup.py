@@ -47,6 +47,8 @@ def build_model(section: ModelSection):
         except Exception as exc:
             raise ConfigError(f"invalid model.overrides:\n{exc}") from exc
         model = RadFinderModel(cfg)
+    if section.anatomy is not None and model.config.anatomy != section.anatomy:
+        model.add_anatomy_head(section.anatomy)
     if section.preprocess is not None:
         from ..preprocess.spec import resolve_spec
 
