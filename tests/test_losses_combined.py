@@ -37,19 +37,23 @@ def test_missing_and_zero_weight_terms():
     img, txt = torch.randn(4, 5, requires_grad=True), torch.randn(4, 5)
     sig = siglip_loss(img, txt, 1.0, -1.0)
     loc = (img**2).mean()
-    out = combine_losses({"siglip": sig, "localization": None, "prompt": loc}, LossWeights(prompt=0.0))
+    weights = LossWeights(siglip=1.0, localization=1.0, prompt=0.0)
+    out = combine_losses({"siglip": sig, "localization": None, "prompt": loc}, weights)
     torch.testing.assert_close(out.total, sig.loss)  # SiglipOutput accepted, None skipped, weight 0 not added
     assert "localization" not in out.terms and "prompt" in out.terms
     with pytest.raises(LossInputError, match="unknown"):
         combine_losses({"contrastive": sig.loss})
     with pytest.raises(LossInputError, match="non-zero"):
-        combine_losses({"prompt": loc}, LossWeights(prompt=0.0))
+        combine_losses({"prompt": loc}, weights)
 
 
 def test_config_overrides_and_validation():
-    w = build_config(LossWeights, {}, ["prompt=4", "localization=0.25"])
+    w = build_config(LossWeights, LossWeights().root, ["prompt=4", "localization=0.25"])
     assert (w.prompt, w.localization, w.siglip) == (4.0, 0.25, 1.0)
+    # a mapping lists the objectives that train: one it does not list has weight 0
+    w = build_config(LossWeights, {"siglip": 1.0}, [])
+    assert (w.siglip, w.prompt, w.localization, w.swca) == (1.0, 0.0, 0.0, 0.0) and w.active() == ["siglip"]
     with pytest.raises(ConfigError):
         build_config(LossWeights, {"prompt": -1})
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"unknown objective.*'glob'.*registered objectives: siglip, prompt"):
         build_config(LossWeights, {"glob": 1.0})

@@ -40,7 +40,7 @@ def _worker(rank: int, world: int, port: int, cfg_json: str, out_root: str) -> N
     grads = {n: p.grad.detach().clone() for n, p in tr.model.named_parameters() if p.grad is not None}
     save_file(grads, os.path.join(out_root, f"grads{rank}.safetensors"))
     with open(os.path.join(out_root, f"stats{rank}.json"), "w") as fh:
-        json.dump(stats.__dict__, fh)
+        json.dump(stats.as_dict(), fh)
     tr.optimizer.zero_grad(set_to_none=True)
     tr.run()  # two full steps with a checkpoint after each: outputs must come from rank 0 only
 

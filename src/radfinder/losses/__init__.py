@@ -1,8 +1,9 @@
 """Training objectives: global SigLIP (single and multi-process), disease-prompt BCE, intra-scan localization,
 fVLM's anatomy-level contrast, and the soft-target contrastive loss (SCALE-VLP style)."""
 
+from . import objectives as _builtin_objectives  # noqa: F401  (registers the built-in objectives)
 from ._validate import LossInputError
-from .combined import CombinedLoss, LossWeights, combine_losses
+from .combined import RADFINDER_WEIGHTS, CombinedLoss, LossWeights, combine_losses
 from .fvlm import (
     FvlmLoss,
     FvlmOutput,
@@ -21,6 +22,16 @@ from .prompt import (
     question_group_weights,
     select_prompts,
 )
+from .registry import (
+    LossSettings,
+    Objective,
+    ObjectiveContext,
+    StepTerm,
+    get_objective,
+    objective_names,
+    register_leaves,
+    register_objective,
+)
 from .siglip import SigLipLoss, batch_bias_init, siglip_loss
 from .siglip_dist import siglip_loss_distributed
 from .siglip_terms import SiglipOutput
@@ -35,7 +46,12 @@ __all__ = [
     "FvlmTemperature",
     "GaussianLocalizationLoss",
     "LossInputError",
+    "LossSettings",
     "LossWeights",
+    "Objective",
+    "ObjectiveContext",
+    "RADFINDER_WEIGHTS",
+    "StepTerm",
     "SigLipLoss",
     "SiglipOutput",
     "anatomy_finding_ids",
@@ -46,10 +62,14 @@ __all__ = [
     "fvlm_loss_terms",
     "fvlm_text_ids",
     "gaussian_localization_loss",
+    "get_objective",
+    "objective_names",
     "gaussian_localization_loss_from_index",
     "pos_weight_from_labels",
     "prompt_bce_loss",
     "question_group_weights",
+    "register_leaves",
+    "register_objective",
     "report_soft_targets",
     "select_prompts",
     "siglip_loss",

@@ -11,23 +11,61 @@ Computing each loss once on a big batch therefore needs weights 1, ~1 and 8 to k
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, RootModel, model_validator
 
 from ._validate import LossInputError
+from .registry import objective_names
+
+RADFINDER_WEIGHTS: dict[str, float] = {"siglip": 1.0, "localization": 1.0, "prompt": 8.0}
 
 
-class LossWeights(BaseModel):
-    """Weights of L = siglip * L_glob + localization * L_loc + prompt * L_pr (a weight of 0 disables a term)."""
+class LossWeights(RootModel[dict[str, float]]):
+    """Objective weights by name (`losses.weights` of a config), checked against the objective registry
+    (`radfinder.losses.registry`). An objective not listed has weight 0. `LossWeights()` is RadFinder's preset
+    {siglip: 1, localization: 1, prompt: 8} (L = siglip * L_glob + localization * L_loc + prompt * L_pr);
+    `LossWeights(siglip=1, fvlm=1)` or `LossWeights({"swca": 1, "prompt": 8})` list others. Attribute access
+    (`w.prompt`) reads a registered objective's weight (0 when not listed)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
-    siglip: float = Field(1.0, ge=0.0, description="global SigLIP loss")
-    localization: float = Field(1.0, ge=0.0, description="intra-scan localization loss (mean over snippets)")
-    prompt: float = Field(8.0, ge=0.0, description="disease-prompt BCE loss (mean over labelled pairs)")
+    def __init__(self, root: Mapping[str, float] | None = None, **weights: float):
+        if root is not None and weights:
+            raise TypeError("give the weights as one mapping or as keywords, not both")
+        if root is None:
+            root = weights if weights else dict(RADFINDER_WEIGHTS)
+        super().__init__(root=dict(root))
+
+    @model_validator(mode="after")
+    def _check(self) -> LossWeights:
+        known = objective_names()
+        unknown = [k for k in self.root if k not in known]
+        if unknown:
+            raise ValueError(f"unknown objective(s) {unknown} in the loss weights; registered objectives: "
+                             f"{', '.join(known)}")
+        bad = {k: v for k, v in self.root.items() if not (v >= 0.0 and math.isfinite(v))}
+        if bad:
+            raise ValueError(f"loss weights must be finite and >= 0, got {bad}")
+        return self
+
+    def __getattr__(self, name: str):
+        if not name.startswith("_") and name in objective_names():
+            return float(self.root.get(name, 0.0))
+        return super().__getattr__(name)
+
+    def get(self, name: str, default: float = 0.0) -> float:
+        return float(self.root.get(name, default))
+
+    def items(self):
+        return self.root.items()
+
+    def active(self) -> list[str]:
+        """Names with a non-zero weight, in registration order."""
+        return [n for n in objective_names() if self.root.get(n, 0.0) > 0]
 
     @classmethod
     def from_official_schedule(
@@ -81,12 +119,13 @@ def combine_losses(terms: Mapping[str, object], weights: LossWeights | None = No
     """Weighted sum of `terms` (names: siglip, localization, prompt; a value may be None when a batch has none of
     that supervision, e.g. no snippets). Terms with weight 0 are logged but not added, so they cost no backward."""
     weights = weights or LossWeights()
-    unknown = sorted(set(terms) - set(TERMS))
+    names = [*TERMS, *(n for n in objective_names() if n not in TERMS)]
+    unknown = sorted(set(terms) - set(names))
     if unknown:
-        raise LossInputError(f"unknown loss term(s) {unknown}; expected a subset of {list(TERMS)}")
+        raise LossInputError(f"unknown loss term(s) {unknown}; expected a subset of {names}")
     total: torch.Tensor | None = None
     out = CombinedLoss(total=torch.zeros(()))
-    for name in TERMS:
+    for name in names:
         value = terms.get(name)
         if value is None:
             continue

@@ -8,8 +8,8 @@ training, `radfinder.train.raw.RawFeatures` (crop + flips + the frozen window en
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from ..features.collate import collate_features
 from ..features.store import FeatureRecord, FeatureStore
 from ..text.laterality import swap_laterality
 from .data import PROMPT_STREAM, SNIPPET_STREAM, Snippet, TrainSource, sample_rng
+from .fields import FieldContext, FieldRow, provide
 
 DepthMap = Callable[[int], int | None]  # original depth cell -> cell in the returned grid (None: cropped away)
 
@@ -91,6 +92,7 @@ class MicroBatch:
     snippet_texts: list[str]
     snippet_scan: torch.Tensor  # (S,) row of the scan each snippet belongs to
     snippet_cell: torch.Tensor  # (S,) target depth cell in that scan's grid
+    extras: dict[str, Any] = field(default_factory=dict)  # registered batch fields (`radfinder.train.fields`)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -103,9 +105,10 @@ class MicroBatch:
         def f(t: torch.Tensor) -> torch.Tensor:
             return t.to(device, dtype=dtype) if t.is_floating_point() else t.to(device)
 
+        extras = {k: f(v) if isinstance(v, torch.Tensor) else v for k, v in self.extras.items()}
         return MicroBatch(self.keys, self.sample_index, self.texts, f(self.labels), f(self.prompt_variant),
                           f(self.cls), f(self.patch_average), f(self.axis2), f(self.window_mask), f(self.grid_size),
-                          self.snippet_texts, f(self.snippet_scan), f(self.snippet_cell))
+                          self.snippet_texts, f(self.snippet_scan), f(self.snippet_cell), extras)
 
 
 def draw_snippets(snippets: list[Snippet], k: int, seed: int, index: int) -> list[Snippet]:
@@ -126,17 +129,24 @@ def make_micro_batch(
     n_questions: int,
     n_variants: int,
     max_snippets: int,
+    fields: Sequence[str] = (),
+    label_names: Sequence[str] = (),
 ) -> tuple[MicroBatch, int]:
-    """items: (source, record, sample index). Returns the batch and how many snippets fell outside their scan."""
+    """items: (source, record, sample index). Returns the batch and how many snippets fell outside their scan.
+    `fields`: registered extra batch fields to fill (`radfinder.train.fields`)."""
     feats, texts, labels, variants, keys = [], [], [], [], []
     sn_text, sn_scan, sn_cell = [], [], []
     dropped = 0
+    rows: list[FieldRow] = []
     for row, (s, r, idx) in enumerate(items):
         src = sources[s]
         rec = src.records[r]
         fr, depth_map = provider.get(s, rec, idx)
         # a volume mirrored left-right is paired with text whose sides are swapped too (`text.laterality`)
-        side = swap_laterality if fr.meta and fr.meta.get("mirrored_lr") else _same
+        mirrored = bool(fr.meta and fr.meta.get("mirrored_lr"))
+        side = swap_laterality if mirrored else _same
+        if fields:
+            rows.append(FieldRow(s, src, rec, idx, fr, depth_map, mirrored))
         feats.append(fr)
         keys.append(rec.key)
         texts.append(side(rec.report_text))
@@ -169,5 +179,6 @@ def make_micro_batch(
         snippet_texts=sn_text,
         snippet_scan=torch.tensor(sn_scan, dtype=torch.long),
         snippet_cell=torch.tensor(sn_cell, dtype=torch.long),
+        extras=provide(fields, rows, FieldContext(seed, tuple(label_names))) if fields else {},
     )
     return batch, dropped

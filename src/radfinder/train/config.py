@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..config import load_config
 from ..losses.combined import LossWeights
+from ..losses.registry import check_objective_names
 from ..models.config import AnatomyHeadConfig
 
 
@@ -76,7 +77,12 @@ class DataSection(_Strict):
 
 
 class LossSection(_Strict):
+    # Objective weights by name (registry: radfinder.losses.registry); an objective not listed has weight 0.
+    # Default: RadFinder's {siglip: 1, localization: 1, prompt: 8}.
     weights: LossWeights = Field(default_factory=LossWeights)
+    # Settings of registered objectives by name (e.g. swca: {alpha: 1, beta: 0.5, gamma: 0.5}); RadFinder's
+    # objectives keep their own fields below.
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # SigLIP scale and bias at the start: None keeps the model's (a preset's t_init = ln 10 and b_init = -10, or the
     # values a checkpoint learned: fine-tuning must not reset them unless asked)
     t_init: float | None = None
@@ -90,6 +96,11 @@ class LossSection(_Strict):
     # Question-group weight of the 18 CT-RATE findings (method notes 1.5: ctrate 5.0 vs RATE questions 1.0).
     prompt_question_weight: float = Field(5.0, gt=0.0)
     siglip_chunk: int | None = None  # column chunking of the SigLIP logits (memory O(B * chunk))
+
+    @model_validator(mode="after")
+    def _check_options(self) -> LossSection:
+        check_objective_names(list(self.options))
+        return self
 
 
 class OptimSection(_Strict):

@@ -117,6 +117,8 @@ def fingerprint(cfg: TrainConfig, model, sources: list[TrainSource], feature_ide
         for k in PATH_FIELDS:
             d.pop(k, None)
     conf["data"].pop("prompt_bank", None)
+    if not conf["losses"].get("options"):  # absent before the objective registry: old runs still resume
+        conf["losses"].pop("options", None)
     data = []
     for i, s in enumerate(sources):
         entry = {"name": s.name, "records": len(s.records), "content": s.fingerprint()}

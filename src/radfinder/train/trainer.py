@@ -24,7 +24,9 @@ import torch.distributed as dist
 from ..config import dump_config
 from ..device import resolve_device
 from ..errors import CheckpointError, ConfigError, RadfinderError
+from ..losses.registry import active_objectives, needed_batch_fields, objective_names
 from ..models.accel import maybe_compile
+from ..text.findings import CTRATE_FINDINGS
 from .batches import CachedFeatures, MicroBatch, make_micro_batch
 from .checkpoint import (
     capture_rng,
@@ -47,6 +49,7 @@ from .distributed import (
     init_distributed,
     local_only,
 )
+from .fields import check_batch_fields
 from .hooks import EvalContext, EvalHook, eval_mode
 from .logs import RunLogger
 from .optim import build_optimizer, lr_at, select_trainable, set_lr
@@ -139,6 +142,11 @@ class Trainer:
         self._check_pairs_spec(feature_identity)
         texts, self.prompt_shape = prompt_texts(cfg.data.prompt_bank)
         self.prompt_tokens = self.model.tokenize(texts)
+        self.objectives = active_objectives(cfg.losses.weights)
+        if not self.objectives:
+            raise ConfigError("losses.weights gives no objective a non-zero weight; nothing to train "
+                              f"(registered objectives: {', '.join(objective_names())})")
+        self.batch_fields = check_batch_fields(needed_batch_fields(self.objectives))
         self.settings = LossSettings(
             weights=cfg.losses.weights, sigma=self.model.config.localization_sigma,
             tau=self.model.config.localization_tau,
@@ -147,6 +155,8 @@ class Trainer:
             question_weight=torch.full((self.prompt_shape[0],), cfg.losses.prompt_question_weight,
                                        device=self.device),
             siglip_chunk=cfg.losses.siglip_chunk,
+            label_names=tuple(CTRATE_FINDINGS),
+            options={k: dict(v) for k, v in cfg.losses.options.items()},
         )
 
         self.order = MixedOrder([len(s.records) for s in self.sources], [s.section.weight for s in self.sources],
@@ -267,7 +277,8 @@ class Trainer:
             items = [(int(order[i, 0]), int(order[i, 1]), base + i) for i in rows]
             mb, dropped = make_micro_batch(items, self.sources, self.provider, seed=self.cfg.seed,
                                            n_questions=self.prompt_shape[0], n_variants=self.prompt_shape[1],
-                                           max_snippets=self.cfg.data.max_snippets_per_scan)
+                                           max_snippets=self.cfg.data.max_snippets_per_scan,
+                                           fields=self.batch_fields, label_names=self.settings.label_names)
             self._dropped_local += dropped
             out.append(mb.to(self.device, self.param_dtype))
         return out
@@ -277,8 +288,9 @@ class Trainer:
         """Zero the gradients and accumulate the (rank-reduced) gradient of step `step`."""
         self.optimizer.zero_grad(set_to_none=True)
         mbs = self.micro_batches(step)
-        return compute_step_gradients(self.step_module, self.wrapped, mbs, self.prompt_tokens, self.prompt_shape,
-                                      self.settings, self.trainable, verify=verify)
+        inputs = {"prompt_tokens": self.prompt_tokens, "prompt_shape": self.prompt_shape}
+        return compute_step_gradients(self.step_module, self.wrapped, mbs, inputs, self.settings, self.trainable,
+                                      verify=verify)
 
     def apply_update(self, step: int) -> tuple[float, float]:
         lr = lr_at(step, self.total_steps, self.warmup_steps, self.cfg.optim.lr, self.cfg.optim.min_lr)
@@ -349,7 +361,7 @@ class Trainer:
                 t_now = float(self.model.criterion.t.detach())
                 record = {
                     "step": done, "epoch": round(done / self.steps_per_epoch, 6), "loss": stats.loss,
-                    "siglip": stats.siglip, "prompt": stats.prompt, "localization": stats.localization,
+                    **stats.terms, **stats.extras,
                     "lr": lr, "t": t_now, "b": float(self.model.criterion.b.detach()),
                     "logit_scale": math.exp(t_now), "grad_norm": gnorm,
                     "samples_per_s": stats.n_samples / dt if dt > 0 else None, "negatives": stats.negatives,
