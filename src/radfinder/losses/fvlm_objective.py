@@ -23,7 +23,9 @@ import torch
 
 from ..errors import ConfigError
 from ..features.anatomy_batch import AnatomyBatch, collate_anatomy
+from . import objectives as _builtin_objectives  # noqa: F401  (RadFinder's three register first)
 from .fvlm import FvlmOutput, fvlm_loss_terms
+from .registry import Objective, ObjectiveContext, StepTerm, register_leaves, register_objective
 
 FIELD = "anatomy"  # the micro-batch field (mb.extras["anatomy"]): list of AnatomyStudy, or an AnatomyBatch
 _COLLATED = "_anatomy_collated"
@@ -88,6 +90,16 @@ def anatomy_temperature_param(model: Any) -> tuple[torch.Tensor]:
     return (model.anatomy_temperature(),)
 
 
+def _collated(mb: Any, model: Any | None) -> AnatomyBatch:
+    if model is not None:
+        return anatomy_field(mb, model)
+    extras = getattr(mb, "extras", None) or {}
+    value = extras.get(_COLLATED, extras.get(FIELD))
+    if not isinstance(value, AnatomyBatch):  # the leaf producers collate it before any loss runs
+        raise ConfigError("the fvlm objective ran before its leaves were produced (no collated anatomy batch)")
+    return value
+
+
 def fvlm_step(
     model: Any,
     image: torch.Tensor,
@@ -97,8 +109,9 @@ def fvlm_step(
     *,
     local: bool = False,
 ) -> tuple[FvlmOutput, dict[str, float]]:
-    """The fVLM loss on leaves concatenated over this rank's micro-batches, and its log entries."""
-    fields = [anatomy_field(mb, model) for mb in micro_batches]
+    """The fVLM loss on leaves concatenated over this rank's micro-batches, and its log entries (`model`: the model
+    whose anatomies the batches are collated for; None: the batches' collated form from the leaf producers)."""
+    fields = [_collated(mb, model) for mb in micro_batches]
     valid = torch.cat([f.valid for f in fields]).to(image.device)
     normal = torch.cat([f.normal for f in fields]).to(image.device)
     ids = torch.cat([f.text_ids for f in fields]).to(image.device)
@@ -111,3 +124,18 @@ def fvlm_step(
 
 def log_keys(names: Sequence[str]) -> tuple[str, ...]:
     return ("fvlm", *(f"fvlm/{n}" for n in names))
+
+
+def _fvlm(ctx: ObjectiveContext) -> StepTerm:
+    lv = ctx.leaves
+    out, logs = fvlm_step(None, lv["anatomy_image"], lv["anatomy_text"], ctx.micro_batches, lv["anatomy_temperature"])
+    return StepTerm(loss=out.loss, value=logs["fvlm"], logs={k: v for k, v in logs.items() if k != "fvlm"})
+
+
+register_leaves("anatomy_image", "sample", anatomy_image_leaf)
+register_leaves("anatomy_text", "sample", anatomy_text_leaf)
+register_leaves("anatomy_temperature", "param", anatomy_temperature_param)
+register_objective(Objective(
+    "fvlm", leaves=("anatomy_image", "anatomy_text", "anatomy_temperature"), batch_fields=(FIELD,), loss=_fvlm,
+    log_keys=log_keys(("lung", "heart", "esophagus", "aorta")),
+    description="fVLM anatomy-level contrast with false-negative-calibrated soft targets (anatomy head)"))

@@ -27,6 +27,7 @@ from ..errors import CheckpointError, ConfigError, RadfinderError
 from ..losses.registry import active_objectives, needed_batch_fields, objective_names
 from ..models.accel import maybe_compile
 from ..text.findings import CTRATE_FINDINGS
+from . import fvlm_fields as _fvlm_fields  # noqa: F401  (registers the fvlm objective's `anatomy` batch field)
 from .batches import CachedFeatures, MicroBatch, make_micro_batch
 from .checkpoint import (
     capture_rng,
