@@ -72,3 +72,26 @@ def test_fvlm_needs_an_anatomy_head_and_anatomy_features(cohort, tmp_path):
     plain = make_toy_cohort(tmp_path / "plain", 8, seed=1)  # features without spatial tokens
     with pytest.raises(ConfigError, match="spatial tokens"):
         Trainer(_cfg(plain, 1, {"fvlm": 1.0}), tmp_path / "nospatial").run()
+
+
+def test_configs_train_fvlm_demo_yaml_is_the_demo_fvlm_run():
+    """configs/train/fvlm-demo.yaml trains what `radfinder.demo.fvlm.train_fvlm` trains."""
+    from pathlib import Path
+
+    from radfinder.demo.config import DemoSettings
+    from radfinder.demo.fvlm import fvlm_dirs, fvlm_train_config_dict
+    from radfinder.train.config import TrainConfig, load_train_config
+
+    repo = Path(__file__).resolve().parents[1]
+    out = repo / "demo-out"
+    s = DemoSettings(encoder="pretrained-synthetic")
+    yaml_cfg = load_train_config(repo / "configs" / "train" / "fvlm-demo.yaml")
+    demo_cfg = TrainConfig.model_validate(
+        fvlm_train_config_dict(s, out, out / "encoder-standardized", fvlm_dirs(out, s)[1]))
+    a, b = yaml_cfg.model_dump(mode="json"), demo_cfg.model_dump(mode="json")
+    for key in ("seed", "precision", "losses", "optim", "batch", "schedule", "device", "model"):
+        assert a[key] == b[key], key
+    keys = ("root", "features", "pairs", "labels_csv", "split", "mode")
+    assert {k: a["data"]["datasets"][0][k] for k in keys} == {k: b["data"]["datasets"][0][k] for k in keys}
+    ctrate = load_train_config(repo / "configs" / "train" / "fvlm-ctrate.yaml")
+    assert ctrate.losses.weights.root == {"fvlm": 1.0} and ctrate.model.anatomy.exclude_cut

@@ -1,0 +1,203 @@
+"""fVLM on the demo cohort: anatomy coverage in a spatial feature cache, an anatomy-head training run, and the
+anatomy-level zero-shot evaluation on the held-out split (`radfinder demo --methods ...` builds on these).
+
+Call order, after `run_demo(out, settings, stop_after="features")` (cohort, preprocessing, mining, encoder, features):
+
+    info = fvlm_features(out, settings, log)        # spatial features + anatomy coverage (masks beside the volumes)
+    train_fvlm(out, settings, log)                   # -> out/train-fvlm (configs/train/fvlm-demo.yaml's run)
+    metrics = evaluate_fvlm(out, settings, log)      # {"anatomy_zero_shot": {...}} on the valid split
+
+fVLM needs spatial tokens, which only light3d encoders give: with `settings.encoder == "pretrained-synthetic"` the
+demo's own feature cache (`out/features`) is used and gets the anatomy sidecars; with any other encoder the shipped
+pretrained-synthetic light3d encoder gets its own cache (`out/features-fvlm`, model `out/encoder-fvlm`), extracted
+from the same preprocessed volumes. `weights` picks the objectives (`{"fvlm": 1}`; a combined RadFinder + fVLM run
+adds `siglip`, `localization`, `prompt`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .config import DEMO_SPEC, DEMO_TRAIN, DemoSettings
+from .stages import Log, _drop_stale_features, _records, _save_model
+
+FVLM_WEIGHTS = {"fvlm": 1.0}
+# The anatomy head of the demo run (models.config.AnatomyHeadConfig): fVLM's four anatomies.
+FVLM_ANATOMY: dict[str, Any] = {"names": ["lung", "heart", "esophagus", "aorta"], "dim": 128, "num_heads": 4,
+                                "coverage_bias": True, "exclude_cut": True, "strip_template": True}
+FVLM_TRAIN: dict[str, Any] = {"epochs": 40.0, "lr": 1.0e-3, "warmup_epochs": 2.0, "micro": 32}
+
+
+def fvlm_dirs(out: Path, s: DemoSettings) -> tuple[Path, Path]:
+    """(encoder model dir, feature cache dir) of the fVLM run: the demo's own when its encoder has spatial tokens."""
+    if s.encoder == "pretrained-synthetic":
+        return out / "encoder", out / "features"
+    return out / "encoder-fvlm", out / "features-fvlm"
+
+
+def _light3d_model(out: Path, s: DemoSettings, target: Path) -> None:
+    import torch
+
+    from ..models.config import resolve_model_config
+    from ..models.radfinder import RadFinderModel
+    from ..models.shipped import window_encoder_config
+
+    torch.manual_seed(s.seed)
+    cfg = resolve_model_config(s.model)
+    cfg.window_encoder = type(cfg.window_encoder).model_validate(window_encoder_config("pretrained-synthetic"))
+    model = RadFinderModel(cfg)
+    model.config.window_encoder.options.pop("weights", None)  # the weights now live in the model's safetensors
+    _save_model(model, target)
+
+
+def fvlm_features(out: str | Path, s: DemoSettings, log: Log = print, *, groups: str | Path | None = None) -> dict:
+    """Spatial features (when missing) and anatomy coverage from the cohort's masks (``cohort/masks``) for the
+    train and valid splits; returns the extraction summary plus per-anatomy valid counts."""
+    import numpy as np
+    import torch
+
+    from ..data.anatomy import load_anatomy_groups
+    from ..device import resolve_device
+    from ..features import ExtractItem, FeatureStore, extract_features, state_dict_hash
+    from ..models.pretrained import from_pretrained
+    from ..preprocess import PreprocessedCache
+
+    out = Path(out)
+    enc_dir, feat_dir = fvlm_dirs(out, s)
+    if not enc_dir.is_dir():
+        _light3d_model(out, s, enc_dir)
+    model = from_pretrained(enc_dir)
+    enc = model.backbone_image.eval()
+    if not enc.has_spatial_tokens:
+        raise RuntimeError(f"{enc_dir}: the fVLM run needs an encoder with spatial tokens (light3d)")
+    backbone = {"name": f"demo-{s.model}-pretrained-synthetic", "hash": state_dict_hash(enc)}
+    if feat_dir != out / "features":
+        _drop_stale_features(feat_dir, backbone)
+    store = FeatureStore(feat_dir, DEMO_SPEC, backbone, enc.feature_dim, spatial=True)
+    records = [r for sp in ("train", "valid") for r in _records(out, sp)]
+    items = [ExtractItem(r.key, r.path) for r in records]
+    device = resolve_device(s.device)
+    enc.to(device)
+    cache = PreprocessedCache(out / "preprocessed", DEMO_SPEC)
+    threads = torch.get_num_threads()
+    summary = extract_features(items, enc, store, batch_size=16, device=device, shard=(0, 1),
+                               show_progress=s.progress, preprocessed_fn=lambda it: cache.get_or_compute(it.path),
+                               masks="auto", groups=load_anatomy_groups(groups))  # fmt: skip
+    torch.set_num_threads(threads)
+    if summary.failed:
+        raise RuntimeError(f"fVLM feature extraction failed for {len(summary.failed)} scans: {summary.failed}")
+    valid = {}
+    for sp in ("train", "valid"):
+        rows = [store.read_anatomy(r.key) for r in _records(out, sp)]
+        have = [c for c in rows if c is not None]
+        names = have[0].names if have else []
+        v = np.array([c.valid for c in have]) if have else np.zeros((0, 0), bool)
+        cut = np.array([c.cut for c in have]) if have else np.zeros((0, 0), bool)
+        valid[sp] = {"scans": len(rows), "with_mask": len(have),
+                     **{n: {"valid": int(v[:, i].sum()), "cut": int(cut[:, i].sum())} for i, n in enumerate(names)}}
+    log(f"  fVLM anatomy coverage: {len(summary.anatomy_written)} scans written, {len(summary.no_mask)} without a "
+        f"mask; valid per anatomy (train): " + ", ".join(f"{k} {x['valid']}/{valid['train']['with_mask']}"
+                                                         for k, x in valid["train"].items() if isinstance(x, dict)))
+    return {"features": str(feat_dir), "encoder": str(enc_dir), **summary.as_dict(), "anatomy": valid}
+
+
+def fvlm_init(out: str | Path, s: DemoSettings, log: Log = print) -> Path:
+    """The fVLM run's initial model: the encoder's model with combiner inputs standardised on the train features
+    (needed when RadFinder's objectives train with it; harmless otherwise). The anatomy head is added by the
+    training config (`model.anatomy`)."""
+    from ..features import FeatureStore, feature_statistics
+    from ..models.pretrained import from_pretrained
+
+    out = Path(out)
+    enc_dir, feat_dir = fvlm_dirs(out, s)
+    if s.encoder == "pretrained-synthetic" and (out / "encoder-standardized").is_dir():
+        return out / "encoder-standardized"
+    target = out / "encoder-fvlm-standardized"
+    model = from_pretrained(enc_dir)
+    stats = feature_statistics(FeatureStore.open(feat_dir), [r.key for r in _records(out, "train")])
+    model.feature_comb_image.fold_input_standardization(stats)
+    _save_model(model, target)
+    return target
+
+
+def fvlm_train_config_dict(s: DemoSettings, out: Path, init: Path, features: Path, n_train: int | None = None,
+                           weights: dict[str, float] | None = None) -> dict[str, Any]:
+    """The training config (a dict for `TrainConfig`) of the demo's fVLM run (configs/train/fvlm-demo.yaml)."""
+    cohort = out / "cohort"
+    dataset = {"kind": "ctrate", "root": str(cohort), "split": "train", "mode": "first_all",
+               "features": str(features), "pairs": str(out / "mining" / "pairs.jsonl"),
+               "labels_csv": str(out / "mining" / "train_labels.csv"), "name": "synthetic"}  # fmt: skip
+    cfg = json.loads(json.dumps(DEMO_TRAIN))
+    cfg["seed"] = s.seed
+    cfg["device"] = s.device
+    cfg["model"] = {"init": str(init), "text_train": s.text_train, "anatomy": dict(FVLM_ANATOMY)}
+    cfg["data"] = {"datasets": [dataset], "source": "features", "max_snippets_per_scan": 4}
+    cfg["losses"]["weights"] = dict(weights or FVLM_WEIGHTS)
+    cfg["optim"] = {"lr": FVLM_TRAIN["lr"], "warmup_epochs": FVLM_TRAIN["warmup_epochs"]}
+    micro = FVLM_TRAIN["micro"] if n_train is None else max(2, min(FVLM_TRAIN["micro"], n_train))
+    cfg["batch"] = {"micro": micro, "accum": 1}
+    sched: dict[str, Any] = {"epochs": FVLM_TRAIN["epochs"]}
+    if s.max_steps is not None:
+        sched["max_steps"] = s.max_steps
+    cfg["schedule"] = sched
+    cfg["logging"]["progress"] = s.progress
+    return cfg
+
+
+def train_fvlm(out: str | Path, s: DemoSettings, log: Log = print, *, weights: dict[str, float] | None = None,
+               run_name: str = "train-fvlm") -> dict[str, Any]:
+    """Train the fVLM run (or a combined one, `weights`) into ``out/<run_name>``; returns the run's summary."""
+    import torch
+
+    from ..train.checkpoint import latest_checkpoint
+    from ..train.config import TrainConfig
+    from ..train.trainer import train
+
+    out = Path(out)
+    _, feat_dir = fvlm_dirs(out, s)
+    init = fvlm_init(out, s, log)
+    n_train = len(_records(out, "train"))
+    cfg = TrainConfig.model_validate(fvlm_train_config_dict(s, out, init, feat_dir, n_train, weights))
+    run_dir = out / run_name
+    if run_dir.exists() and latest_checkpoint(run_dir) is not None:
+        shutil.rmtree(run_dir)  # the demo owns this folder; a finished or stale run is trained again
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small heads: one thread is faster on a CPU (see stages.stage_train)
+    try:
+        result = train(cfg, run_dir)
+    finally:
+        torch.set_num_threads(threads)
+    model_dir = latest_checkpoint(run_dir) / "model"
+    info = result.as_dict()
+    info["model"] = str(model_dir)
+    return {k: v for k, v in info.items() if k in ("steps", "total_steps", "epochs", "final_loss", "seconds", "model")}
+
+
+def evaluate_fvlm(out: str | Path, s: DemoSettings, log: Log = print, *, model_dir: str | Path | None = None,
+                  run_name: str = "train-fvlm") -> dict[str, Any]:
+    """Anatomy-level zero-shot AUROC on the held-out valid split against the cohort's ground-truth labels
+    (`methods.fvlm.anatomy_zero_shot.*` in the demo's metrics.json)."""
+    import numpy as np
+
+    from ..eval.anatomy_embed import run_anatomy_zero_shot
+    from ..models.pretrained import from_pretrained
+    from ..train.checkpoint import latest_checkpoint
+
+    out = Path(out)
+    _, feat_dir = fvlm_dirs(out, s)
+    model_dir = Path(model_dir) if model_dir else latest_checkpoint(out / run_name) / "model"
+    model = from_pretrained(model_dir)
+    valid = _records(out, "valid")  # held out: never trained on
+    labels = np.stack([r.labels for r in valid])
+    res, counts = run_anatomy_zero_shot(model, valid, feat_dir, labels, n_boot=s.n_boot, seed=0)
+    d = res.to_dict()
+    azs = {"macro_auroc": d["macro_auroc"], "macro_auroc_ci": d.get("macro_auroc_ci"),
+           "n_findings": d.get("n_findings"), "n_cases": d.get("n_cases"),
+           "per_finding_auroc": {k: v.get("auroc") for k, v in (d.get("per_finding") or {}).items()},
+           "skipped": d.get("skipped"), "unmapped": d.get("unmapped"), "anatomy_of": d.get("anatomy_of"),
+           **counts}  # fmt: skip
+    log(f"  fVLM anatomy-level zero-shot macro AUROC (valid, {azs['n_findings']} findings): {azs['macro_auroc']:.3f}")
+    return {"anatomy_zero_shot": azs, "model": str(model_dir)}
