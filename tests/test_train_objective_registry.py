@@ -88,3 +88,15 @@ def test_swca_trains_and_its_loss_decreases(cohort, tmp_path):
     first, last = sum(swca[:3]) / 3, sum(swca[-3:]) / 3
     assert last < first - 0.05, swca
     assert lines[-1]["loss"] == pytest.approx(lines[-1]["swca"] + 8.0 * lines[-1]["prompt"])
+
+
+def test_every_shipped_train_config_validates_against_the_registry():
+    from pathlib import Path
+
+    from radfinder.train.config import load_train_config
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "train"
+    cfgs = {p.name: load_train_config(p) for p in sorted(root.glob("*.yaml"))}
+    assert cfgs["demo.yaml"].losses.weights.active() == ["siglip", "prompt", "localization"]
+    scale = cfgs["scale-vlp-demo.yaml"].losses
+    assert scale.weights.root == {"swca": 1.0, "prompt": 8.0} and scale.options["swca"]["beta"] == 0.5

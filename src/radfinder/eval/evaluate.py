@@ -11,43 +11,23 @@ from typing import Any
 
 import numpy as np
 
-from ..data.pairs import read_pairs as read_pairs_file
-from ..errors import RadfinderError
+from . import builtin_tasks as _builtin_tasks  # noqa: F401  (registers the built-in tasks)
 from .bootstrap import DEFAULT_N_BOOT
 from .embed import EvalSetupError, embed_volumes, open_matching_store
-from .tasks import (
-    TASKS,
-    TaskResults,
-    record_labels,
-    run_localization_full,
-    run_merlin_pool,
-    run_radchestct,
-    run_retrieval,
-    run_zero_shot,
-)
+from .registry import TaskContext, get_task, task_names, tasks_for_kind
+from .tasks import TaskResults, record_labels
 
-ALL_FOR_KIND = {
-    "ctrate": ("retrieval", "zero-shot", "localization"),
-    "manifest": ("retrieval", "zero-shot", "localization"),
-    "radchestct": ("radchestct",),
-    "merlin": ("merlin-pool",),
-    "inspect": ("retrieval",),
-}
-
+TASKS = tuple(task_names())  # the built-in tasks (the registry may hold more: `radfinder.eval.registry`)
 
 def resolve_tasks(tasks: Sequence[str], kind: str, has_pairs: bool) -> list[str]:
-    """Expand "all" for a dataset kind (localization only with a pairs file) and validate names."""
+    """Expand "all" for a dataset kind (a task needing pairs only with a pairs file) and validate names against the
+    task registry (`radfinder.eval.registry`)."""
     out: list[str] = []
     for t in tasks:
-        t = t.strip().lower().replace("_", "-")
-        if t in ("zeroshot", "zero-shot-classification"):
-            t = "zero-shot"
-        if t == "all":
-            out += [x for x in ALL_FOR_KIND.get(kind, ("retrieval",)) if x != "localization" or has_pairs]
-        elif t in TASKS:
-            out.append(t)
+        if t.strip().lower() == "all":
+            out += tasks_for_kind(kind, has_pairs)
         else:
-            raise RadfinderError(f"unknown task {t!r}; choose from {', '.join(TASKS)} or all")
+            out.append(get_task(t).name)
     return list(dict.fromkeys(out))
 
 
@@ -63,49 +43,24 @@ def run_tasks(
     seed: int = 0,
     batch_size: int = 8,
     show_progress: bool = False,
+    options: dict[str, Any] | None = None,
 ) -> tuple[TaskResults, Any]:
-    """Embed `records` and run `tasks`; returns (results, embeddings). `labels` overrides the records' labels
-    (N, 18) for the classification tasks."""
+    """Embed `records` and run the registered `tasks`; returns (results, embeddings). `labels` overrides the
+    records' labels (N, F) for the classification tasks; `options` reaches every task (`TaskContext.options`)."""
     if not records:
         raise EvalSetupError("no records to evaluate")
+    specs = [get_task(t) for t in tasks]
     store = open_matching_store(features, model) if features is not None else None
-    need_depth = "localization" in tasks
+    need_depth = any("depth" in t.needs for t in specs)
     emb = embed_volumes(model, records, features=store, batch_size=batch_size, depth=need_depth,
                         show_progress=show_progress)
     res = TaskResults()
     y = record_labels(records) if labels is None else np.asarray(labels, dtype=np.float32)
-    for task in tasks:
-        if task == "retrieval":
-            res.retrieval = run_retrieval(model, records, emb, n_boot=n_boot, seed=seed)
-        elif task == "zero-shot":
-            if not (y >= 0).any():
-                res.skipped[task] = "the records carry no labels"
-                continue
-            res.classification["zero-shot (mean7)"] = run_zero_shot(model, emb, y, n_boot=n_boot, seed=seed)
-        elif task == "radchestct":
-            res.classification["Rad-ChestCT standard (16 classes)"] = run_radchestct(
-                model, emb, y, n_boot=n_boot, seed=seed)
-        elif task == "merlin-pool":
-            res.pool_retrieval = run_merlin_pool(model, records, emb)
-        elif task == "localization":
-            if pairs is None:
-                res.skipped[task] = "no snippet pairs (pairs.jsonl) given"
-                continue
-            other = 0
-            if isinstance(pairs, (str, Path)):
-                pf = read_pairs_file(pairs, spec_hash=model.preprocess_spec.hash(), what="the evaluated model")
-                keys, splits = set(emb.keys), {r.split for r in records}
-                # a line of an evaluated split whose scan is not here is dropped (counted); other splits are not ours
-                plist = [p for p in pf.rows if p.key in keys or (p.split is not None and p.split in splits)]
-                other = len(pf.rows) - len(plist)
-                empty = pf.counts.get("empty_snippet", 0)
-            else:
-                plist, empty = list(pairs), 0
-            full = run_localization_full(model, emb, plist, seed=seed)
-            res.localization, res.localization_pairs = full.localization, full.localization_pairs
-            res.localization_probs, res.localization_per_line = full.localization_probs, full.localization_per_line
-            res.localization_counts = {**full.localization_counts, "dropped_empty_snippet": empty,
-                                       "other_splits": other}
+    ctx = TaskContext(model, records, emb, y, res, pairs=pairs, n_boot=n_boot, seed=seed, options=dict(options or {}))
+    for task in specs:
+        out = task.run(ctx)
+        if out is not None:
+            res.extra[task.name] = out
     return res, emb
 
 
@@ -182,5 +137,7 @@ def evaluate(
             per_line["scoring"] = ("every pairs.jsonl line alone (a snippet citing several images counts once per "
                                    "cited image); for reference only, the headline figures score each snippet once")
             metrics["localization"]["per_cited_image"] = per_line
+    for name, extra in res.extra.items():
+        metrics[name] = extra
     write_metrics_json(paths.metrics_json, metrics)
     return metrics

@@ -8,12 +8,15 @@ from ..features.collate import collate_features
 from ..features.store import FeatureStore
 from ..train.config import RetrievalEvalSection, TrainConfig
 from ..train.hooks import EvalContext, EvalHook
+from .registry import hook_factories, register_hook
 from .retrieval import positives_from_keys, retrieval_metrics
 
 
 def hooks_for(cfg: TrainConfig) -> list[EvalHook]:
-    """The hooks a training config asks for (`eval.retrieval`)."""
-    return [RetrievalHook(cfg.eval.retrieval)] if cfg.eval.retrieval is not None else []
+    """The hooks a training config asks for: every registered hook factory (`radfinder.eval.registry`) that
+    returns one for `cfg` (built in: `eval.retrieval`)."""
+    hooks = (factory(cfg) for factory in hook_factories().values())
+    return [h for h in hooks if h is not None]
 
 
 class RetrievalHook:
@@ -57,3 +60,10 @@ class RetrievalHook:
         out["eval/retrieval/n"] = float(len(self.records))
         out["eval/retrieval/median_rank"] = float(res.median_rank)
         return out
+
+
+def _retrieval_hook(cfg: TrainConfig) -> RetrievalHook | None:
+    return RetrievalHook(cfg.eval.retrieval) if cfg.eval.retrieval is not None else None
+
+
+register_hook("retrieval", _retrieval_hook)

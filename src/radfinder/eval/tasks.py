@@ -3,7 +3,8 @@
 Each runner takes already-embedded volumes (`radfinder.eval.embed.embed_volumes`) so one embedding pass serves
 every task, embeds the texts it needs with the model, and calls the model-agnostic metric functions
 (`bidirectional_retrieval`, `evaluate_zero_shot`, `localization_metrics`, `pool_retrieval`,
-`evaluate_radchestct_standard`). `run_tasks` runs a list of them and `write_report` turns the results into
+`evaluate_radchestct_standard`). `radfinder.eval.builtin_tasks` registers them as evaluation tasks
+(`radfinder.eval.registry`); `run_tasks` runs a list of them and `write_report` turns the results into
 metrics.json and the HTML report.
 
 - retrieval: text-to-volume and volume-to-text; one query per report, a report's positives are all of its
@@ -37,9 +38,6 @@ from .radchestct import evaluate_radchestct_standard
 from .retrieval import RetrievalResult, bidirectional_retrieval, positives_from_keys
 from .zero_shot import MEAN7_TEMPLATES, evaluate_zero_shot, zero_shot_probabilities
 
-TASKS = ("retrieval", "zero-shot", "localization", "radchestct", "merlin-pool")
-
-
 SnippetPair = PairRow  # one line of pairs.jsonl (`radfinder.data.pairs`)
 
 
@@ -56,6 +54,7 @@ class TaskResults:
     localization_per_line: LocalizationResult | None = None  # every pairs line scored alone (labelled figure)
     localization_counts: dict[str, int] = field(default_factory=dict)  # pairs read / used / dropped and why
     skipped: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, dict[str, Any]] = field(default_factory=dict)  # registered tasks' metrics, by task name
 
 
 def report_queries(records: Sequence[Any]) -> tuple[list[str], list[str]]:

@@ -5,6 +5,7 @@ Layout written by `save_pretrained`:
   config.json         {"format": "radfinder", "format_version": 1, "model": <RadFinderConfig, explicit sizes>}
   preprocess.json     the PreprocessSpec the model expects
   text/               the text backbone's HF config.json and the tokenizer files
+  labels.json         the label vocabulary (`radfinder.text.vocabulary`); absent in older checkpoints = ctrate18
 
 `read_pretrained_dir` also reads official HF exports (config.json with `radfinder_model_config`). Only safetensors is
 ever read: no pickle. The model is built from these parts by `RadFinderModel.from_pretrained`.
@@ -22,6 +23,8 @@ import torch
 
 from ..errors import CheckpointError, ConfigError
 from ..preprocess.spec import PreprocessSpec, resolve_spec
+from ..text.vocabulary import CTRATE18
+from ..text.vocabulary import FILENAME as VOCAB_FILE
 from .config import RadFinderConfig
 from .official import PREFIX, config_from_official, load_official_state_dict
 from .text import has_tokenizer_files, load_tokenizer
@@ -63,6 +66,8 @@ def save_pretrained(model, directory: str | Path, preprocess: PreprocessSpec | s
 
     spec = resolve_spec(preprocess if preprocess is not None else getattr(model, "preprocess_spec", None))
     _atomic_write(directory / PREPROCESS, lambda p: spec.save(p))
+    vocab = getattr(model, "label_vocabulary", None) or CTRATE18
+    _atomic_write(directory / VOCAB_FILE, lambda p: p.write_text(vocab.to_json()))
     return directory
 
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..preprocess.spec import resolve_spec
+from ..text.vocabulary import CTRATE18, read_vocabulary
 from .anatomy_head import AnatomyEmbeddings, AnatomyHead, FvlmTemperature
 from .combiner import FeatureCombiner, pad_feature_grids, windows_to_grids
 from .config import AnatomyHeadConfig, RadFinderConfig, resolve_model_config
@@ -125,6 +126,7 @@ class RadFinderModel(nn.Module):
         if cfg.anatomy is not None:
             self.add_anatomy_head(cfg.anatomy)
         self.preprocess_spec = resolve_spec(None)  # replaced by the checkpoint's own spec on load
+        self.label_vocabulary = CTRATE18  # what each position of a label vector means (saved as labels.json)
         self._tokenizer = tokenizer
         if self._tokenizer is None and text_weights:
             self._tokenizer = self._default_tokenizer()
@@ -292,6 +294,7 @@ class RadFinderModel(nn.Module):
         model.eval()  # before loading: LoRA state dicts hold merged (effective) weights, which eval mode keeps
         load_pretrained_weights(model, parts.weights)
         model.preprocess_spec = parts.spec
+        model.label_vocabulary = read_vocabulary(directory)
         if device is not None or dtype is not None:
             model.to(device=device, dtype=dtype)
         return model

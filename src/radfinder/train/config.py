@@ -16,6 +16,7 @@ from ..config import load_config
 from ..losses.combined import LossWeights
 from ..losses.registry import check_objective_names
 from ..models.config import AnatomyHeadConfig
+from ..text.vocabulary import DEFAULT_VOCABULARY, LabelVocabulary
 
 
 class _Strict(BaseModel):
@@ -67,6 +68,10 @@ class DataSection(_Strict):
     samples_per_epoch: int | None = None  # default: the number of training records over all datasets
     max_snippets_per_scan: int = Field(4, ge=0)  # snippets drawn per scan and step (0 disables localization data)
     prompt_bank: str | None = None  # prompt YAML merged over the built-in bank
+    # The label vocabulary (what each position of the label vector means; saved in every checkpoint): a name
+    # (ctrate18, the 18 CT-RATE findings), a YAML/JSON file or an inline {name, findings}. Another vocabulary than
+    # ctrate18 needs each dataset's labels_csv with its columns and prompts for its findings in the prompt bank.
+    vocabulary: str | LabelVocabulary = DEFAULT_VOCABULARY
 
     @model_validator(mode="after")
     def _check(self) -> DataSection:
@@ -191,6 +196,12 @@ def _resolve(value: str | None, base: Path) -> str | None:
     return str(p if p.is_absolute() else (base / p).resolve())
 
 
+def _resolve_vocab(value, base: Path):
+    if isinstance(value, str) and (value.endswith((".yaml", ".yml", ".json")) or "/" in value):
+        return _resolve(value, base)
+    return value
+
+
 def _resolve_dataset(d: DatasetSection, base: Path) -> DatasetSection:
     upd = {k: _resolve(getattr(d, k), base) for k in ("root", "features", "pairs", "labels_csv")}
     return d.model_copy(update=upd)
@@ -200,6 +211,7 @@ def resolve_paths(cfg: TrainConfig, base: Path) -> TrainConfig:
     data = cfg.data.model_copy(update={
         "datasets": [_resolve_dataset(d, base) for d in cfg.data.datasets],
         "prompt_bank": _resolve(cfg.data.prompt_bank, base),
+        "vocabulary": _resolve_vocab(cfg.data.vocabulary, base),
         "augment": cfg.data.augment.model_copy(
             update={"preprocessed_cache": _resolve(cfg.data.augment.preprocessed_cache, base)}),
     })

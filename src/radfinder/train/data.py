@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from ..data.manifest import load_manifest
 from ..data.pairs import PairsFile, read_pairs
 from ..data.records import StudyRecord, labels_from_row
 from ..errors import ConfigError
+from ..text.findings import CTRATE_FINDINGS
 from .config import DatasetSection
 
 SNIPPET_STREAM = 1
@@ -58,7 +60,16 @@ class TrainSource:
         return h.hexdigest()[:16]
 
 
-def load_records(section: DatasetSection) -> list[StudyRecord]:
+def load_records(section: DatasetSection, findings: Sequence[str] | None = None) -> list[StudyRecord]:
+    """The section's records; `findings`: the label vocabulary's names when it is not the 18 CT-RATE findings
+    (then the labels come from the section's labels_csv, read by those column names)."""
+    if findings is not None and tuple(findings) != CTRATE_FINDINGS:
+        if not section.labels_csv:
+            raise ConfigError(f"dataset {section.name or section.root!r}: the label vocabulary is not ctrate18, so "
+                              "its labels must come from data.datasets[].labels_csv with one column per finding")
+        records = load_records(section.model_copy(update={"labels_csv": None}))
+        apply_labels_csv(records, section.labels_csv, findings, every=True)
+        return records
     if section.kind == "ctrate":
         records = load_ctrate(section.root, split=section.split, mode=section.mode, labels_csv=section.labels_csv,
                               require_files=False)
@@ -73,8 +84,10 @@ def load_records(section: DatasetSection) -> list[StudyRecord]:
     return records
 
 
-def apply_labels_csv(records: list[StudyRecord], path: str | Path) -> None:
-    """Replace the labels of records found in a CSV keyed by VolumeName (or `id` / `key`)."""
+def apply_labels_csv(records: list[StudyRecord], path: str | Path, findings: Sequence[str] = CTRATE_FINDINGS,
+                     every: bool = False) -> None:
+    """Replace the labels of records found in a CSV keyed by VolumeName (or `id` / `key`), columns `findings`;
+    `every`: records missing from the CSV get all -1 (unknown) labels of that width."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"labels file not found: {path}")
@@ -88,7 +101,9 @@ def apply_labels_csv(records: list[StudyRecord], path: str | Path) -> None:
         table[str(key).removesuffix(".nii.gz")] = row
     for r in records:
         if r.key in table:
-            r.labels = labels_from_row(table[r.key])
+            r.labels = labels_from_row(table[r.key], tuple(findings))
+        elif every:
+            r.labels = labels_from_row({}, tuple(findings))
 
 
 def load_pairs(path: str | Path, keys: set[str], *, spec_hash: str | None = None,
@@ -102,12 +117,12 @@ def load_pairs(path: str | Path, keys: set[str], *, spec_hash: str | None = None
     return out, pf
 
 
-def build_sources(sections: list[DatasetSection]) -> list[TrainSource]:
+def build_sources(sections: list[DatasetSection], findings: Sequence[str] | None = None) -> list[TrainSource]:
     if not sections:
         raise ConfigError("data.datasets is empty: name at least one dataset to train on")
     sources = []
     for i, sec in enumerate(sections):
-        records = load_records(sec)
+        records = load_records(sec, findings)
         name = sec.name or f"{sec.kind}{i}"
         snippets: dict[str, list[Snippet]] = {}
         counts: dict[str, int] = {}

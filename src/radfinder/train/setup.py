@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +11,13 @@ import torch
 
 from ..errors import ConfigError
 from ..losses.prompt import pos_weight_from_labels
+from ..losses.registry import LossSettings, Objective, active_objectives, needed_batch_fields, objective_names
 from ..models.config import PRESETS, RadFinderConfig, resolve_model_config
 from ..text.findings import CTRATE_FINDINGS
+from ..text.vocabulary import DEFAULT_VOCABULARY, resolve_vocabulary
 from .config import RESUME_FREE, ModelSection, TrainConfig
 from .data import TrainSource
+from .fields import check_batch_fields
 
 
 def _deep_merge(base: dict, top: dict) -> dict:
@@ -58,14 +62,16 @@ def build_model(section: ModelSection):
     return model.train()
 
 
-def prompt_texts(bank_path: str | None) -> tuple[list[str], tuple[int, int, int]]:
-    """All disease prompts in (finding, phrasing, positive/negative) order, and that shape."""
+def prompt_texts(bank_path: str | None, findings: Sequence[str] = CTRATE_FINDINGS,
+                 ) -> tuple[list[str], tuple[int, int, int]]:
+    """All disease prompts of the vocabulary's `findings` in (finding, phrasing, positive/negative) order, and that
+    shape."""
     from ..text.prompts import load_prompt_bank
 
     bank = load_prompt_bank(bank_path)
     texts: list[str] = []
     n_var = None
-    for finding in CTRATE_FINDINGS:
+    for finding in findings:
         pos, neg = bank.disease_prompts(finding)
         if len(pos) != len(neg):
             raise ConfigError(f"prompt bank: {finding!r} has {len(pos)} positive but {len(neg)} negative prompts")
@@ -74,7 +80,7 @@ def prompt_texts(bank_path: str | None) -> tuple[list[str], tuple[int, int, int]
             raise ConfigError("prompt bank: every finding needs the same number of phrasings")
         for p, n in zip(pos, neg, strict=True):
             texts += [p, n]
-    return texts, (len(CTRATE_FINDINGS), int(n_var or 0), 2)
+    return texts, (len(findings), int(n_var or 0), 2)
 
 
 def training_labels(sources: list[TrainSource]) -> torch.Tensor:
@@ -86,6 +92,24 @@ def training_labels(sources: list[TrainSource]) -> torch.Tensor:
 
 def pos_weight(sources: list[TrainSource], cap: float) -> torch.Tensor:
     return pos_weight_from_labels(training_labels(sources), cap=cap)
+
+
+def loss_setup(cfg: TrainConfig, model, sources: list[TrainSource], prompt_shape: tuple[int, int, int], vocab,
+               device) -> tuple[list[Objective], list[str], LossSettings]:
+    """The active objectives (registry), the extra batch fields they read, and the run's `LossSettings`."""
+    objectives = active_objectives(cfg.losses.weights)
+    if not objectives:
+        raise ConfigError("losses.weights gives no objective a non-zero weight; nothing to train "
+                          f"(registered objectives: {', '.join(objective_names())})")
+    fields = check_batch_fields(needed_batch_fields(objectives))
+    settings = LossSettings(
+        weights=cfg.losses.weights, sigma=model.config.localization_sigma, tau=model.config.localization_tau,
+        prompt_mode=cfg.losses.prompt_mode, pos_weight=pos_weight(sources, cfg.losses.pos_weight_cap).to(device),
+        question_weight=torch.full((prompt_shape[0],), cfg.losses.prompt_question_weight, device=device),
+        siglip_chunk=cfg.losses.siglip_chunk, label_names=vocab.findings,
+        options={k: dict(v) for k, v in cfg.losses.options.items()},
+    )
+    return objectives, fields, settings
 
 
 def _drop(data: dict, dotted: str) -> None:
@@ -125,7 +149,12 @@ def fingerprint(cfg: TrainConfig, model, sources: list[TrainSource], feature_ide
         if feature_identity is not None:
             entry["feature_cache"] = feature_identity[i]
         data.append(entry)
-    texts, _ = prompt_texts(cfg.data.prompt_bank)
+    vocab = resolve_vocabulary(cfg.data.vocabulary)
+    if vocab.name == DEFAULT_VOCABULARY and vocab.findings == CTRATE_FINDINGS:
+        conf["data"].pop("vocabulary", None)  # absent before vocabularies: old runs still resume
+    else:
+        conf["data"]["vocabulary"] = vocab.model_dump(mode="json")  # its content, not a file location
+    texts, _ = prompt_texts(cfg.data.prompt_bank, vocab.findings)
     model_conf = model.config.model_dump(mode="json")
     for k in ("path", "tokenizer"):  # locations of the text files, not their contents
         model_conf["text"].pop(k, None)

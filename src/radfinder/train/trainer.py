@@ -24,9 +24,8 @@ import torch.distributed as dist
 from ..config import dump_config
 from ..device import resolve_device
 from ..errors import CheckpointError, ConfigError, RadfinderError
-from ..losses.registry import active_objectives, needed_batch_fields, objective_names
 from ..models.accel import maybe_compile
-from ..text.findings import CTRATE_FINDINGS
+from ..text.vocabulary import resolve_vocabulary
 from . import fvlm_fields as _fvlm_fields  # noqa: F401  (registers the fvlm objective's `anatomy` batch field)
 from .batches import CachedFeatures, MicroBatch, make_micro_batch
 from .checkpoint import (
@@ -50,12 +49,11 @@ from .distributed import (
     init_distributed,
     local_only,
 )
-from .fields import check_batch_fields
 from .hooks import EvalContext, EvalHook, eval_mode
 from .logs import RunLogger
 from .optim import build_optimizer, lr_at, select_trainable, set_lr
-from .setup import build_model, fingerprint, pos_weight, prompt_texts
-from .step import LossSettings, StepModule, StepStats, compute_step_gradients
+from .setup import build_model, fingerprint, loss_setup, prompt_texts
+from .step import StepModule, StepStats, compute_step_gradients
 
 FAIL_ENV = "RADFINDER_TRAIN_FAIL"  # test hook: "RANK:STEP" raises on that rank before that step
 
@@ -110,8 +108,10 @@ class Trainer:
         self.param_dtype, self.autocast = _precision(cfg, self.device)
 
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-        self.sources = build_sources(cfg.data.datasets)
+        self.vocabulary = resolve_vocabulary(cfg.data.vocabulary)
+        self.sources = build_sources(cfg.data.datasets, self.vocabulary.findings)
         self.model = build_model(cfg.model).to(self.device, dtype=self.param_dtype)
+        self.model.label_vocabulary = self.vocabulary  # saved with every checkpoint (labels.json)
         crit = self.model.criterion
         with torch.no_grad():
             if cfg.losses.t_init is not None:
@@ -141,24 +141,10 @@ class Trainer:
             feature_identity = self.provider.identity()
 
         self._check_pairs_spec(feature_identity)
-        texts, self.prompt_shape = prompt_texts(cfg.data.prompt_bank)
+        texts, self.prompt_shape = prompt_texts(cfg.data.prompt_bank, self.vocabulary.findings)
         self.prompt_tokens = self.model.tokenize(texts)
-        self.objectives = active_objectives(cfg.losses.weights)
-        if not self.objectives:
-            raise ConfigError("losses.weights gives no objective a non-zero weight; nothing to train "
-                              f"(registered objectives: {', '.join(objective_names())})")
-        self.batch_fields = check_batch_fields(needed_batch_fields(self.objectives))
-        self.settings = LossSettings(
-            weights=cfg.losses.weights, sigma=self.model.config.localization_sigma,
-            tau=self.model.config.localization_tau,
-            prompt_mode=cfg.losses.prompt_mode,
-            pos_weight=pos_weight(self.sources, cfg.losses.pos_weight_cap).to(self.device),
-            question_weight=torch.full((self.prompt_shape[0],), cfg.losses.prompt_question_weight,
-                                       device=self.device),
-            siglip_chunk=cfg.losses.siglip_chunk,
-            label_names=tuple(CTRATE_FINDINGS),
-            options={k: dict(v) for k, v in cfg.losses.options.items()},
-        )
+        self.objectives, self.batch_fields, self.settings = loss_setup(
+            cfg, self.model, self.sources, self.prompt_shape, self.vocabulary, self.device)
 
         self.order = MixedOrder([len(s.records) for s in self.sources], [s.section.weight for s in self.sources],
                                 cfg.seed, cfg.data.samples_per_epoch)
