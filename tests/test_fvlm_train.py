@@ -12,6 +12,10 @@ import torch
 from radfinder.data.manifest import load_manifest
 from radfinder.errors import ConfigError
 from radfinder.eval.anatomy_embed import run_anatomy_zero_shot
+from radfinder.eval.evaluate import run_tasks
+from radfinder.eval.registry import TaskContext, get_task
+from radfinder.eval.tasks import TaskResults
+from radfinder.features import FeatureStore
 from radfinder.losses import get_objective
 from radfinder.models.pretrained import from_pretrained
 from radfinder.train.checkpoint import latest_checkpoint
@@ -38,7 +42,7 @@ def _log(run) -> list[dict]:
     return [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
 
 
-def test_fvlm_trains_logs_per_anatomy_and_saves_its_head(cohort, tmp_path):
+def test_fvlm_trains_logs_per_anatomy_and_saves_its_head(cohort, tmp_path, monkeypatch):
     assert get_objective("fvlm").batch_fields == ("anatomy",)
     res = train(_cfg(cohort, 14, {"fvlm": 1.0}), tmp_path / "run")
     lines = _log(tmp_path / "run")
@@ -56,6 +60,13 @@ def test_fvlm_trains_logs_per_anatomy_and_saves_its_head(cohort, tmp_path):
     result, counts = run_anatomy_zero_shot(model, records, cohort["features"], n_boot=0)
     assert counts["scans"] == 24 and counts["valid_scans"]["lung"] == 24 and counts["valid_scans"]["aorta"] < 24
     assert 0.0 <= result.macro_auroc <= 1.0  # a smoke check on training data, not an evaluation
+    # the registered evaluation task gives the same numbers (the toy cache is not from the model's own encoder)
+    monkeypatch.setattr("radfinder.eval.evaluate.open_matching_store", lambda path, model: FeatureStore.open(path))
+    res, _ = run_tasks(model, records, ["anatomy_zero_shot"], features=cohort["features"], n_boot=0)
+    got = res.extra["anatomy-zero-shot"]
+    assert got["macro_auroc"] == pytest.approx(result.macro_auroc) and got["valid_scans"] == counts["valid_scans"]
+    ctx = TaskContext(model, records, None, None, TaskResults())  # no feature cache given
+    assert get_task("fvlm-zero-shot").run(ctx) is None and "anatomy-zero-shot" in ctx.results.skipped
 
 
 def test_radfinder_and_fvlm_combine_by_weights(cohort, tmp_path):

@@ -182,7 +182,7 @@ def evaluate_fvlm(out: str | Path, s: DemoSettings, log: Log = print, *, model_d
     (`methods.fvlm.anatomy_zero_shot.*` in the demo's metrics.json)."""
     import numpy as np
 
-    from ..eval.anatomy_embed import run_anatomy_zero_shot
+    from ..eval.anatomy_embed import anatomy_zero_shot_metrics, run_anatomy_zero_shot
     from ..models.pretrained import from_pretrained
     from ..train.checkpoint import latest_checkpoint
 
@@ -193,11 +193,6 @@ def evaluate_fvlm(out: str | Path, s: DemoSettings, log: Log = print, *, model_d
     valid = _records(out, "valid")  # held out: never trained on
     labels = np.stack([r.labels for r in valid])
     res, counts = run_anatomy_zero_shot(model, valid, feat_dir, labels, n_boot=s.n_boot, seed=0)
-    d = res.to_dict()
-    azs = {"macro_auroc": d["macro_auroc"], "macro_auroc_ci": d.get("macro_auroc_ci"),
-           "n_findings": d.get("n_findings"), "n_cases": d.get("n_cases"),
-           "per_finding_auroc": {k: v.get("auroc") for k, v in (d.get("per_finding") or {}).items()},
-           "skipped": d.get("skipped"), "unmapped": d.get("unmapped"), "anatomy_of": d.get("anatomy_of"),
-           **counts}  # fmt: skip
+    azs = anatomy_zero_shot_metrics(res, counts)
     log(f"  fVLM anatomy-level zero-shot macro AUROC (valid, {azs['n_findings']} findings): {azs['macro_auroc']:.3f}")
     return {"anatomy_zero_shot": azs, "model": str(model_dir)}

@@ -2,6 +2,10 @@
 cached spatial tokens and anatomy coverage, fVLM's short prompt pairs through the model's text tower, and the
 per-finding / macro AUROC of `radfinder.eval.anatomy_zero_shot` against the given labels.
 
+Registered as the evaluation task `anatomy-zero-shot` (`radfinder evaluate CKPT --task anatomy-zero-shot
+--features CACHE ...`): it needs a model with an anatomy head and a feature cache with anatomy coverage; its
+metrics land in `metrics.json["anatomy-zero-shot"]` (`macro_auroc`, `per_finding_auroc`, valid scans per anatomy).
+
 A scan's anatomy counts (valid) when its segmentation gives it at least one token and, with `exclude_cut` (the
 model config's `anatomy.exclude_cut`), the crop or field of view does not cut it; findings of an invalid anatomy
 leave that scan out of the finding's AUROC.
@@ -22,8 +26,10 @@ from ..features.store import FeatureStore
 from ..progress import progress
 from ..text.anatomy import FINDING_ANATOMY
 from ..text.findings import CTRATE_FINDINGS
+from . import builtin_tasks as _builtin_tasks  # noqa: F401  (the built-in tasks register first)
 from .anatomy_zero_shot import AnatomyZeroShotResult, anatomy_prompts, evaluate_anatomy_zero_shot
 from .bootstrap import DEFAULT_N_BOOT
+from .registry import EvalTask, TaskContext, register_task
 
 
 @torch.no_grad()
@@ -87,3 +93,37 @@ def run_anatomy_zero_shot(
                                      temperature=t, mapping=mapping)  # fmt: skip
     counts = {n: int(valid[:, i].sum()) for i, n in enumerate(names)}
     return res, {"valid_scans": counts, "scans": len(records)}
+
+
+def anatomy_zero_shot_metrics(res: AnatomyZeroShotResult, counts: dict[str, Any]) -> dict[str, Any]:
+    """The headline dict of an anatomy-level zero-shot result (the demo's `methods.<m>.anatomy_zero_shot`)."""
+    d = res.to_dict()
+    return {"macro_auroc": d["macro_auroc"], "macro_auroc_ci": d.get("macro_auroc_ci"),
+            "n_findings": d.get("n_findings"), "n_cases": d.get("n_cases"),
+            "per_finding_auroc": {k: v.get("auroc") for k, v in (d.get("per_finding") or {}).items()},
+            "per_finding": d.get("per_finding"), "skipped": d.get("skipped"), "unmapped": d.get("unmapped"),
+            "anatomy_of": d.get("anatomy_of"), **counts}  # fmt: skip
+
+
+def _task(ctx: TaskContext) -> dict[str, Any] | None:
+    name = "anatomy-zero-shot"
+    if getattr(ctx.model, "anatomy_head", None) is None:
+        ctx.results.skipped[name] = "the model has no anatomy head (train one with the fvlm objective)"
+        return None
+    features = ctx.options.get("features")
+    if features is None:
+        ctx.results.skipped[name] = "needs the feature cache with spatial tokens and anatomy coverage (--features)"
+        return None
+    vocab = getattr(ctx.model, "label_vocabulary", None)
+    names = tuple(vocab.findings) if vocab is not None else tuple(CTRATE_FINDINGS)
+    if names != tuple(CTRATE_FINDINGS) or ctx.labels.shape[1] != len(CTRATE_FINDINGS):
+        ctx.results.skipped[name] = "fVLM's prompt pairs and anatomy mapping cover the 18 CT-RATE findings only"
+        return None
+    res, counts = run_anatomy_zero_shot(ctx.model, ctx.records, features, ctx.labels, n_boot=ctx.n_boot,
+                                        seed=ctx.seed)  # fmt: skip
+    return anatomy_zero_shot_metrics(res, counts)
+
+
+register_task(EvalTask("anatomy-zero-shot", _task, frozenset({"labels"}),
+                       aliases=("anatomy_zero_shot", "fvlm-zero-shot"),
+                       description="fVLM anatomy-level zero-shot ('X.' vs 'Not X.' on the anatomy embeddings)"))
