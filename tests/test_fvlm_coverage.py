@@ -78,10 +78,28 @@ def test_anatomy_coverage_counts_voxels_and_flags_cut_anatomies():
     token_voxels = 8 * 8 * 4
     sums = cov.coverage.reshape(-1, 3).sum(axis=0) * token_voxels
     np.testing.assert_allclose(sums, cov.voxels, rtol=1e-6)
-    # padding is not data: only the heart reaches a face of the scanned volume
-    assert cov.cut.tolist() == [False, True, False]
-    assert cov.valid.tolist() == [True, False, True]
+    # padding is not data: only the heart reaches the scanned volume's edge, and without a crop nothing is cut
+    assert cov.touches_fov.tolist() == [False, True, False]
+    assert cov.cut.tolist() == [False, False, False] and cov.valid.tolist() == [True, True, True]
     assert cov.mask_hash == seg.hash() and cov.groups_hash == groups_hash(GROUPS)
+
+
+def test_anatomies_reaching_a_crop_face_are_cut():
+    spec = PreprocessSpec(name="t", spacing=(1.0, 1.0, 1.0), window=(16, 16, 8), depth_tokens_per_window=2,
+                          interpolation="nearest")  # largest-multiple centre crop: 40 x 24 x 20 -> 32 x 16 x 16
+    lab = np.zeros((40, 24, 20), np.uint8)
+    lab[4:20, 6:18, 4:16] = 10  # lung from x = 4, the first kept slice: cut
+    lab[22:30, 6:14, 0:9] = 51  # heart over z = 2, the first kept depth: cut
+    lab[30:34, 10:14, 5:8] = 52  # aorta inside the crop
+    cov = anatomy_coverage(Segmentation(lab, np.eye(4), {10: "lobe", 51: "heart", 52: "aorta"}), GROUPS, spec,
+                           (2, 2, 2))  # fmt: skip
+    assert cov.coverage.shape[:3] == (2, 1, 2)
+    assert cov.cut.tolist() == [True, True, False] and cov.valid.tolist() == [False, False, True]
+    # an independent check of the cut rule: the crop keeps x 4:36, y 4:20, z 2:18; cut = voxels on a kept face
+    kept = lab[4:36, 4:20, 2:18]
+    faces = [kept[0], kept[-1], kept[:, 0], kept[:, -1], kept[:, :, 0], kept[:, :, -1]]
+    for i, cid in enumerate((10, 51, 52)):
+        assert cov.cut[i] == any((f == cid).any() for f in faces)
 
 
 def test_groups_hash_changes_with_members_and_lesion_rule():

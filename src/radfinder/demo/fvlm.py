@@ -96,8 +96,10 @@ def fvlm_features(out: str | Path, s: DemoSettings, log: Log = print, *, groups:
         names = have[0].names if have else []
         v = np.array([c.valid for c in have]) if have else np.zeros((0, 0), bool)
         cut = np.array([c.cut for c in have]) if have else np.zeros((0, 0), bool)
+        fov = np.array([c.touches_fov for c in have]) if have else np.zeros((0, 0), bool)
         valid[sp] = {"scans": len(rows), "with_mask": len(have),
-                     **{n: {"valid": int(v[:, i].sum()), "cut": int(cut[:, i].sum())} for i, n in enumerate(names)}}
+                     **{n: {"valid": int(v[:, i].sum()), "cut": int(cut[:, i].sum()),
+                            "touches_fov": int(fov[:, i].sum())} for i, n in enumerate(names)}}
     log(f"  fVLM anatomy coverage: {len(summary.anatomy_written)} scans written, {len(summary.no_mask)} without a "
         f"mask; valid per anatomy (train): " + ", ".join(f"{k} {x['valid']}/{valid['train']['with_mask']}"
                                                          for k, x in valid["train"].items() if isinstance(x, dict)))

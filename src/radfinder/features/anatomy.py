@@ -6,9 +6,10 @@ images (`anatomy_masks_on_grid` -> `apply_spec_labels`, nearest neighbour), and 
 window of (wh, ww, wd) voxels with an (Sh, Sw, T) token grid gives tokens of (wh/Sh, ww/Sw, wd/T) voxels, and the
 coverage of token (h, w, d, i, j, t) for anatomy a is the fraction of its voxels inside a's mask.
 
-An anatomy is *cut* when its mask reaches a face of the scanned data inside the preprocessed grid (the crop of the
-spec, or the scan's own field of view where the spec pads): fVLM excludes anatomies cut by its crop, and the same
-rule here also drops organs the scan did not fully cover.
+An anatomy is *cut* when its mask reaches a face where the spec's crop removed scanned data (fVLM excludes anatomies
+cut by its crop). Reaching the scan's own field of view is recorded separately (`AnatomyCoverage.touches_fov`) and
+does not exclude it: in a chest CT the esophagus and the aorta run past the scanned range almost always, and fVLM
+keeps them (its crops are cut from the scan, the field of view is not a crop).
 
 Cache key: the sidecar (`FeatureStore.write_anatomy`) records the mask's content hash (`Segmentation.hash`) and
 the groups hash (`groups_hash`); extraction recomputes it whenever either differs from the current mask and
@@ -44,7 +45,7 @@ def groups_hash(groups: AnatomyGroups, lesions: bool = True) -> str:
     doc = {"classes": sorted(groups.classes.items()),
            "anatomies": [[a, [str(m) if isinstance(m, str) else int(m) for m in ms]]
                          for a, ms in groups.anatomies.items()],
-           "lesions": bool(lesions), "v": 1}  # fmt: skip
+           "lesions": bool(lesions), "v": 2}  # fmt: skip  (v2: cut = by the crop only)
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -81,9 +82,29 @@ def data_box(shape, spaced_shape, crop_start) -> tuple[slice, slice, slice]:
                  for n, s, c in zip(shape, spaced_shape, crop_start, strict=True))  # fmt: skip
 
 
-def cut_flags(masks: np.ndarray, box: tuple[slice, slice, slice]) -> np.ndarray:
-    """(A,) bool: each anatomy's mask reaches a face of the data box (cut by the crop or the field of view)."""
+def fov_flags(masks: np.ndarray, box: tuple[slice, slice, slice]) -> np.ndarray:
+    """(A,) bool: each anatomy's mask reaches a face of the data box (the scan's field of view, or the crop)."""
     return np.array([touches_border(m[box]) for m in np.asarray(masks, dtype=bool)], dtype=bool)
+
+
+def crop_faces(shape, spaced_shape, crop_start) -> list[tuple[int, int]]:
+    """(axis, index) of the preprocessed grid's faces where the crop removed scanned data."""
+    faces = []
+    for k, (n, s, c) in enumerate(zip(shape, spaced_shape, crop_start, strict=True)):
+        if int(c) > 0:
+            faces.append((k, 0))
+        if int(c) + int(n) < int(s):
+            faces.append((k, int(n) - 1))
+    return faces
+
+
+def cut_flags(masks: np.ndarray, faces: list[tuple[int, int]]) -> np.ndarray:
+    """(A,) bool: each anatomy's mask reaches a face where the crop removed data (cut by the crop)."""
+    m = np.asarray(masks, dtype=bool)
+    out = np.zeros(m.shape[0], dtype=bool)
+    for axis, index in faces:
+        out |= np.take(m, index, axis=axis + 1).reshape(m.shape[0], -1).any(axis=1)
+    return out
 
 
 def anatomy_coverage(
@@ -109,7 +130,8 @@ def anatomy_coverage(
         raise RadfinderError(f"{seg.source}: mask grid {stack.shape[1:]} differs from the image grid {geom.shape}")
     cov = token_coverage(stack, geom.grid, geom.window, tokens)
     box = data_box(geom.shape, geom.spaced_shape, geom.crop_start)
-    return AnatomyCoverage(names=names, coverage=cov, cut=cut_flags(stack, box),
+    faces = crop_faces(geom.shape, geom.spaced_shape, geom.crop_start)
+    return AnatomyCoverage(names=names, coverage=cov, cut=cut_flags(stack, faces), touches_fov=fov_flags(stack, box),
                            voxels=stack.reshape(len(names), -1).sum(axis=1).astype(np.int64),
                            mask_hash=seg.hash(), groups_hash=groups_hash(groups, lesions),
                            source=str(seg.source))  # fmt: skip
@@ -155,8 +177,9 @@ def describe(cov: AnatomyCoverage) -> dict[str, Any]:
     """A JSON-able summary (per anatomy: voxels, tokens touched, cut, valid)."""
     a = len(cov.names)
     touched = (cov.coverage.reshape(-1, a) > 0).sum(axis=0)
+    fov = cov.touches_fov if cov.touches_fov is not None else np.zeros(a, bool)
     return {n: {"voxels": int(cov.voxels[i]), "tokens": int(touched[i]), "cut": bool(cov.cut[i]),
-                "valid": bool(cov.valid[i])} for i, n in enumerate(cov.names)}  # fmt: skip
+                "touches_fov": bool(fov[i]), "valid": bool(cov.valid[i])} for i, n in enumerate(cov.names)}
 
 
 class MaskPlan:

@@ -48,9 +48,10 @@ class AnatomyCoverage:
 
     names: the A anatomies; coverage (Hg, Wg, Dg, Sh, Sw, T, A) float32: the fraction of each spatial token's voxels
     inside each anatomy (same layout as `FeatureRecord.spatial` without its feature axis); cut (A,) bool: the anatomy
-    touches a face of the scanned data inside the preprocessed grid (cut by the crop or the scan's field of view;
-    fVLM excludes such anatomies); voxels (A,) int64: the anatomy's voxels on the preprocessed grid; mask_hash and
-    groups_hash: what the arrays were computed from (the sidecar's cache key with the spec hash).
+    reaches a face where the preprocessing crop removed data (fVLM excludes such anatomies); voxels (A,) int64: the
+    anatomy's voxels on the preprocessed grid; mask_hash and groups_hash: what the arrays were computed from (the
+    sidecar's cache key with the spec hash); touches_fov (A,) bool: the anatomy reaches the scanned range's edge
+    (informative: in a chest CT the esophagus nearly always does).
     """
 
     names: list[str]
@@ -60,6 +61,7 @@ class AnatomyCoverage:
     mask_hash: str
     groups_hash: str
     source: str = ""
+    touches_fov: np.ndarray | None = None
 
     @property
     def present(self) -> np.ndarray:
@@ -218,6 +220,8 @@ class FeatureStore:
             "cut": np.ascontiguousarray(cov.cut, dtype=np.uint8),
             "voxels": np.ascontiguousarray(cov.voxels, dtype=np.int64),
         }
+        if cov.touches_fov is not None:
+            tensors["touches_fov"] = np.ascontiguousarray(cov.touches_fov, dtype=np.uint8)
         metadata = {"key": key, "spec_hash": self.spec.hash(), "names": json.dumps(list(cov.names)),
                     "mask_hash": cov.mask_hash, "groups_hash": cov.groups_hash, "source": cov.source}  # fmt: skip
         path = self.anatomy_path_of(key)
@@ -241,8 +245,9 @@ class FeatureStore:
             raise FeatureCacheError(f"{path}: unreadable anatomy entry ({exc})") from exc
         if md.get("spec_hash") != self.spec.hash():
             raise FeatureCacheError(f"{path}: anatomy entry was written for another preprocessing spec")
+        fov = t["touches_fov"].astype(bool) if "touches_fov" in t else None
         cov = AnatomyCoverage(names, t["coverage"], t["cut"].astype(bool), t["voxels"], md.get("mask_hash", ""),
-                              md.get("groups_hash", ""), md.get("source", ""))  # fmt: skip
+                              md.get("groups_hash", ""), md.get("source", ""), fov)  # fmt: skip
         cov.validate(key)
         return cov
 
