@@ -5,7 +5,8 @@ for the model's anatomies by `radfinder.features.anatomy_batch.collate_anatomy`,
 
 * `anatomy_image` (B, A, P): the model's anatomy head over the frozen spatial tokens inside each anatomy's mask;
 * `anatomy_text` (B, A, P): each per-anatomy report text through the model's text tower and text head
-  (`encode_text`); identical texts of a micro-batch are encoded once;
+  (`encode_anatomy_text`: the report head, or the anatomy config's own linear text projection); identical texts of a
+  micro-batch are encoded once;
 * `anatomy_temperature`: the model's `FvlmTemperature` parameter (clamped to [0.001, 0.5] when read).
 
 The objective is `fvlm_loss_terms` (distributed form under a process group: each rank's share, the shares summing
@@ -71,7 +72,7 @@ def encode_unique_texts(model: Any, texts: Sequence[str]) -> torch.Tensor:
     uniq = list(dict.fromkeys(texts))
     index = {t: i for i, t in enumerate(uniq)}
     tok = model.tokenize(uniq)
-    emb = model.encode_text(tok["input_ids"], tok["attention_mask"])
+    emb = model.encode_anatomy_text(tok["input_ids"], tok["attention_mask"])
     return emb[torch.tensor([index[t] for t in texts], device=emb.device)]
 
 

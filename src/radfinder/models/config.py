@@ -114,6 +114,10 @@ class AnatomyHeadConfig(_Strict):
     exclude_cut: bool = True
     # Encode per-anatomy texts without fVLM's "{Anatomy} shows no significant abnormalities." prefix (fVLM does).
     strip_template: bool = True
+    # Text side of the anatomy embeddings: "shared" = the model's report head (projection_text, the space SigLIP
+    # also uses); "linear" = fVLM's own text projection, one Linear(text hidden -> projection_dim) for anatomy texts
+    # and the zero-shot prompts.
+    text_head: Literal["shared", "linear"] = "shared"
 
     @model_validator(mode="after")
     def _check(self) -> AnatomyHeadConfig:

@@ -123,6 +123,7 @@ class RadFinderModel(nn.Module):
             self.projection_text_copy.load_state_dict(self.projection_text.state_dict())
         self.anatomy_head: AnatomyHead | None = None
         self.anatomy_temperature: FvlmTemperature | None = None
+        self.anatomy_text_proj: nn.Linear | None = None
         if cfg.anatomy is not None:
             self.add_anatomy_head(cfg.anatomy)
         self.preprocess_spec = resolve_spec(None)  # replaced by the checkpoint's own spec on load
@@ -224,7 +225,18 @@ class RadFinderModel(nn.Module):
         self.anatomy_head = AnatomyHead(self.backbone_image.feature_dim, self.config.projection_dim, a.names, a.dim,
                                         a.num_heads, a.dropout, a.coverage_bias).to(ref.device, ref.dtype)
         self.anatomy_temperature = FvlmTemperature(a.temperature_init).to(ref.device, ref.dtype)
+        self.anatomy_text_proj = None
+        if a.text_head == "linear":
+            hidden = text_hidden_size(self.backbone_text)
+            self.anatomy_text_proj = nn.Linear(hidden, self.config.projection_dim).to(ref.device, ref.dtype)
         self.config = self.config.model_copy(update={"anatomy": a})
+
+    def encode_anatomy_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Embeddings (B, P) of per-anatomy texts and anatomy-level prompts: the anatomy text projection when the
+        anatomy config asks for its own (`text_head: linear`), else the report head (`encode_text`)."""
+        if self.anatomy_text_proj is None:
+            return self.encode_text(input_ids, attention_mask)
+        return self.anatomy_text_proj(self.text_features(input_ids, attention_mask))
 
     def encode_anatomy(self, tokens: torch.Tensor, coverage: torch.Tensor) -> AnatomyEmbeddings:
         """fVLM anatomy embeddings (B, A, P), L2-normalised, from spatial tokens (B, N, F) and their anatomy
