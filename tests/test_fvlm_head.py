@@ -187,3 +187,19 @@ def test_checkpoint_round_trip_keeps_head_and_temperature(tmp_path):
     # a model without the section has no anatomy parameters (the RadFinder layout is unchanged)
     plain = RadFinderModel(resolve_model_config("tiny"))
     assert plain.anatomy_head is None and not any(k.startswith("anatomy") for k in plain.state_dict())
+
+
+def test_linear_text_head_is_used_for_anatomy_texts_and_saved(tmp_path):
+    torch.manual_seed(0)
+    cfg = resolve_model_config("tiny")
+    cfg.anatomy = AnatomyHeadConfig(dim=16, num_heads=2, text_head="linear")
+    model = RadFinderModel(cfg).eval()
+    assert isinstance(model.anatomy_text_proj, torch.nn.Linear)
+    tok = model.tokenize(["Emphysema.", "Not Emphysema."])
+    got = model.encode_anatomy_text(tok["input_ids"], tok["attention_mask"])
+    want = model.anatomy_text_proj(model.text_features(tok["input_ids"], tok["attention_mask"]))
+    assert torch.equal(got, want) and not torch.allclose(got, model.encode_text(tok["input_ids"],
+                                                                                 tok["attention_mask"]))
+    model.save_pretrained(tmp_path / "ckpt")
+    back = RadFinderModel.from_pretrained(tmp_path / "ckpt")
+    assert torch.equal(back.encode_anatomy_text(tok["input_ids"], tok["attention_mask"]), got)

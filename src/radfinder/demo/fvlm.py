@@ -135,7 +135,10 @@ def fvlm_train_config_dict(s: DemoSettings, out: Path, init: Path, features: Pat
     cfg = json.loads(json.dumps(DEMO_TRAIN))
     cfg["seed"] = s.seed
     cfg["device"] = s.device
-    cfg["model"] = {"init": str(init), "text_train": s.text_train, "anatomy": dict(FVLM_ANATOMY)}
+    cfg["model"] = {"init": str(init), "text_train": FVLM_TRAIN.get("text_train") or s.text_train,
+                    "anatomy": dict(FVLM_ANATOMY)}
+    if FVLM_TRAIN.get("text_lora"):
+        cfg["model"]["text_lora"] = dict(FVLM_TRAIN["text_lora"])
     cfg["data"] = {"datasets": [dataset], "source": "features", "max_snippets_per_scan": 4}
     cfg["losses"]["weights"] = dict(weights or FVLM_WEIGHTS)
     cfg["optim"] = {"lr": FVLM_TRAIN["lr"], "warmup_epochs": FVLM_TRAIN["warmup_epochs"]}
