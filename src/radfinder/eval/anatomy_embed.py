@@ -71,8 +71,7 @@ def prompt_embeddings(model, findings: Sequence[str] = CTRATE_FINDINGS,
     """(pos (F, P), neg (F, P), prompts) for fVLM's short prompt pairs of the findings that have an anatomy."""
     prompts = anatomy_prompts(findings, mapping)
     texts = [p.positive for p in prompts] + [p.negative for p in prompts]
-    tok = model.tokenize(texts)
-    emb = model.encode_anatomy_text(tok["input_ids"], tok["attention_mask"]).float().cpu().numpy()
+    emb = model.encode_anatomy_texts(texts).float().cpu().numpy()
     return emb[: len(prompts)], emb[len(prompts) :], prompts
 
 

@@ -5,8 +5,8 @@ for the model's anatomies by `radfinder.features.anatomy_batch.collate_anatomy`,
 
 * `anatomy_image` (B, A, P): the model's anatomy head over the frozen spatial tokens inside each anatomy's mask;
 * `anatomy_text` (B, A, P): each per-anatomy report text through the model's text tower and text head
-  (`encode_anatomy_text`: the report head, or the anatomy config's own linear text projection); identical texts of a
-  micro-batch are encoded once;
+  (`encode_anatomy_texts`: the whole text or the mean of its sentences, then the report head or the anatomy config's
+  own linear text projection); identical texts and sentences of a micro-batch are encoded once;
 * `anatomy_temperature`: the model's `FvlmTemperature` parameter (clamped to [0.001, 0.5] when read).
 
 The objective is `fvlm_loss_terms` (distributed form under a process group: each rank's share, the shares summing
@@ -68,12 +68,9 @@ def anatomy_image_leaf(sm: Any, mb: Any) -> tuple[torch.Tensor]:
 
 
 def encode_unique_texts(model: Any, texts: Sequence[str]) -> torch.Tensor:
-    """(len(texts), P) text embeddings, each distinct text encoded once."""
-    uniq = list(dict.fromkeys(texts))
-    index = {t: i for i, t in enumerate(uniq)}
-    tok = model.tokenize(uniq)
-    emb = model.encode_anatomy_text(tok["input_ids"], tok["attention_mask"])
-    return emb[torch.tensor([index[t] for t in texts], device=emb.device)]
+    """(len(texts), P) anatomy text embeddings (`RadFinderModel.encode_anatomy_texts`: each distinct text or
+    sentence encoded once)."""
+    return model.encode_anatomy_texts(texts)
 
 
 def anatomy_text_leaf(sm: Any, mb: Any) -> tuple[torch.Tensor]:

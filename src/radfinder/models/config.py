@@ -118,6 +118,10 @@ class AnatomyHeadConfig(_Strict):
     # also uses); "linear" = fVLM's own text projection, one Linear(text hidden -> projection_dim) for anatomy texts
     # and the zero-shot prompts.
     text_head: Literal["shared", "linear"] = "shared"
+    # How a per-anatomy text becomes one text-tower feature: "text" = the whole text in one pass (fVLM); "sentences"
+    # = each sentence on its own, the features averaged (a short prompt such as "Not Emphysema." is then encoded in
+    # the same regime as the report sentences it is compared with; a frozen tower encodes each sentence once).
+    text_pooling: Literal["text", "sentences"] = "text"
 
     @model_validator(mode="after")
     def _check(self) -> AnatomyHeadConfig:

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..preprocess.spec import resolve_spec
+from ..text.sentences import split_sentences
 from ..text.vocabulary import CTRATE18, read_vocabulary
 from .anatomy_head import AnatomyEmbeddings, AnatomyHead, FvlmTemperature
 from .combiner import FeatureCombiner, pad_feature_grids, windows_to_grids
@@ -231,12 +232,34 @@ class RadFinderModel(nn.Module):
             self.anatomy_text_proj = nn.Linear(hidden, self.config.projection_dim).to(ref.device, ref.dtype)
         self.config = self.config.model_copy(update={"anatomy": a})
 
+    def anatomy_text_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Text-tower features (B, hidden) -> anatomy text embeddings (B, P): fVLM's own linear projection when the
+        anatomy config asks for it (`text_head: linear`), else the report head."""
+        head = self.anatomy_text_proj if self.anatomy_text_proj is not None else self.projection_text
+        return head(features)
+
     def encode_anatomy_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Embeddings (B, P) of per-anatomy texts and anatomy-level prompts: the anatomy text projection when the
-        anatomy config asks for its own (`text_head: linear`), else the report head (`encode_text`)."""
-        if self.anatomy_text_proj is None:
-            return self.encode_text(input_ids, attention_mask)
-        return self.anatomy_text_proj(self.text_features(input_ids, attention_mask))
+        """Embeddings (B, P) of tokenised texts through the anatomy text head (each text in one pass)."""
+        return self.anatomy_text_head(self.text_features(input_ids, attention_mask))
+
+    def encode_anatomy_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """Embeddings (N, P) of per-anatomy texts or anatomy-level prompts, pooled as the anatomy config says
+        (`text_pooling`: the whole text, or the mean of its sentences' features); identical texts and sentences
+        are encoded once."""
+        texts = list(texts)
+        pooling = self.config.anatomy.text_pooling if self.config.anatomy is not None else "text"
+        parts = [[t] for t in texts]
+        if pooling == "sentences":
+            parts = [[x for x in (s.strip() for s in split_sentences(t)) if x] or [t] for t in texts]
+        uniq = list(dict.fromkeys(x for p in parts for x in p))
+        index = {x: i for i, x in enumerate(uniq)}
+        tok = self.tokenize(uniq)
+        feats = self.text_features(tok["input_ids"], tok["attention_mask"])
+        if pooling == "sentences":
+            pooled = torch.stack([feats[[index[x] for x in p]].mean(0) for p in parts])
+        else:
+            pooled = feats[torch.tensor([index[p[0]] for p in parts], device=feats.device)]
+        return self.anatomy_text_head(pooled)
 
     def encode_anatomy(self, tokens: torch.Tensor, coverage: torch.Tensor) -> AnatomyEmbeddings:
         """fVLM anatomy embeddings (B, A, P), L2-normalised, from spatial tokens (B, N, F) and their anatomy
