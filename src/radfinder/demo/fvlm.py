@@ -7,11 +7,12 @@ Call order, after `run_demo(out, settings, stop_after="features")` (cohort, prep
     train_fvlm(out, settings, log)                   # -> out/train-fvlm (configs/train/fvlm-demo.yaml's run)
     metrics = evaluate_fvlm(out, settings, log)      # {"anatomy_zero_shot": {...}} on the valid split
 
-fVLM needs spatial tokens, which only light3d encoders give: with `settings.encoder == "pretrained-synthetic"` the
-demo's own feature cache (`out/features`) is used and gets the anatomy sidecars; with any other encoder the shipped
-pretrained-synthetic light3d encoder gets its own cache (`out/features-fvlm`, model `out/encoder-fvlm`), extracted
-from the same preprocessed volumes. `weights` picks the objectives (`{"fvlm": 1}`; a combined RadFinder + fVLM run
-adds `siglip`, `localization`, `prompt`).
+fVLM needs spatial tokens. `encoder` (default `FVLM_ENCODER`) picks them: "histogram" = the HU-histogram encoder
+with a 4 x 4 spatial token grid (standardised on the train split; its own model `out/encoder-fvlm-histogram` and
+cache `out/features-fvlm-histogram`, because the demo's histogram cache has no spatial tokens); "pretrained-synthetic"
+= the shipped light3d encoder (the demo's own `out/features` when the demo ran with it, else `out/encoder-fvlm` and
+`out/features-fvlm`). Both are extracted from the demo's preprocessed volumes. `weights` picks the objectives
+(`{"fvlm": 1}`; a combined RadFinder + fVLM run adds `siglip`, `localization`, `prompt`).
 """
 
 from __future__ import annotations
@@ -25,17 +26,44 @@ from .config import DEMO_SPEC, DEMO_TRAIN, DemoSettings
 from .stages import Log, _drop_stale_features, _records, _save_model
 
 FVLM_WEIGHTS = {"fvlm": 1.0}
+FVLM_ENCODER = "histogram"  # spatial tokens of the fVLM run (see the module doc)
+FVLM_ENCODERS = ("histogram", "pretrained-synthetic")
 # The anatomy head of the demo run (models.config.AnatomyHeadConfig): fVLM's four anatomies.
 FVLM_ANATOMY: dict[str, Any] = {"names": ["lung", "heart", "esophagus", "aorta"], "dim": 128, "num_heads": 4,
                                 "coverage_bias": True, "exclude_cut": True, "strip_template": True}
 FVLM_TRAIN: dict[str, Any] = {"epochs": 40.0, "lr": 1.0e-3, "warmup_epochs": 2.0, "micro": 32}
 
 
-def fvlm_dirs(out: Path, s: DemoSettings) -> tuple[Path, Path]:
-    """(encoder model dir, feature cache dir) of the fVLM run: the demo's own when its encoder has spatial tokens."""
+def fvlm_dirs(out: Path, s: DemoSettings, encoder: str | None = None) -> tuple[Path, Path]:
+    """(encoder model dir, feature cache dir) of the fVLM run (see the module doc)."""
+    encoder = encoder or FVLM_ENCODER
+    if encoder not in FVLM_ENCODERS:
+        raise ValueError(f"fVLM encoder must be one of {FVLM_ENCODERS}, got {encoder!r}")
+    if encoder == "histogram":
+        return out / "encoder-fvlm-histogram", out / "features-fvlm-histogram"
     if s.encoder == "pretrained-synthetic":
         return out / "encoder", out / "features"
     return out / "encoder-fvlm", out / "features-fvlm"
+
+
+def _histogram_model(out: Path, s: DemoSettings, target: Path) -> None:
+    """The HU-histogram encoder with a 4 x 4 spatial token grid, standardised on the TRAIN split's windows."""
+    import torch
+
+    from ..models.config import resolve_model_config
+    from ..models.histogram import DEFAULT_HU_EDGES
+    from ..models.radfinder import RadFinderModel
+    from ..preprocess import PreprocessedCache
+
+    width = 4 * (len(DEFAULT_HU_EDGES) + 1)
+    cfg = resolve_model_config(s.model, ["window_encoder.kind=histogram", f"window_encoder.embed_dim={width}"])
+    cfg.window_encoder.options = {"spatial_grid": [4, 4]}
+    torch.manual_seed(s.seed)
+    model = RadFinderModel(cfg)
+    cache = PreprocessedCache(out / "preprocessed", DEMO_SPEC)
+    batches = (torch.from_numpy(cache.get_or_compute(r.path).windows()).float() for r in _records(out, "train"))
+    model.backbone_image.fit_standardization(batches)
+    _save_model(model, target)
 
 
 def _light3d_model(out: Path, s: DemoSettings, target: Path) -> None:
@@ -53,7 +81,8 @@ def _light3d_model(out: Path, s: DemoSettings, target: Path) -> None:
     _save_model(model, target)
 
 
-def fvlm_features(out: str | Path, s: DemoSettings, log: Log = print, *, groups: str | Path | None = None) -> dict:
+def fvlm_features(out: str | Path, s: DemoSettings, log: Log = print, *, groups: str | Path | None = None,
+                  encoder: str | None = None) -> dict:
     """Spatial features (when missing) and anatomy coverage from the cohort's masks (``cohort/masks``) for the
     train and valid splits; returns the extraction summary plus per-anatomy valid counts."""
     import numpy as np
@@ -66,14 +95,15 @@ def fvlm_features(out: str | Path, s: DemoSettings, log: Log = print, *, groups:
     from ..preprocess import PreprocessedCache
 
     out = Path(out)
-    enc_dir, feat_dir = fvlm_dirs(out, s)
+    encoder = encoder or FVLM_ENCODER
+    enc_dir, feat_dir = fvlm_dirs(out, s, encoder)
     if not enc_dir.is_dir():
-        _light3d_model(out, s, enc_dir)
+        (_histogram_model if encoder == "histogram" else _light3d_model)(out, s, enc_dir)
     model = from_pretrained(enc_dir)
     enc = model.backbone_image.eval()
     if not enc.has_spatial_tokens:
-        raise RuntimeError(f"{enc_dir}: the fVLM run needs an encoder with spatial tokens (light3d)")
-    backbone = {"name": f"demo-{s.model}-pretrained-synthetic", "hash": state_dict_hash(enc)}
+        raise RuntimeError(f"{enc_dir}: the fVLM run needs an encoder with spatial tokens")
+    backbone = {"name": f"demo-{s.model}-{encoder}-spatial", "hash": state_dict_hash(enc)}
     if feat_dir != out / "features":
         _drop_stale_features(feat_dir, backbone)
     store = FeatureStore(feat_dir, DEMO_SPEC, backbone, enc.feature_dim, spatial=True)
@@ -106,7 +136,7 @@ def fvlm_features(out: str | Path, s: DemoSettings, log: Log = print, *, groups:
     return {"features": str(feat_dir), "encoder": str(enc_dir), **summary.as_dict(), "anatomy": valid}
 
 
-def fvlm_init(out: str | Path, s: DemoSettings, log: Log = print) -> Path:
+def fvlm_init(out: str | Path, s: DemoSettings, log: Log = print, *, encoder: str | None = None) -> Path:
     """The fVLM run's initial model: the encoder's model with combiner inputs standardised on the train features
     (needed when RadFinder's objectives train with it; harmless otherwise). The anatomy head is added by the
     training config (`model.anatomy`)."""
@@ -114,10 +144,10 @@ def fvlm_init(out: str | Path, s: DemoSettings, log: Log = print) -> Path:
     from ..models.pretrained import from_pretrained
 
     out = Path(out)
-    enc_dir, feat_dir = fvlm_dirs(out, s)
-    if s.encoder == "pretrained-synthetic" and (out / "encoder-standardized").is_dir():
+    enc_dir, feat_dir = fvlm_dirs(out, s, encoder)
+    if enc_dir == out / "encoder" and (out / "encoder-standardized").is_dir():
         return out / "encoder-standardized"
-    target = out / "encoder-fvlm-standardized"
+    target = enc_dir.with_name(enc_dir.name + "-standardized")
     model = from_pretrained(enc_dir)
     stats = feature_statistics(FeatureStore.open(feat_dir), [r.key for r in _records(out, "train")])
     model.feature_comb_image.fold_input_standardization(stats)
@@ -153,7 +183,7 @@ def fvlm_train_config_dict(s: DemoSettings, out: Path, init: Path, features: Pat
 
 
 def train_fvlm(out: str | Path, s: DemoSettings, log: Log = print, *, weights: dict[str, float] | None = None,
-               run_name: str = "train-fvlm") -> dict[str, Any]:
+               run_name: str = "train-fvlm", encoder: str | None = None) -> dict[str, Any]:
     """Train the fVLM run (or a combined one, `weights`) into ``out/<run_name>``; returns the run's summary."""
     import torch
 
@@ -162,8 +192,8 @@ def train_fvlm(out: str | Path, s: DemoSettings, log: Log = print, *, weights: d
     from ..train.trainer import train
 
     out = Path(out)
-    _, feat_dir = fvlm_dirs(out, s)
-    init = fvlm_init(out, s, log)
+    _, feat_dir = fvlm_dirs(out, s, encoder)
+    init = fvlm_init(out, s, log, encoder=encoder)
     n_train = len(_records(out, "train"))
     cfg = TrainConfig.model_validate(fvlm_train_config_dict(s, out, init, feat_dir, n_train, weights))
     run_dir = out / run_name
@@ -182,7 +212,7 @@ def train_fvlm(out: str | Path, s: DemoSettings, log: Log = print, *, weights: d
 
 
 def evaluate_fvlm(out: str | Path, s: DemoSettings, log: Log = print, *, model_dir: str | Path | None = None,
-                  run_name: str = "train-fvlm") -> dict[str, Any]:
+                  run_name: str = "train-fvlm", encoder: str | None = None) -> dict[str, Any]:
     """Anatomy-level zero-shot AUROC on the held-out valid split against the cohort's ground-truth labels
     (`methods.fvlm.anatomy_zero_shot.*` in the demo's metrics.json)."""
     import numpy as np
@@ -192,7 +222,7 @@ def evaluate_fvlm(out: str | Path, s: DemoSettings, log: Log = print, *, model_d
     from ..train.checkpoint import latest_checkpoint
 
     out = Path(out)
-    _, feat_dir = fvlm_dirs(out, s)
+    _, feat_dir = fvlm_dirs(out, s, encoder)
     model_dir = Path(model_dir) if model_dir else latest_checkpoint(out / run_name) / "model"
     model = from_pretrained(model_dir)
     valid = _records(out, "valid")  # held out: never trained on
