@@ -203,3 +203,28 @@ def test_linear_text_head_is_used_for_anatomy_texts_and_saved(tmp_path):
     model.save_pretrained(tmp_path / "ckpt")
     back = RadFinderModel.from_pretrained(tmp_path / "ckpt")
     assert torch.equal(back.encode_anatomy_text(tok["input_ids"], tok["attention_mask"]), got)
+
+
+def test_histogram_spatial_tokens_are_per_token_quadrant_histograms():
+    from radfinder.features.store import state_dict_hash
+    from radfinder.models.histogram import HistogramWindowEncoder
+
+    torch.manual_seed(0)
+    plain = HistogramWindowEncoder(window_size=(32, 32, 8), depth_tokens=2)
+    enc = HistogramWindowEncoder(window_size=(32, 32, 8), depth_tokens=2, spatial_grid=(4, 4))
+    assert enc.has_spatial_tokens and not plain.has_spatial_tokens
+    assert state_dict_hash(enc) == state_dict_hash(plain)  # no weights added: caches keep their backbone hash
+    x = torch.rand(2, 1, 32, 32, 8)
+    enc.fit_standardization(x)
+    f = enc(x, spatial=True)
+    assert f.spatial.shape == (2, 4, 4, 2, 80) and torch.equal(f.axis2, enc(x).axis2)
+    raw = f.spatial * enc.axis2_std + enc.axis2_mean
+    bins = torch.bucketize(x[:, 0], enc.edges)
+    for n, i, j, t in ((0, 0, 0, 0), (1, 3, 1, 1), (0, 2, 3, 1)):
+        for qh in (0, 1):
+            for qw in (0, 1):
+                block = bins[n, i * 8 + qh * 4 : i * 8 + qh * 4 + 4, j * 8 + qw * 4 : j * 8 + qw * 4 + 4,
+                             t * 4 : t * 4 + 4].flatten()  # fmt: skip
+                want = (torch.bincount(block, minlength=enc.n_bins).float() / block.numel()).sqrt()
+                q = 2 * qh + qw
+                torch.testing.assert_close(raw[n, i, j, t, q * 20 : (q + 1) * 20], want, atol=1e-5, rtol=0)
