@@ -28,6 +28,7 @@ from .stages import Log, _drop_stale_features, _records, _save_model
 FVLM_WEIGHTS = {"fvlm": 1.0}
 FVLM_ENCODER = "histogram"  # spatial tokens of the fVLM run (see the module doc)
 FVLM_ENCODERS = ("histogram", "pretrained-synthetic")
+HISTOGRAM_GRID = (4, 4)  # spatial tokens per window of the histogram encoder (64 x 64 x 12 mm at the demo spec)
 # The anatomy head of the demo run (models.config.AnatomyHeadConfig): fVLM's four anatomies.
 FVLM_ANATOMY: dict[str, Any] = {"names": ["lung", "heart", "esophagus", "aorta"], "dim": 128, "num_heads": 4,
                                 "coverage_bias": True, "exclude_cut": True, "strip_template": True}
@@ -40,7 +41,8 @@ def fvlm_dirs(out: Path, s: DemoSettings, encoder: str | None = None) -> tuple[P
     if encoder not in FVLM_ENCODERS:
         raise ValueError(f"fVLM encoder must be one of {FVLM_ENCODERS}, got {encoder!r}")
     if encoder == "histogram":
-        return out / "encoder-fvlm-histogram", out / "features-fvlm-histogram"
+        tag = "" if tuple(HISTOGRAM_GRID) == (4, 4) else f"-{HISTOGRAM_GRID[0]}x{HISTOGRAM_GRID[1]}"
+        return out / f"encoder-fvlm-histogram{tag}", out / f"features-fvlm-histogram{tag}"
     if s.encoder == "pretrained-synthetic":
         return out / "encoder", out / "features"
     return out / "encoder-fvlm", out / "features-fvlm"
@@ -57,7 +59,7 @@ def _histogram_model(out: Path, s: DemoSettings, target: Path) -> None:
 
     width = 4 * (len(DEFAULT_HU_EDGES) + 1)
     cfg = resolve_model_config(s.model, ["window_encoder.kind=histogram", f"window_encoder.embed_dim={width}"])
-    cfg.window_encoder.options = {"spatial_grid": [4, 4]}
+    cfg.window_encoder.options = {"spatial_grid": list(HISTOGRAM_GRID)}
     torch.manual_seed(s.seed)
     model = RadFinderModel(cfg)
     cache = PreprocessedCache(out / "preprocessed", DEMO_SPEC)
