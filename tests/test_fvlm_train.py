@@ -95,10 +95,11 @@ def test_configs_train_fvlm_demo_yaml_is_the_demo_fvlm_run():
 
     repo = Path(__file__).resolve().parents[1]
     out = repo / "demo-out"
-    s = DemoSettings(encoder="pretrained-synthetic")
+    s = DemoSettings()
+    enc_dir, feat_dir = fvlm_dirs(out, s)
     yaml_cfg = load_train_config(repo / "configs" / "train" / "fvlm-demo.yaml")
     demo_cfg = TrainConfig.model_validate(
-        fvlm_train_config_dict(s, out, out / "encoder-standardized", fvlm_dirs(out, s)[1]))
+        fvlm_train_config_dict(s, out, enc_dir.with_name(enc_dir.name + "-standardized"), feat_dir))
     a, b = yaml_cfg.model_dump(mode="json"), demo_cfg.model_dump(mode="json")
     for key in ("seed", "precision", "losses", "optim", "batch", "schedule", "device", "model"):
         assert a[key] == b[key], key
