@@ -145,10 +145,16 @@ def extract_dataset(
     device: str | torch.device | None = "auto",
     show_progress: bool = True,
     compile: bool = False,
+    spatial: bool = False,
+    masks: str | Path | None = None,
+    groups: str | Path | None = None,
 ) -> tuple[ExtractSummary, FeatureStore]:
     """Extract window features of every input of this process's shard into the cache at `out` (see module doc).
     Existing entries are skipped, so a rerun resumes. `shard` None: torchrun's RANK/WORLD_SIZE (or 0/1).
-    `compile`: run the encoder through `torch.compile` (pays off on long CUDA runs)."""
+    `compile`: run the encoder through `torch.compile` (pays off on long CUDA runs). `spatial`: keep the coarse
+    spatial token grid (encoders that have one). `masks`: a folder of segmentations or "auto" (the cohort's
+    ``masks/`` beside the volumes): anatomy coverage per spatial token for fVLM (implies `spatial`); `groups`: the
+    anatomy-groups YAML (default: fVLM's lung, heart, esophagus, aorta)."""
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
     load_fn = None
@@ -163,9 +169,18 @@ def extract_dataset(
         items = input_items(inputs, list_file)
     dev = extraction_device(device)
     choice = choose_window_encoder(model, backbone, spec, dev)
-    store = FeatureStore(out, choice.spec, choice.description, choice.feature_dim)
+    spatial = spatial or masks is not None
+    if spatial and not getattr(choice.encoder, "has_spatial_tokens", False):
+        raise ConfigError(f"the window encoder {choice.description.get('kind')!r} has no spatial tokens; spatial "
+                          "features and anatomy masks need one that has (light3d, e.g. pretrained-synthetic)")
+    anatomy_groups = None
+    if masks is not None:
+        from ..data.anatomy import load_anatomy_groups
+
+        anatomy_groups = load_anatomy_groups(groups)
+    store = FeatureStore(out, choice.spec, choice.description, choice.feature_dim, spatial=spatial)
     summary = extract_features(
         items, maybe_compile(choice.encoder, compile), store, batch_size=batch_size, device=dev, shard=shard,
-        show_progress=show_progress, load_fn=load_fn,
+        show_progress=show_progress, load_fn=load_fn, masks=masks, groups=anatomy_groups,
     )  # fmt: skip
     return summary, store

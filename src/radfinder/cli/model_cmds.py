@@ -198,6 +198,12 @@ def extract_features_cmd(
     shard: str | None = typer.Option(None, "--shard", help="i/n: this process's share (default torchrun's rank)."),
     device: str = typer.Option("auto", "--device", help="auto: cuda:LOCAL_RANK when CUDA is present, else cpu."),
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the encoder (long CUDA runs)."),
+    spatial: bool = typer.Option(False, "--spatial", help="Keep the coarse spatial token grid (light3d encoders)."),
+    masks: str | None = typer.Option(
+        None, "--masks", help="Segmentations for anatomy coverage (fVLM): a folder (<volume file name>, <key>.nii.gz "
+        "or <key>/ per-class files) or 'auto' (the cohort's masks/ beside the volumes); implies --spatial."),
+    groups: Path | None = typer.Option(None, "--groups", help="Anatomy-groups YAML (default: lung, heart, "
+                                       "esophagus, aorta)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Run a frozen window encoder over a dataset into a feature cache (works under torchrun)."""
@@ -209,7 +215,7 @@ def extract_features_cmd(
     summary, store = extract_dataset(
         out, inputs or [], list_file=list_file, ctrate=ctrate, split=split, model=model, backbone=backbone,
         spec=spec, batch_size=batch_size, shard=parse_shard(shard), device=device, show_progress=not json_out,
-        compile=compile_,
+        compile=compile_, spatial=spatial, masks=masks, groups=groups,
     )  # fmt: skip
     info = {"out": str(store.root), "spec_hash": store.spec.hash(), "backbone": store.backbone,
             "entries_in_cache": len(store), **summary.as_dict()}  # fmt: skip
@@ -219,6 +225,9 @@ def extract_features_cmd(
         typer.echo(f"{info['out']}: wrote {info['written']}, skipped {info['skipped_existing']} existing, "
                    f"{len(info['failed'])} failed ({info['windows']} windows in {info['seconds']} s, "
                    f"shard {info['shard']}); {info['entries_in_cache']} entries in the cache")  # fmt: skip
+        if masks is not None:
+            typer.echo(f"  anatomy coverage written for {info['anatomy_written']} scans, {info['no_mask']} without "
+                       "a mask")
         for key, err in summary.failed.items():
             typer.echo(f"  failed {key}: {err}", err=True)
     if summary.failed:

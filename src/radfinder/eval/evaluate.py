@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from . import anatomy_embed as _anatomy_task  # noqa: F401  (registers anatomy-zero-shot after the built-ins)
 from . import builtin_tasks as _builtin_tasks  # noqa: F401  (registers the built-in tasks)
 from .bootstrap import DEFAULT_N_BOOT
 from .embed import EvalSetupError, embed_volumes, open_matching_store
@@ -56,7 +57,8 @@ def run_tasks(
                         show_progress=show_progress)
     res = TaskResults()
     y = record_labels(records) if labels is None else np.asarray(labels, dtype=np.float32)
-    ctx = TaskContext(model, records, emb, y, res, pairs=pairs, n_boot=n_boot, seed=seed, options=dict(options or {}))
+    opts = {"features": store, **(options or {})}  # tasks that read more than the embeddings (anatomy coverage)
+    ctx = TaskContext(model, records, emb, y, res, pairs=pairs, n_boot=n_boot, seed=seed, options=opts)
     for task in specs:
         out = task.run(ctx)
         if out is not None:

@@ -23,6 +23,7 @@ import torch
 from ..errors import RadfinderError
 from ..preprocess.sources import parse_shard  # noqa: F401  (re-exported: one parser for every --shard)
 from ..progress import progress
+from .anatomy import MaskPlan
 from .prefetch import encode_windows_overlapped, prefetch
 from .store import FeatureRecord, FeatureStore, check_key
 
@@ -55,10 +56,14 @@ class ExtractSummary:
     windows: int = 0
     seconds: float = 0.0
     shard: tuple[int, int] = (0, 1)
+    anatomy_written: list[str] = field(default_factory=list)  # anatomy sidecars (re)computed
+    no_mask: list[str] = field(default_factory=list)  # scans without a segmentation (no anatomy data)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "written": len(self.written),
+            "anatomy_written": len(self.anatomy_written),
+            "no_mask": len(self.no_mask),
             "skipped_existing": len(self.skipped),
             "failed": self.failed,
             "windows": self.windows,
@@ -116,8 +121,15 @@ def extract_features(
     load_fn: Callable[[ExtractItem], Any] | None = None,
     preprocessed_fn: Callable[[ExtractItem], Any] | None = None,
     prefetch_depth: int | None = None,
+    masks: str | Path | None = None,
+    groups: Any = None,
 ) -> ExtractSummary:
     """Extract and store features for every item of this process's shard; failures are collected, not raised.
+
+    masks: a folder of segmentations or "auto" (see `radfinder.features.anatomy.find_mask`): each scan with one also
+    gets its anatomy coverage on the spatial token grid (the cache must keep spatial tokens); `groups`: the anatomy
+    grouping (`load_anatomy_groups`; None = the built-in fVLM four). A scan whose stored coverage was made from
+    another mask or grouping gets it recomputed (its image features are kept).
 
     preprocessed_fn: returns the item's `Preprocessed` volume (e.g. from a `PreprocessedCache` of the same spec),
     instead of loading and preprocessing it again. `prefetch_depth` scans are read and preprocessed in background
@@ -133,6 +145,7 @@ def extract_features(
         check_key(it.key)
     summary = ExtractSummary(shard=shard)
     t0 = time.perf_counter()
+    plan = MaskPlan(store, masks, groups) if masks is not None else None
 
     def load(item: ExtractItem):  # in a prefetch thread when prefetch_depth > 0
         if item.key in store:
@@ -148,6 +161,11 @@ def extract_features(
     for item, pending in progress(loaded, total=len(mine), desc=desc, enabled=show_progress):
         if item.key in store:
             summary.skipped.append(item.key)
+            if plan is not None:
+                try:
+                    plan.refresh(item, summary)
+                except Exception as exc:  # a bad mask must not stop a dataset-wide job
+                    summary.failed[item.key] = f"{type(exc).__name__}: {exc}"
             continue
         try:
             pre = pending.get()
@@ -172,9 +190,12 @@ def extract_features(
                 axis2=axis2.reshape(hg, wg, dg, axis2.shape[1], e),
                 affine=np.asarray(pre.affine, dtype=np.float64),
                 meta={"source": str(item.path), "series": item.series, "image_shape": list(pre.image.shape),
-                      "depth_extent": list(pre.depth_extent)},
+                      "depth_extent": list(pre.depth_extent), "source_shape": list(pre.source_shape),
+                      "source_affine": np.asarray(pre.source_affine, dtype=np.float64).tolist()},
                 spatial=out[3].reshape(hg, wg, dg, *out[3].shape[1:]) if store.spatial else None,
             )
+            if plan is not None:  # before the features: an entry that exists is complete
+                plan.compute(item, record, summary)
             store.write(record)
             summary.written.append(item.key)
             summary.windows += len(windows)

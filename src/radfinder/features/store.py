@@ -5,6 +5,11 @@ stored here. Layout of a cache directory::
 
     cache.json                 spec (JSON), spec hash, backbone description and hash, feature dim
     <key>.rff                  zstd-compressed safetensors: cls, patch_average, axis2 (float16), grid, affine
+    <key>.anat                 optional, zstd-compressed safetensors: per spatial token and anatomy, the fraction of
+                               the token's voxels inside the anatomy's mask; per anatomy, cut-by-the-crop flags and
+                               voxel counts; metadata: anatomy names, mask content hash, groups hash
+                               (`radfinder.features.anatomy`). Keyed by (spec, mask hash, groups hash): a changed
+                               mask or grouping makes extraction recompute it, the image features stay.
 
 A cache directory belongs to exactly one (spec hash, backbone hash) pair; opening it with another pair is an
 error rather than a silent mix. Entries are written to a temporary name and renamed, so an interrupted run never
@@ -28,12 +33,57 @@ from ..preprocess.cache import atomic_write_bytes
 from ..preprocess.spec import PreprocessSpec
 
 SUFFIX = ".rff"
+ANATOMY_SUFFIX = ".anat"
 FORMAT_VERSION = 1
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9._\-]+$")
 
 
 class FeatureCacheError(RadfinderError):
     """A feature cache is missing, corrupt, or belongs to another spec or backbone."""
+
+
+@dataclass
+class AnatomyCoverage:
+    """Anatomy masks of one scan on its spatial token grid.
+
+    names: the A anatomies; coverage (Hg, Wg, Dg, Sh, Sw, T, A) float32: the fraction of each spatial token's voxels
+    inside each anatomy (same layout as `FeatureRecord.spatial` without its feature axis); cut (A,) bool: the anatomy
+    reaches a face where the preprocessing crop removed data (fVLM excludes such anatomies); voxels (A,) int64: the
+    anatomy's voxels on the preprocessed grid; mask_hash and groups_hash: what the arrays were computed from (the
+    sidecar's cache key with the spec hash); touches_fov (A,) bool: the anatomy reaches the scanned range's edge
+    (informative: in a chest CT the esophagus nearly always does).
+    """
+
+    names: list[str]
+    coverage: np.ndarray
+    cut: np.ndarray
+    voxels: np.ndarray
+    mask_hash: str
+    groups_hash: str
+    source: str = ""
+    touches_fov: np.ndarray | None = None
+
+    @property
+    def present(self) -> np.ndarray:
+        """(A,) bool: at least one spatial token intersects the anatomy."""
+        a = self.coverage.shape[-1]
+        return (self.coverage.reshape(-1, a) > 0).any(axis=0)
+
+    @property
+    def valid(self) -> np.ndarray:
+        """(A,) bool: usable by anatomy-level pooling (present and not cut)."""
+        return self.present & ~np.asarray(self.cut, dtype=bool)
+
+    def validate(self, key: str, spatial_shape: tuple[int, ...] | None = None) -> None:
+        a = len(self.names)
+        if self.coverage.ndim != 7 or self.coverage.shape[-1] != a:
+            raise FeatureCacheError(f"{key}: anatomy coverage shape {self.coverage.shape} is not (Hg, Wg, Dg, Sh, Sw, "
+                                    f"T, {a})")  # fmt: skip
+        if np.asarray(self.cut).shape != (a,) or np.asarray(self.voxels).shape != (a,):
+            raise FeatureCacheError(f"{key}: anatomy cut/voxels must have one entry per anatomy ({a})")
+        if spatial_shape is not None and tuple(self.coverage.shape[:6]) != tuple(spatial_shape[:6]):
+            raise FeatureCacheError(f"{key}: anatomy coverage grid {self.coverage.shape[:6]} does not match the "
+                                    f"spatial tokens {tuple(spatial_shape[:6])}")  # fmt: skip
 
 
 @dataclass
@@ -52,6 +102,7 @@ class FeatureRecord:
     affine: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
     spatial: np.ndarray | None = None
+    anatomy: AnatomyCoverage | None = None  # from the `<key>.anat` sidecar, when the scan has one
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -155,6 +206,51 @@ class FeatureStore:
     def __contains__(self, key: str) -> bool:
         return self.path_of(key).is_file()
 
+    def anatomy_path_of(self, key: str) -> Path:
+        return self.root / f"{check_key(key)}{ANATOMY_SUFFIX}"
+
+    def write_anatomy(self, key: str, cov: AnatomyCoverage) -> Path:
+        """Write (atomically) the anatomy sidecar of `key` (see the module doc)."""
+        import zstandard
+        from safetensors.numpy import save
+
+        cov.validate(key)
+        tensors = {
+            "coverage": np.ascontiguousarray(cov.coverage, dtype=np.float32),
+            "cut": np.ascontiguousarray(cov.cut, dtype=np.uint8),
+            "voxels": np.ascontiguousarray(cov.voxels, dtype=np.int64),
+        }
+        if cov.touches_fov is not None:
+            tensors["touches_fov"] = np.ascontiguousarray(cov.touches_fov, dtype=np.uint8)
+        metadata = {"key": key, "spec_hash": self.spec.hash(), "names": json.dumps(list(cov.names)),
+                    "mask_hash": cov.mask_hash, "groups_hash": cov.groups_hash, "source": cov.source}  # fmt: skip
+        path = self.anatomy_path_of(key)
+        atomic_write_bytes(path, zstandard.ZstdCompressor(level=3).compress(save(tensors, metadata=metadata)))
+        return path
+
+    def read_anatomy(self, key: str) -> AnatomyCoverage | None:
+        """The anatomy sidecar of `key`, or None when the scan has none."""
+        import zstandard
+        from safetensors.numpy import load
+
+        path = self.anatomy_path_of(key)
+        if not path.is_file():
+            return None
+        try:
+            raw = zstandard.ZstdDecompressor().decompress(path.read_bytes())
+            t = load(raw)
+            md = _safetensors_metadata(raw)
+            names = json.loads(md["names"])
+        except Exception as exc:  # corrupt compression, container or metadata
+            raise FeatureCacheError(f"{path}: unreadable anatomy entry ({exc})") from exc
+        if md.get("spec_hash") != self.spec.hash():
+            raise FeatureCacheError(f"{path}: anatomy entry was written for another preprocessing spec")
+        fov = t["touches_fov"].astype(bool) if "touches_fov" in t else None
+        cov = AnatomyCoverage(names, t["coverage"], t["cut"].astype(bool), t["voxels"], md.get("mask_hash", ""),
+                              md.get("groups_hash", ""), md.get("source", ""), fov)  # fmt: skip
+        cov.validate(key)
+        return cov
+
     def keys(self) -> list[str]:
         return sorted(p.name[: -len(SUFFIX)] for p in self.root.glob(f"*{SUFFIX}"))
 
@@ -212,6 +308,7 @@ class FeatureStore:
             affine=tensors["affine"],
             meta=json.loads(metadata.get("meta", "{}")),
             spatial=tensors.get("spatial"),
+            anatomy=self.read_anatomy(key),
         )
 
     def __iter__(self) -> Iterator[FeatureRecord]:

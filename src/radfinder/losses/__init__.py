@@ -1,6 +1,7 @@
 """Training objectives: global SigLIP (single and multi-process), disease-prompt BCE, intra-scan localization,
 fVLM's anatomy-level contrast, and the soft-target contrastive loss (SCALE-VLP style)."""
 
+from . import fvlm_objective as _fvlm_objective  # noqa: F401  (registers fvlm after the built-in objectives)
 from . import objectives as _builtin_objectives  # noqa: F401  (registers the built-in objectives)
 from ._validate import LossInputError
 from .combined import RADFINDER_WEIGHTS, CombinedLoss, LossWeights, combine_losses

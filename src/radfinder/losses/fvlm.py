@@ -36,14 +36,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.anatomy_head import TEMPERATURE_INIT, TEMPERATURE_RANGE, FvlmTemperature
 from ..text.anatomy import FINDING_ANATOMY, text_id
 from ..text.findings import CTRATE_FINDINGS
 from ._validate import LossInputError, as_scalar, check_shape
 from .collectives import all_gather_no_grad, all_gather_sizes, all_gather_with_grad, dist_active
 
-TEMPERATURE_INIT = 0.07
-TEMPERATURE_RANGE = (0.001, 0.5)
-
+__all__ = ["TEMPERATURE_INIT", "TEMPERATURE_RANGE", "FvlmLoss", "FvlmOutput", "FvlmTemperature", "anatomy_finding_ids",
+           "finding_set_ids", "fvlm_loss", "fvlm_loss_terms", "fvlm_text_ids"]
 
 @dataclass
 class FvlmOutput:
@@ -222,23 +222,6 @@ def fvlm_loss(
 ) -> torch.Tensor:
     """Scalar fVLM loss (this process's share when distributed); `fvlm_loss_terms` also gives per-anatomy terms."""
     return fvlm_loss_terms(image, text, valid, normal, text_ids, temperature, finding_ids=finding_ids, group=group).loss
-
-
-class FvlmTemperature(nn.Module):
-    """fVLM's learnable temperature: a parameter initialised at 0.07 and clamped in place to [0.001, 0.5] each
-    time it is read (the optimiser may step outside; the value used never is)."""
-
-    def __init__(self, init: float = TEMPERATURE_INIT, bounds: tuple[float, float] = TEMPERATURE_RANGE):
-        super().__init__()
-        if not bounds[0] <= init <= bounds[1]:
-            raise LossInputError(f"temperature init {init} outside {bounds}")
-        self.bounds = bounds
-        self.temperature = nn.Parameter(torch.tensor(float(init)))
-
-    def forward(self) -> torch.Tensor:
-        with torch.no_grad():
-            self.temperature.clamp_(*self.bounds)
-        return self.temperature
 
 
 class FvlmLoss(nn.Module):

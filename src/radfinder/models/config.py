@@ -99,6 +99,41 @@ class TextConfig(_Strict):
     tokenizer: str | None = None  # local tokenizer directory; default: `path` (or the MiniLM directory)
 
 
+class AnatomyHeadConfig(_Strict):
+    """fVLM's anatomy head (`radfinder.models.anatomy_head`): one learnable query per anatomy over the frozen
+    spatial tokens inside its mask, a projection per anatomy into the shared space (`projection_dim`)."""
+
+    # The anatomies in order; each must be an anatomy of the feature cache's groups YAML (fVLM's release: four).
+    names: list[str] = Field(default_factory=lambda: ["lung", "heart", "esophagus", "aorta"])
+    dim: int = Field(128, ge=1)  # attention width
+    num_heads: int = Field(4, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    coverage_bias: bool = True  # add log(coverage) to the attention logits
+    temperature_init: float = 0.07  # fVLM's learnable temperature (clamped to [0.001, 0.5])
+    # Exclude anatomies cut by the crop / field of view (fVLM); off keeps every anatomy that has a token.
+    exclude_cut: bool = True
+    # Encode per-anatomy texts without fVLM's "{Anatomy} shows no significant abnormalities." prefix (fVLM does).
+    strip_template: bool = True
+    # Text side of the anatomy embeddings: "shared" = the model's report head (projection_text, the space SigLIP
+    # also uses); "linear" = fVLM's own text projection, one Linear(text hidden -> projection_dim) for anatomy texts
+    # and the zero-shot prompts.
+    text_head: Literal["shared", "linear"] = "shared"
+    # How a per-anatomy text becomes one text-tower feature: "text" = the whole text in one pass (fVLM); "sentences"
+    # = each sentence on its own, the features averaged (a short prompt such as "Not Emphysema." is then encoded in
+    # the same regime as the report sentences it is compared with; a frozen tower encodes each sentence once).
+    text_pooling: Literal["text", "sentences"] = "text"
+
+    @model_validator(mode="after")
+    def _check(self) -> AnatomyHeadConfig:
+        if not self.names or len(set(self.names)) != len(self.names):
+            raise ValueError("anatomy.names must be a non-empty list of distinct anatomies")
+        if self.dim % self.num_heads:
+            raise ValueError(f"anatomy.dim {self.dim} must be divisible by anatomy.num_heads {self.num_heads}")
+        if not 0.001 <= self.temperature_init <= 0.5:
+            raise ValueError("anatomy.temperature_init must lie in fVLM's clamp range [0.001, 0.5]")
+        return self
+
+
 class RadFinderConfig(_Strict):
     name: str = "custom"
     window_encoder: WindowEncoderConfig = Field(default_factory=WindowEncoderConfig)
@@ -114,6 +149,8 @@ class RadFinderConfig(_Strict):
     b_init: float = -10.0
     localization_sigma: float = 2.0
     localization_tau: float = 0.1
+    # fVLM's anatomy head and temperature (None: the model has none; part of the model only when set)
+    anatomy: AnatomyHeadConfig | None = None
 
 
 def _vitl() -> RadFinderConfig:

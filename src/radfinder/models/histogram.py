@@ -12,6 +12,11 @@ combiner trained on them collapses to one embedding. `fit_standardization` store
 deviations (from training windows only) as buffers, which travel with the checkpoint and enter the backbone hash
 of every feature cache, and the outputs are standardised with them.
 
+With `spatial_grid` (Sh, Sw) it also offers spatial tokens (`forward(..., spatial=True)`, for fVLM's anatomy
+pooling): per token of (wh/Sh, ww/Sw, wd/T) voxels, the square-root HU-bin fractions of its four in-plane
+quadrants (the same 4 x bins layout as `axis2`, on a finer grid), standardised with `axis2`'s statistics, so the
+option adds no weights and leaves the backbone hash of a fitted encoder unchanged.
+
 It needs no download and runs fast on a CPU, which makes it the frozen encoder of the CPU demo and a baseline
 for what a pretrained encoder (SPECTRE ViT-L, the ASTRA ResNet-152) adds. Inputs are windows in [0, 1] from
 the HU window [-1000, 1000] of the preprocessing contract; set `hu_window` if the spec differs.
@@ -38,6 +43,7 @@ class HistogramWindowEncoder(WindowEncoder):
         hu_window: tuple[float, float] = (-1000.0, 1000.0),
         depth_tokens: int = 8,
         window_size: tuple[int, int, int] = (128, 128, 32),
+        spatial_grid: tuple[int, int] | None = None,
     ):
         super().__init__()
         lo, hi = hu_window
@@ -51,18 +57,38 @@ class HistogramWindowEncoder(WindowEncoder):
         if self.window_size[2] % self.depth_tokens or self.window_size[0] % 2 or self.window_size[1] % 2:
             raise ValueError(f"window {self.window_size} must split into 2x2 quadrants and {depth_tokens} slabs")
         self.feature_dim = self.embed_dim = 4 * self.n_bins
+        self.spatial_grid = None if spatial_grid is None else (int(spatial_grid[0]), int(spatial_grid[1]))
+        self.has_spatial_tokens = self.spatial_grid is not None
+        if self.spatial_grid is not None:
+            sh, sw = self.spatial_grid
+            if self.window_size[0] % (2 * sh) or self.window_size[1] % (2 * sw):
+                raise ValueError(f"window {self.window_size} does not split into a {self.spatial_grid} token grid "
+                                 "of 2 x 2 quadrants")  # fmt: skip
         for name in ("cls", "patch_average", "axis2"):
             self.register_buffer(f"{name}_mean", torch.zeros(self.feature_dim))
             self.register_buffer(f"{name}_std", torch.ones(self.feature_dim))
         self.requires_grad_(False)
 
-    def raw_features(self, windows: torch.Tensor) -> WindowFeatures:
-        """Unstandardised square-root (cls, axis2) and linear (patch_average) HU-bin fractions."""
+    def _spatial_raw(self, idx: torch.Tensor) -> torch.Tensor:
+        """(n, Sh, Sw, T, 4 * bins) square-root HU-bin fractions of each token's four in-plane quadrants."""
+        n = idx.shape[0]
+        h, w, d = self.window_size
+        t = self.depth_tokens
+        sh, sw = self.spatial_grid
+        x = idx.view(n, sh, 2, h // (2 * sh), sw, 2, w // (2 * sw), t, d // t)
+        x = x.permute(0, 1, 4, 7, 2, 5, 3, 6, 8).reshape(n, sh, sw, t, 4, -1)
+        onehot = torch.zeros(n, sh, sw, t, 4, self.n_bins, dtype=torch.float32, device=idx.device)
+        onehot.scatter_add_(5, x, torch.ones_like(x, dtype=torch.float32))
+        return (onehot / x.shape[-1]).sqrt().reshape(n, sh, sw, t, -1)
+
+    def raw_features(self, windows: torch.Tensor, spatial: bool = False) -> WindowFeatures:
+        """Unstandardised square-root (cls, axis2, spatial) and linear (patch_average) HU-bin fractions."""
         n = windows.shape[0]
         h, w, d = self.window_size
         t = self.depth_tokens
         with torch.no_grad():
             idx = torch.bucketize(windows[:, 0].float().contiguous(), self.edges)  # (n, h, w, d)
+            grid = self._spatial_raw(idx) if spatial else None
             # (n, 2, h/2, 2, w/2, t, d/t): quadrant x quadrant x depth slab blocks
             idx = idx.view(n, 2, h // 2, 2, w // 2, t, d // t).permute(0, 1, 3, 5, 2, 4, 6).reshape(n, 4, t, -1)
             onehot = torch.zeros(n, 4, t, self.n_bins, dtype=torch.float32, device=windows.device)
@@ -70,14 +96,16 @@ class HistogramWindowEncoder(WindowEncoder):
             per_slab = onehot / idx.shape[-1]  # fractions per quadrant and slab
             whole = per_slab.mean(dim=2)  # (n, 4, bins)
             axis2 = per_slab.permute(0, 2, 1, 3).reshape(n, t, -1).sqrt()
-        return WindowFeatures(cls=whole.reshape(n, -1).sqrt(), patch_average=whole.reshape(n, -1), axis2=axis2)
+        return WindowFeatures(cls=whole.reshape(n, -1).sqrt(), patch_average=whole.reshape(n, -1), axis2=axis2,
+                              spatial=grid)
 
-    def forward_features(self, windows: torch.Tensor) -> WindowFeatures:
-        raw = self.raw_features(windows)
+    def forward_features(self, windows: torch.Tensor, spatial: bool = False) -> WindowFeatures:
+        raw = self.raw_features(windows, spatial=spatial)
         return WindowFeatures(
             cls=(raw.cls - self.cls_mean) / self.cls_std,
             patch_average=(raw.patch_average - self.patch_average_mean) / self.patch_average_std,
             axis2=(raw.axis2 - self.axis2_mean) / self.axis2_std,
+            spatial=None if raw.spatial is None else (raw.spatial - self.axis2_mean) / self.axis2_std,
         )
 
     @torch.no_grad()
@@ -98,14 +126,17 @@ class HistogramWindowEncoder(WindowEncoder):
 def _build_histogram(cfg) -> HistogramWindowEncoder:
     """Builder for `WindowEncoderConfig(kind="histogram", embed_dim=4 * (len(hu_edges) + 1), options={...})`.
 
-    options: hu_edges (list of HU), hu_window ([low, high] of the spec), depth_tokens.
+    options: hu_edges (list of HU), hu_window ([low, high] of the spec), depth_tokens, spatial_grid ([Sh, Sw]:
+    offer spatial tokens).
     """
     opts = dict(cfg.options)
+    grid = opts.pop("spatial_grid", None)
     enc = HistogramWindowEncoder(
         hu_edges=tuple(opts.pop("hu_edges", DEFAULT_HU_EDGES)),
         hu_window=tuple(opts.pop("hu_window", (-1000.0, 1000.0))),
         depth_tokens=int(opts.pop("depth_tokens", 8)),
         window_size=tuple(cfg.window_size),
+        spatial_grid=None if grid is None else tuple(grid),
     )
     if opts:
         from ..errors import ConfigError

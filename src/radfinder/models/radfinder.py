@@ -20,9 +20,11 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..preprocess.spec import resolve_spec
+from ..text.sentences import split_sentences
 from ..text.vocabulary import CTRATE18, read_vocabulary
+from .anatomy_head import AnatomyEmbeddings, AnatomyHead, FvlmTemperature
 from .combiner import FeatureCombiner, pad_feature_grids, windows_to_grids
-from .config import RadFinderConfig, resolve_model_config
+from .config import AnatomyHeadConfig, RadFinderConfig, resolve_model_config
 from .heads import ProjectionHead, SigLIPScale
 from .lora import add_lora
 from .pretrained_files import load_pretrained_weights, read_pretrained_dir, save_pretrained
@@ -120,6 +122,11 @@ class RadFinderModel(nn.Module):
             self.projection_image_copy.load_state_dict(self.projection_image.state_dict())
         if self.projection_text_copy is not None:
             self.projection_text_copy.load_state_dict(self.projection_text.state_dict())
+        self.anatomy_head: AnatomyHead | None = None
+        self.anatomy_temperature: FvlmTemperature | None = None
+        self.anatomy_text_proj: nn.Linear | None = None
+        if cfg.anatomy is not None:
+            self.add_anatomy_head(cfg.anatomy)
         self.preprocess_spec = resolve_spec(None)  # replaced by the checkpoint's own spec on load
         self.label_vocabulary = CTRATE18  # what each position of a label vector means (saved as labels.json)
         self._tokenizer = tokenizer
@@ -209,6 +216,57 @@ class RadFinderModel(nn.Module):
         cls_a, perslice, valid = self.feature_comb_image.encode_depth(cls, axis2, window_mask, grid_size)
         z = torch.cat([cls_a.unsqueeze(1).expand(-1, perslice.shape[1], -1), perslice], dim=-1)
         return DepthEmbeddings(slice_emb=self.disease_head(z), valid_depth_mask=valid)
+
+    def add_anatomy_head(self, anatomy: AnatomyHeadConfig) -> None:
+        """Attach (or replace) fVLM's anatomy head and its temperature, freshly initialised; the model's config
+        records the section, so `save_pretrained` / `from_pretrained` keep them."""
+        a = AnatomyHeadConfig.model_validate(anatomy.model_dump() if isinstance(anatomy, AnatomyHeadConfig)
+                                             else anatomy)  # fmt: skip
+        ref = self.criterion.t
+        self.anatomy_head = AnatomyHead(self.backbone_image.feature_dim, self.config.projection_dim, a.names, a.dim,
+                                        a.num_heads, a.dropout, a.coverage_bias).to(ref.device, ref.dtype)
+        self.anatomy_temperature = FvlmTemperature(a.temperature_init).to(ref.device, ref.dtype)
+        self.anatomy_text_proj = None
+        if a.text_head == "linear":
+            hidden = text_hidden_size(self.backbone_text)
+            self.anatomy_text_proj = nn.Linear(hidden, self.config.projection_dim).to(ref.device, ref.dtype)
+        self.config = self.config.model_copy(update={"anatomy": a})
+
+    def anatomy_text_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Text-tower features (B, hidden) -> anatomy text embeddings (B, P): fVLM's own linear projection when the
+        anatomy config asks for it (`text_head: linear`), else the report head."""
+        head = self.anatomy_text_proj if self.anatomy_text_proj is not None else self.projection_text
+        return head(features)
+
+    def encode_anatomy_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Embeddings (B, P) of tokenised texts through the anatomy text head (each text in one pass)."""
+        return self.anatomy_text_head(self.text_features(input_ids, attention_mask))
+
+    def encode_anatomy_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """Embeddings (N, P) of per-anatomy texts or anatomy-level prompts, pooled as the anatomy config says
+        (`text_pooling`: the whole text, or the mean of its sentences' features); identical texts and sentences
+        are encoded once."""
+        texts = list(texts)
+        pooling = self.config.anatomy.text_pooling if self.config.anatomy is not None else "text"
+        parts = [[t] for t in texts]
+        if pooling == "sentences":
+            parts = [[x for x in (s.strip() for s in split_sentences(t)) if x] or [t] for t in texts]
+        uniq = list(dict.fromkeys(x for p in parts for x in p))
+        index = {x: i for i, x in enumerate(uniq)}
+        tok = self.tokenize(uniq)
+        feats = self.text_features(tok["input_ids"], tok["attention_mask"])
+        if pooling == "sentences":
+            pooled = torch.stack([feats[[index[x] for x in p]].mean(0) for p in parts])
+        else:
+            pooled = feats[torch.tensor([index[p[0]] for p in parts], device=feats.device)]
+        return self.anatomy_text_head(pooled)
+
+    def encode_anatomy(self, tokens: torch.Tensor, coverage: torch.Tensor) -> AnatomyEmbeddings:
+        """fVLM anatomy embeddings (B, A, P), L2-normalised, from spatial tokens (B, N, F) and their anatomy
+        coverage (B, A, N) (see `radfinder.models.anatomy_head`); needs a model config with `anatomy`."""
+        if self.anatomy_head is None:
+            raise ConfigError("this model has no anatomy head (its config has no `anatomy` section)")
+        return self.anatomy_head(tokens, coverage)
 
     # ---------------------------------------------------------------- image, from windows
     def encode_windows(self, pixel_values: torch.Tensor, chunk_size: int | None = None) -> WindowFeatures:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ..config import load_config
 from ..losses.combined import LossWeights
 from ..losses.registry import check_objective_names
+from ..models.config import AnatomyHeadConfig, LoraConfig
 from ..text.vocabulary import DEFAULT_VOCABULARY, LabelVocabulary
 
 
@@ -33,6 +34,12 @@ class ModelSection(_Strict):
     text_train: Literal["all", "lora", "frozen"] = "all"
     # Preprocessing spec for raw-volume training (preset name or file); default: the model's own spec.
     preprocess: str | None = None
+    # fVLM's anatomy head (model config section `anatomy`): added, freshly initialised, to a model that has none
+    # (e.g. a RadFinder checkpoint), or replacing one with other settings; None keeps the model's own.
+    anatomy: AnatomyHeadConfig | None = None
+    # LoRA adapters added to the text tower of an initial model that has none (e.g. a checkpoint with a plain MiniLM),
+    # so `text_train: lora` can adapt it; recorded in the model's config (text.lora), so checkpoints keep them.
+    text_lora: LoraConfig | None = None
 
 
 class DatasetSection(_Strict):

@@ -13,6 +13,7 @@ from ..errors import ConfigError
 from ..losses.prompt import pos_weight_from_labels
 from ..losses.registry import LossSettings, Objective, active_objectives, needed_batch_fields, objective_names
 from ..models.config import PRESETS, RadFinderConfig, resolve_model_config
+from ..models.lora import add_lora
 from ..text.findings import CTRATE_FINDINGS
 from ..text.vocabulary import DEFAULT_VOCABULARY, resolve_vocabulary
 from .config import RESUME_FREE, ModelSection, TrainConfig
@@ -51,6 +52,12 @@ def build_model(section: ModelSection):
         except Exception as exc:
             raise ConfigError(f"invalid model.overrides:\n{exc}") from exc
         model = RadFinderModel(cfg)
+    if section.anatomy is not None and model.config.anatomy != section.anatomy:
+        model.add_anatomy_head(section.anatomy)
+    if section.text_lora is not None and model.config.text.lora is None:
+        lc = section.text_lora
+        add_lora(model.backbone_text, lc.targets, lc.r, lc.alpha, lc.dropout)
+        model.config = model.config.model_copy(update={"text": model.config.text.model_copy(update={"lora": lc})})
     if section.preprocess is not None:
         from ..preprocess.spec import resolve_spec
 

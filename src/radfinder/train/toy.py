@@ -17,13 +17,35 @@ from typing import Any
 
 import numpy as np
 
-from ..features.store import FeatureRecord, FeatureStore
+from ..features.store import AnatomyCoverage, FeatureRecord, FeatureStore
+from ..text.anatomy import FINDING_ANATOMY
 from ..text.findings import CTRATE_FINDINGS
 
 TOY_BACKBONE = {"name": "toy-prototypes", "hash": "toy-prototypes-v1"}
 DEPTH_TOKENS = 8
 SIDES = ("left", "right")
 LOBES = ("upper", "middle", "lower")
+ANATOMIES = ("lung", "heart", "esophagus", "aorta")
+TEMPLATES = [f"{a.capitalize()} shows no significant abnormalities." for a in ANATOMIES]
+
+
+def _toy_anatomy(grid, labels, protos, rng, feature_dim: int, noise: float):
+    """Spatial tokens (Hg, Wg, Dg, 2, 2, 8, E) whose anatomy tokens carry that anatomy's positive findings, and
+    their coverage: lung = the first in-plane row, heart / esophagus / aorta share the second row."""
+    spatial = rng.standard_normal((*grid, 2, 2, DEPTH_TOKENS, feature_dim)).astype(np.float32) * noise
+    cov = np.zeros((*grid, 2, 2, DEPTH_TOKENS, len(ANATOMIES)), np.float32)
+    half = DEPTH_TOKENS // 2
+    places = {"lung": (0, slice(None), slice(None), 1.0), "heart": (1, 0, slice(None), 0.5),
+              "esophagus": (1, 1, slice(0, half), 1.0), "aorta": (1, 1, slice(half, None), 0.8)}
+    for a, (i, j, t, c) in places.items():
+        k = ANATOMIES.index(a)
+        cov[:, :, :, i, j, t, k] = c
+        mine = [f for f, y in zip(CTRATE_FINDINGS, labels, strict=True) if y == 1 and FINDING_ANATOMY.get(f) == a]
+        for f in mine:
+            spatial[:, :, :, i, j, t] += protos[CTRATE_FINDINGS.index(f)]
+    cut = np.zeros(len(ANATOMIES), bool)
+    cut[3] = rng.random() < 0.15  # now and then the aorta is cut by the crop
+    return spatial, AnatomyCoverage(list(ANATOMIES), cov, cut, np.ones(len(ANATOMIES), np.int64), "toy", "toy")
 
 
 def _report(labels: np.ndarray, rng: np.random.Generator) -> tuple[str, str]:
@@ -80,7 +102,9 @@ def toy_model_overrides(text_dir: str | Path, feature_dim: int = 12, text_hidden
 
 
 def make_toy_cohort(root: str | Path, n: int = 32, *, seed: int = 0, feature_dim: int = 12,
-                    noise: float = 0.5, text_tower: bool = True) -> dict[str, Any]:
+                    noise: float = 0.5, text_tower: bool = True, anatomy: bool = False) -> dict[str, Any]:
+    """`anatomy`: the cache also keeps spatial tokens and anatomy coverage (for the fvlm objective), drawn from a
+    generator of its own, so every other array equals the cohort made without it."""
     from ..preprocess.spec import resolve_spec
 
     root = Path(root)
@@ -89,7 +113,8 @@ def make_toy_cohort(root: str | Path, n: int = 32, *, seed: int = 0, feature_dim
     q = len(CTRATE_FINDINGS)
     protos = rng.standard_normal((q, feature_dim)).astype(np.float32)
     markers = {(s, lo): rng.standard_normal(feature_dim).astype(np.float32) for s in SIDES for lo in LOBES}
-    store = FeatureStore(root / "features", resolve_spec(None), TOY_BACKBONE, feature_dim)
+    store = FeatureStore(root / "features", resolve_spec(None), TOY_BACKBONE, feature_dim, spatial=anatomy)
+    rng_anatomy = np.random.default_rng([seed, 7])
     rows, pairs, texts = [], [], []
     for i in range(n):
         key = f"toy_{i:04d}"
@@ -111,7 +136,11 @@ def make_toy_cohort(root: str | Path, n: int = 32, *, seed: int = 0, feature_dim
             pairs.append({"key": key, "snippet": text, "depth_cell": cell, "split": "train",
                           "spec_hash": store.spec.hash()})
             texts.append(text)
-        store.write(FeatureRecord(key, cls, avg, axis2, np.eye(4)))
+        spatial = None
+        if anatomy:
+            spatial, cov = _toy_anatomy(grid, labels, protos, rng_anatomy, feature_dim, noise)
+            store.write_anatomy(key, cov)
+        store.write(FeatureRecord(key, cls, avg, axis2, np.eye(4), spatial=spatial))
         row = {"id": key, "volume": f"volumes/{key}.nii.gz", "findings": findings, "impressions": impressions,
                "patient": f"p{i:04d}", "split": "train"}
         row.update({f: int(y) for f, y in zip(CTRATE_FINDINGS, labels, strict=True)})
@@ -122,6 +151,8 @@ def make_toy_cohort(root: str | Path, n: int = 32, *, seed: int = 0, feature_dim
     out = {"root": str(root), "manifest": str(root / "manifest.jsonl"), "features": str(root / "features"),
            "pairs": str(root / "pairs.jsonl"), "n": n, "n_pairs": len(pairs)}
     if text_tower:
+        if anatomy:
+            texts += TEMPLATES
         out["text"] = str(write_tiny_text_tower(root / "text", texts, seed=seed))
         out["model_overrides"] = toy_model_overrides(out["text"], feature_dim)
     return out
