@@ -39,6 +39,13 @@ def demo(
         help="Report-generation stage: generator bank on the train split, generated reports for the valid split, "
         "BLEU/ROUGE-L/BERTScore/clinical-efficacy of the model generator and two baselines.",
     ),
+    methods: str = typer.Option(
+        DemoSettings.methods, "--methods",
+        help="Training methods compared on the held-out split, comma-separated, RadFinder first: radfinder, "
+        "scale-vlp, fvlm, or a '+' combination (radfinder+fvlm trains all their objectives in one run). Each "
+        "method trains on the same cohort and frozen features; metrics.json gets methods.<method>.<task>.<metric> "
+        "and DIR/methods.md the table. Changing it re-runs the comparison only.",
+    ),
     redo: list[str] = typer.Option([], "--redo", help="Run this stage (and every later one) again."),
     stop_after: str = typer.Option("", "--stop-after", help="Stop after this stage."),
     json_out: bool = typer.Option(False, "--json", help="Print the stage timings and summary as JSON."),
@@ -58,6 +65,7 @@ def demo(
         n_boot=n_boot,
         workers=workers or None,
         report_generation=report_generation,
+        methods=methods,
     )
     result = run_demo(
         out, settings, redo=redo, stop_after=stop_after or None, log=(lambda m: None) if json_out else typer.echo

@@ -22,6 +22,8 @@ DEMO_SPEC = PRESETS["demo"]
 # (n_boot re-runs the evaluation stage only).
 EXECUTION_ONLY = ("device", "progress", "workers")
 EVALUATION_ONLY = ("n_boot", "report_generation")
+# The method comparison (`--methods`) only adds runs beside the main one: a change re-runs that stage alone.
+COMPARISON_ONLY = ("methods",)
 
 
 @dataclass
@@ -48,13 +50,14 @@ class DemoSettings:
     max_steps: int | None = None
     progress: bool = True  # progress bars on the long stages
     report_generation: bool = True  # the report-generation stage (bank on train, generated valid reports, metrics)
+    methods: str = "radfinder"  # comma-separated methods compared on the held-out split (demo.methods)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
     def identity(self) -> dict[str, Any]:
         """What a run's outputs depend on (a folder holds one identity; see `run_demo`)."""
-        return {k: v for k, v in self.as_dict().items() if k not in EXECUTION_ONLY + EVALUATION_ONLY}
+        return {k: v for k, v in self.as_dict().items() if k not in EXECUTION_ONLY + EVALUATION_ONLY + COMPARISON_ONLY}
 
 
 # The demo's training recipe (configs/train/demo.yaml is the same run as a config file; a test keeps them equal).

@@ -2,7 +2,8 @@
 
 Stages (each resumable: a finished stage leaves ``DIR/stages/<name>.json`` and is skipped on a re-run; delete
 that file, or pass ``redo``, to run it again, which also re-runs every later stage):
-cohort -> preprocess -> mining -> encoder -> features -> train -> evaluate -> report_generation -> library.
+cohort -> preprocess -> mining -> encoder -> features -> train -> evaluate -> report_generation -> library ->
+methods (the `--methods` comparison, `demo.methods`; RadFinder alone by default, which trains nothing more).
 """
 
 from __future__ import annotations
@@ -14,10 +15,35 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .config import EVALUATION_ONLY, DemoSettings
-from .stages import ENCODERS, STAGES
+from .config import COMPARISON_ONLY, EVALUATION_ONLY, DemoSettings
+from .methods import parse_methods, stage_methods
+from .report_generation import stage_report_generation
+from .stages import (
+    ENCODERS,
+    Log,
+    stage_cohort,
+    stage_encoder,
+    stage_evaluate,
+    stage_features,
+    stage_library,
+    stage_mining,
+    stage_preprocess,
+    stage_train,
+)
 from .summary import format_table
 
+STAGES: list[tuple[str, Callable[[Path, DemoSettings, Log], dict[str, Any]]]] = [
+    ("cohort", stage_cohort),
+    ("preprocess", stage_preprocess),
+    ("mining", stage_mining),
+    ("encoder", stage_encoder),
+    ("features", stage_features),
+    ("train", stage_train),
+    ("evaluate", stage_evaluate),
+    ("report_generation", stage_report_generation),
+    ("library", stage_library),
+    ("methods", stage_methods),
+]
 STAGE_NAMES = [name for name, _ in STAGES]
 
 
@@ -33,6 +59,7 @@ def run_demo(
     s = settings or DemoSettings()
     if s.encoder not in ENCODERS:  # checked before minutes of cohort generation, not after
         raise ConfigError(f"encoder must be one of {', '.join(ENCODERS)}, got {s.encoder!r}")
+    parse_methods(s.methods)
     out = Path(out)
     marks = out / "stages"
     marks.mkdir(parents=True, exist_ok=True)
@@ -49,6 +76,8 @@ def run_demo(
             raise ConfigError(f"{out} holds a demo run with other settings ({', '.join(wrong)}); use another folder")
         if any(k in EVALUATION_ONLY for k in changed):
             redo.append("evaluate")  # e.g. another --n-boot: the evaluation only, nothing before it
+        if any(k in COMPARISON_ONLY for k in changed):
+            redo.append("methods")  # other --methods: the comparison only (finished method runs are reused)
     settings_path.write_text(json.dumps(s.as_dict(), indent=2) + "\n")
     first_redo = min((STAGE_NAMES.index(r) for r in redo), default=len(STAGE_NAMES))
     t_all = time.perf_counter()

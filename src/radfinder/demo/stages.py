@@ -12,7 +12,6 @@ from typing import Any
 from ..errors import ConfigError
 from ..progress import progress
 from .config import DEMO_SPEC, DemoSettings, train_config_dict
-from .report_generation import stage_report_generation
 
 Log = Callable[[str], None]
 # The frozen window encoders the demo can use: the shipped light3d encoder pre-trained on its own synthetic cohort
@@ -291,16 +290,3 @@ def stage_library(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
     log(f"  browse it: radfinder serve {lib_dir}   (then open http://127.0.0.1:8000/)")
     return {"studies": info["studies"], "precision_at_10": image["mean_precision"], "chance": image["mean_chance"],
             "report_precision_at_10": report["mean_precision"], "serve": f"radfinder serve {lib_dir}"}  # fmt: skip
-
-
-STAGES: list[tuple[str, Callable[[Path, DemoSettings, Log], dict[str, Any]]]] = [
-    ("cohort", stage_cohort),
-    ("preprocess", stage_preprocess),
-    ("mining", stage_mining),
-    ("encoder", stage_encoder),
-    ("features", stage_features),
-    ("train", stage_train),
-    ("evaluate", stage_evaluate),
-    ("report_generation", stage_report_generation),
-    ("library", stage_library),
-]
