@@ -270,8 +270,19 @@ def stage_library(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
     """A scan library of the held-out valid split (so its search precision is never measured on training data),
     searchable with `radfinder search` and browsable with `radfinder serve`."""
     from ..library import Library, build_library, finding_precision
+    from ..library.build import checkpoint_hash
+    from ..library.store import LibraryStore
 
     lib_dir = out / "library"
+    if (lib_dir / "library.sqlite").is_file():  # the demo owns it: a library of an earlier model is rebuilt
+        store = LibraryStore(lib_dir)
+        try:
+            stale = store.get_meta().get("checkpoint_hash") != checkpoint_hash(out / "model")
+        finally:
+            store.close()
+        if stale:
+            log("  the library was built with an earlier model: rebuilding it")
+            shutil.rmtree(lib_dir)
     info = build_library(out / "model", _records(out, "valid"), lib_dir, show_progress=s.progress)
     lib = Library(lib_dir)
     try:
