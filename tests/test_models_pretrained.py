@@ -55,7 +55,8 @@ def _outputs(model, windows):
 
 
 def test_round_trip_gives_identical_embeddings(tiny, saved):
-    assert sorted(p.name for p in saved.iterdir()) == ["config.json", "model.safetensors", "preprocess.json", "text"]
+    want = ["config.json", "labels.json", "model.safetensors", "preprocess.json", "text"]
+    assert sorted(p.name for p in saved.iterdir()) == want
     assert (saved / "text" / "config.json").is_file() and (saved / "text" / "tokenizer.json").is_file()
     loaded = RadFinderModel.from_pretrained(saved)
     windows = torch.rand(3, 1, 128, 128, 32, generator=torch.Generator().manual_seed(1))

@@ -88,6 +88,10 @@ def test_swca_trains_and_its_loss_decreases(cohort, tmp_path):
     first, last = sum(swca[:3]) / 3, sum(swca[-3:]) / 3
     assert last < first - 0.05, swca
     assert lines[-1]["loss"] == pytest.approx(lines[-1]["swca"] + 8.0 * lines[-1]["prompt"])
+    from radfinder.train.plots import plot_log
+
+    png = plot_log(tmp_path / "run/log.jsonl", tmp_path / "curve.png")  # panels follow the active objectives
+    assert png.stat().st_size > 1000
 
 
 def test_every_shipped_train_config_validates_against_the_registry():
@@ -100,3 +104,12 @@ def test_every_shipped_train_config_validates_against_the_registry():
     assert cfgs["demo.yaml"].losses.weights.active() == ["siglip", "prompt", "localization"]
     scale = cfgs["scale-vlp-demo.yaml"].losses
     assert scale.weights.root == {"swca": 1.0, "prompt": 8.0} and scale.options["swca"]["beta"] == 0.5
+
+
+def test_a_live_only_objective_trains_alone(cohort, tmp_path):
+    cfg = toy_train_config(cohort, batch={"micro": 2, "accum": 3}, schedule={"epochs": 30, "max_steps": 2},
+                           losses={"weights": {"localization": 1.0}})
+    train(cfg, tmp_path / "run")
+    lines = _log(tmp_path / "run")
+    assert [sorted(k for k in x if k in objective_names()) for x in lines] == [["localization"]] * 2
+    assert all(x["loss"] == x["localization"] and x["grad_norm"] > 0 for x in lines if x["snippets"])

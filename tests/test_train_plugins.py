@@ -127,3 +127,19 @@ def test_registered_evaluation_task_writes_its_metrics(tmp_path):
     assert resolve_tasks(["all"], "test-kind", False) == ["test-norms"]
     assert resolve_tasks(["all"], "ctrate", True) == ["retrieval", "zero-shot", "localization"]
     assert get_task("zeroshot").name == "zero-shot"
+
+
+def test_report_anatomy_field_is_specific_to_the_record_not_its_key():
+    from types import SimpleNamespace
+
+    from radfinder.train.fields import FieldContext, FieldRow, report_abnormal_anatomies
+
+    def row(findings):
+        rec = SimpleNamespace(key="same_key", findings=findings, impressions="",
+                              report_text=f"Findings: {findings}\nImpressions: \n")
+        return FieldRow(0, None, rec, 0, None, lambda c: c, False)
+
+    ctx = FieldContext(0, ())
+    a = report_abnormal_anatomies([row("A large pleural effusion in the left lung.")], ctx)
+    b = report_abnormal_anatomies([row("No abnormality.")], ctx)
+    assert a.dtype == torch.bool and a.any() and not b.any()

@@ -44,11 +44,12 @@ class FindingScore:
         return dict(self.__dict__)
 
 
-def _findings(findings: Sequence[str] | None) -> tuple[str, ...]:
+def _findings(findings: Sequence[str] | None, model=None) -> tuple[str, ...]:
     from ..text.findings import CTRATE_FINDINGS
 
-    if findings is None:
-        return CTRATE_FINDINGS
+    if findings is None:  # the model's label vocabulary (ctrate18 unless it was trained with another)
+        vocab = getattr(model, "label_vocabulary", None)
+        return tuple(vocab.findings) if vocab is not None else CTRATE_FINDINGS
     names = tuple(str(f).strip() for f in ([findings] if isinstance(findings, str) else findings))
     if not names or any(not n for n in names):
         raise ConfigError("findings must be non-empty names")
@@ -59,13 +60,14 @@ def _findings(findings: Sequence[str] | None) -> tuple[str, ...]:
 
 
 def prompt_embeddings(model, findings: Sequence[str] | None = None, prompt_bank=None) -> PromptEmbeddings:
-    """Embed the mean7 prompts of `findings` (default the 18 CT-RATE findings) once; pass the result to `classify`
+    """Embed the mean7 prompts of `findings` (default the model's label vocabulary, the 18 CT-RATE findings unless it
+    was trained with another) once; pass the result to `classify`
     as `prompts=` to score many scans without re-encoding text. `prompt_bank`: a `PromptBank`, a YAML path
     merged over the built-in bank, or None for the built-in bank."""
     from ..eval.zero_shot import mean_prompt_embeddings
     from ..text.prompts import PromptBank, load_prompt_bank
 
-    names = _findings(findings)
+    names = _findings(findings, model)
     bank = prompt_bank if isinstance(prompt_bank, PromptBank) else load_prompt_bank(prompt_bank)
     pairs = [bank.zero_shot_pairs(f) for f in names]
     n_t = len(pairs[0])
@@ -87,13 +89,13 @@ def classify(
     chunk_size: int = 8,
 ) -> list[FindingScore]:
     """Per-finding zero-shot probabilities for one scan (path, `Volume`, `Preprocessed`, or a `VolumeEncoding`
-    from `encode_volume`), in the order of `findings` (default the 18 CT-RATE findings). See the module doc."""
+    from `encode_volume`), in the order of `findings` (default the model's label vocabulary). See the module doc."""
     from ..eval._common import l2_normalize
     from ..eval.zero_shot import zero_shot_probabilities
 
     if prompts is None:
         prompts = prompt_embeddings(model, findings, prompt_bank)
-    elif findings is not None and tuple(_findings(findings)) != prompts.findings:
+    elif findings is not None and tuple(_findings(findings, model)) != prompts.findings:
         raise ConfigError("findings differ from those of the given prompt embeddings")
     enc = scan if isinstance(scan, VolumeEncoding) else encode_volume(model, scan, chunk_size=chunk_size)
     img = l2_normalize(enc.disease[None].astype(np.float64))[0]

@@ -42,11 +42,18 @@ Contract for a new method (fVLM, SCALE-VLP, ...):
   - `live(step_module, mb, settings) -> Tensor | None` (optional): a per-micro-batch term that needs only that
     micro-batch (localization: a scan's own depth cells), returned as a SUM over its units; the step scales it by
     weight x world / global count and logs the global sum / count. It runs inside the DDP-wrapped forward;
-  - `log_keys`: the keys it adds to each `log.jsonl` line (default: its name, holding its unweighted value).
+  - `log_keys`: the keys it adds to each `log.jsonl` line (default: its name, holding its unweighted value); the
+    loss-curve plot (`radfinder.train.plots.plot_log`) draws one panel per key found in the log.
+  Leaves hold this rank's rows only: an objective whose loss couples samples (contrast, soft targets) reaches the
+  other ranks itself, through a distributed loss form (`siglip_loss_distributed`, `soft_contrastive_loss`,
+  `fvlm_loss`'s) or `radfinder.losses.collectives` (`swca` gathers the global labels for its targets), and every
+  rank must run the same collectives in the same order.
 * Objective-specific settings (sigma, tau, prompt mode, ...) are read from `ctx.settings` (`LossSettings`; new
   objectives put theirs in `LossSettings.options[name]`, filled from `losses.options.<name>` of the config).
 
-Names of the built-in objectives and leaves: `radfinder.losses.objectives`.
+Register at import time in the module that defines the piece and import that module from its package `__init__`
+(`losses/__init__.py` imports `objectives`), so that a config naming it validates. Names of the built-in
+objectives and leaves: `radfinder.losses.objectives`.
 """
 
 from __future__ import annotations

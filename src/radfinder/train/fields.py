@@ -79,11 +79,12 @@ def provide(names: Sequence[str], rows: list[FieldRow], ctx: FieldContext) -> di
 
 
 def cached_per_record(fn: Callable[[FieldRow, FieldContext], Any]) -> Callable[[FieldRow, FieldContext], Any]:
-    """Memoise a per-row function by (record key, mirrored) within the process."""
-    memo: dict[tuple[str, bool], Any] = {}
+    """Memoise a per-row function within the process by (record key, its report text, mirrored): keys alone repeat
+    across datasets (two cohorts can both hold a `toy_0000`), the text makes the entry specific to the record."""
+    memo: dict[tuple[str, str, bool], Any] = {}
 
     def wrapper(row: FieldRow, ctx: FieldContext) -> Any:
-        k = (row.record.key, row.mirrored_lr)
+        k = (row.record.key, row.record.report_text, row.mirrored_lr)
         if k not in memo:
             memo[k] = fn(row, ctx)
         return memo[k]

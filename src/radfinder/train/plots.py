@@ -7,14 +7,19 @@ from pathlib import Path
 
 import numpy as np
 
-PANELS = ("loss", "siglip", "prompt", "localization")
+from ..losses.registry import get_objective, objective_names
+
+PANELS = ("loss", "siglip", "prompt", "localization")  # RadFinder's; `panels=None` follows the registry
 # the window encoder's pre-training objective (radfinder.losses.dense_pretrain)
 PRETRAIN_PANELS = ("loss", "dense_lesion", "depth_lesion", "window_lesion", "max_lesion", "dense_organ")
 
 
 def plot_log(
-    log_path: str | Path, png_path: str | Path, title: str = "", smooth: int = 10, panels: tuple[str, ...] = PANELS
+    log_path: str | Path, png_path: str | Path, title: str = "", smooth: int = 10,
+    panels: tuple[str, ...] | None = None,
 ) -> Path:
+    """One panel per key of `panels`; None: the total loss and every registered objective's log keys that the log
+    holds (`radfinder.losses.registry`), RadFinder's three when none is found."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -23,6 +28,9 @@ def plot_log(
     rows = [json.loads(x) for x in Path(log_path).read_text().splitlines() if x.strip()]
     if not rows:
         raise ValueError(f"{log_path}: no logged steps")
+    if panels is None:
+        keys = [k for n in objective_names() for k in get_objective(n).keys if any(k in r for r in rows)]
+        panels = ("loss", *keys) if keys else PANELS
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
     for ax, key in zip(axes, panels, strict=True):
         pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]

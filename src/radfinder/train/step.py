@@ -247,7 +247,8 @@ def compute_step_gradients(
             states[k].restore()
             surrogate, sums = wrapped(mb, {n: grads[n][k] for n in sample_names}, live, settings,
                                       final if k == last else None, cached[k] if verify else None)
-            surrogate.backward()
+            if surrogate.requires_grad:  # e.g. a live-only objective on a micro-batch without its data
+                surrogate.backward()
             for name, s in sums.items():
                 live_sums[name] += float(s)
     after_phase1.restore()
