@@ -28,7 +28,7 @@ from .stages import Log, _drop_stale_features, _records, _save_model
 
 FVLM_WEIGHTS = {"fvlm": 1.0}
 FVLM_ENCODER = "histogram"  # spatial tokens of the fVLM run (see the module doc)
-FVLM_ENCODERS = ("histogram", "pretrained-synthetic")
+FVLM_ENCODERS = ("histogram", "pretrained-synthetic", "concat")
 HISTOGRAM_GRID = (8, 8)  # spatial tokens per window of the histogram encoder (32 x 32 x 12 mm at the demo spec)
 # The anatomy head of the demo run (models.config.AnatomyHeadConfig): fVLM's four anatomies.
 # Measured on the held-out split (README, "fVLM on the demo cohort"): fVLM's own linear text projection and
@@ -44,9 +44,9 @@ def fvlm_dirs(out: Path, s: DemoSettings, encoder: str | None = None) -> tuple[P
     encoder = encoder or FVLM_ENCODER
     if encoder not in FVLM_ENCODERS:
         raise ValueError(f"fVLM encoder must be one of {FVLM_ENCODERS}, got {encoder!r}")
-    if encoder == "histogram":
+    if encoder in ("histogram", "concat"):
         tag = "" if tuple(HISTOGRAM_GRID) == (8, 8) else f"-{HISTOGRAM_GRID[0]}x{HISTOGRAM_GRID[1]}"
-        return out / f"encoder-fvlm-histogram{tag}", out / f"features-fvlm-histogram{tag}"
+        return out / f"encoder-fvlm-{encoder}{tag}", out / f"features-fvlm-{encoder}{tag}"
     if s.encoder == "pretrained-synthetic":
         return out / "encoder", out / "features"
     return out / "encoder-fvlm", out / "features-fvlm"
@@ -87,6 +87,35 @@ def _light3d_model(out: Path, s: DemoSettings, target: Path) -> None:
     _save_model(model, target)
 
 
+def _concat_model(out: Path, s: DemoSettings, target: Path) -> None:
+    """HU histograms and the shipped light3d encoder side by side (`models.concat`), both with an
+    `HISTOGRAM_GRID` spatial grid; the histogram part standardised on the TRAIN split's windows."""
+    import torch
+
+    from ..models.config import resolve_model_config
+    from ..models.histogram import DEFAULT_HU_EDGES
+    from ..models.radfinder import RadFinderModel
+    from ..models.shipped import window_encoder_config
+    from ..preprocess import PreprocessedCache
+
+    hist_dim = 4 * (len(DEFAULT_HU_EDGES) + 1)
+    light = window_encoder_config("pretrained-synthetic")
+    light["options"]["spatial_grid"] = list(HISTOGRAM_GRID)
+    light.pop("window_size", None)
+    parts = [{"kind": "histogram", "embed_dim": hist_dim, "options": {"spatial_grid": list(HISTOGRAM_GRID)}}, light]
+    cfg = resolve_model_config(s.model)
+    cfg.window_encoder = type(cfg.window_encoder).model_validate(
+        {"kind": "concat", "embed_dim": hist_dim + int(light["feature_dim"]), "options": {"parts": parts}})
+    torch.manual_seed(s.seed)
+    model = RadFinderModel(cfg)
+    cache = PreprocessedCache(out / "preprocessed", DEMO_SPEC)
+    batches = (torch.from_numpy(cache.get_or_compute(r.path).windows()).float() for r in _records(out, "train"))
+    model.backbone_image.fit_standardization(batches)
+    for part in model.config.window_encoder.options["parts"]:
+        part.get("options", {}).pop("weights", None)  # the weights now live in the model's safetensors
+    _save_model(model, target)
+
+
 def fvlm_features(out: str | Path, s: DemoSettings, log: Log = print, *, groups: str | Path | None = None,
                   encoder: str | None = None) -> dict:
     """Spatial features (when missing) and anatomy coverage from the cohort's masks (``cohort/masks``) for the
@@ -104,7 +133,8 @@ def fvlm_features(out: str | Path, s: DemoSettings, log: Log = print, *, groups:
     encoder = encoder or FVLM_ENCODER
     enc_dir, feat_dir = fvlm_dirs(out, s, encoder)
     if not enc_dir.is_dir():
-        (_histogram_model if encoder == "histogram" else _light3d_model)(out, s, enc_dir)
+        build = {"histogram": _histogram_model, "concat": _concat_model}.get(encoder, _light3d_model)
+        build(out, s, enc_dir)
     model = from_pretrained(enc_dir)
     enc = model.backbone_image.eval()
     if not enc.has_spatial_tokens:
