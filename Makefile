@@ -29,8 +29,9 @@ test-slow: $(STAMP)
 test-all: lint
 	$(BIN)/python -m pytest $(PYTEST_FLAGS)
 
+# extra flags, e.g. make demo DEMO_ARGS="--methods radfinder,scale-vlp,fvlm,radfinder+fvlm"
 demo: $(STAMP)
-	$(BIN)/radfinder demo --out demo-out
+	$(BIN)/radfinder demo --out demo-out $(DEMO_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
