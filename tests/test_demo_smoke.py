@@ -48,6 +48,23 @@ def test_demo_pipeline_runs_resumes_and_evaluate_cli_agrees(tmp_path):
     with pytest.raises(ConfigError, match="other settings"):
         run_demo(out, DemoSettings(studies=7, seed=3))
 
+    # --methods: only the comparison stage runs again; every method trains on the same cohort and is scored on the
+    # held-out split, RadFinder's row being the main run's own numbers
+    logs.clear()
+    methods = "radfinder,scale-vlp,fvlm,radfinder+fvlm"
+    run_demo(out, DemoSettings(**{**s.as_dict(), "methods": methods}), log=logs.append)
+    ran = [line for line in logs if line.startswith("[") and "skipped" not in line]
+    assert ran and all("methods" in line for line in ran)
+    mm = json.loads((out / "metrics.json").read_text())
+    assert list(mm["methods"]) == methods.split(",")
+    assert mm["methods"]["radfinder"]["retrieval"]["R@10"] == m["retrieval"]["R@10"]  # top level = first method
+    assert set(mm["methods"]["scale-vlp"]) == {"retrieval", "zero_shot"}  # no localization objective, no score
+    assert set(mm["methods"]["fvlm"]) == {"anatomy_zero_shot"}
+    assert mm["methods"]["fvlm"]["anatomy_zero_shot"]["macro_auroc"] is not None
+    assert set(mm["methods"]["radfinder+fvlm"]) == {"retrieval", "zero_shot", "localization", "anatomy_zero_shot"}
+    rows = [r for r in (out / "methods.md").read_text().splitlines() if r.startswith("| ") and "---" not in r]
+    assert len(rows) == 5  # header + one row per method
+
     # `radfinder evaluate` on the demo's checkpoint and features sees every held-out volume, report and snippet
     # (counted here from the cohort's files, not from the demo's own evaluation, which runs the same code); the
     # metric values themselves are checked against hand computations in test_evaluate_tasks.py
