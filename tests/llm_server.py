@@ -75,31 +75,33 @@ def make_handler(args):
                 STATE["active"] += 1
                 STATE["peak"] = max(STATE["peak"], STATE["active"])
             try:
-                if args.slow:
-                    time.sleep(args.slow)
-                if self.path != "/v1/chat/completions":
-                    self._send(404, {"error": "not found"})
-                    return
-                if n <= args.fail:
-                    self._send(args.fail_code, {"error": "injected failure"}, {"Retry-After": "0"})
-                    return
-                with LOCK:
-                    STATE["completions"] += 1
-                    c = STATE["completions"]
-                text = "Maybe" if c <= args.invalid else answer_for(body["messages"][-1]["content"])
-                if args.think:
-                    text = f"<think>The report says no and yes in places; decide.</think>\n{text}."
-                self._send(
-                    200,
-                    {
-                        "object": "chat.completion",
-                        "model": body.get("model"),
-                        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
-                    },
-                )
+                reply = self._reply(body, n)
             finally:
+                # counted as finished BEFORE the answer goes out: once the client has its answer it may send the
+                # next request at once, and that one must not overlap this one in the count (a lagging decrement
+                # made a client bounded to 3 look like 4 on a busy machine)
                 with LOCK:
                     STATE["active"] -= 1
+            self._send(*reply)
+
+        def _reply(self, body: dict, n: int) -> tuple:
+            if args.slow:
+                time.sleep(args.slow)
+            if self.path != "/v1/chat/completions":
+                return 404, {"error": "not found"}
+            if n <= args.fail:
+                return args.fail_code, {"error": "injected failure"}, {"Retry-After": "0"}
+            with LOCK:
+                STATE["completions"] += 1
+                c = STATE["completions"]
+            text = "Maybe" if c <= args.invalid else answer_for(body["messages"][-1]["content"])
+            if args.think:
+                text = f"<think>The report says no and yes in places; decide.</think>\n{text}."
+            return 200, {
+                "object": "chat.completion",
+                "model": body.get("model"),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
+            }
 
     return Handler
 

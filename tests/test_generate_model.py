@@ -119,3 +119,27 @@ def test_report_generation_task_depends_on_the_train_split_only(tiny_demo, tmp_p
     for g in GENERATORS:
         assert {"ce_macro_f1", "rouge_l", "bleu1", "bleu4"} <= set(a[g])
     assert a["n_test"] == len({r.report_id for r in valid})
+
+
+@pytest.mark.slow
+def test_report_generation_is_an_evaluation_task_fitted_on_another_split(tiny_demo, tmp_path, capsys):
+    from radfinder.data.ctrate import load_ctrate
+    from radfinder.eval.report_generation_task import run_report_generation
+    from radfinder.models.pretrained import from_pretrained
+
+    base = ["evaluate", str(tiny_demo / "model"), "--data", str(tiny_demo / "cohort"), "--features",
+            str(tiny_demo / "features"), "--task", "report-generation", "--n-boot", "50", "--json"]
+    assert main([*base, "--out", str(tmp_path / "a"), "--train-split", "valid"]) == 2
+    assert "is the evaluated split" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "b")]) == 0  # no training split: skipped with the reason
+    skipped = json.loads((tmp_path / "b" / "metrics.json").read_text())["metadata"]["skipped"]
+    assert "--train-split" in skipped["report-generation"]
+    assert main([*base, "--out", str(tmp_path / "c"), "--train-split", "train"]) == 0
+    got = json.loads((tmp_path / "c" / "metrics.json").read_text())["report-generation"]
+    model = from_pretrained(tiny_demo / "model")
+    want = run_report_generation(model, load_ctrate(tiny_demo / "cohort", split="train", mode="first_all"),
+                                 load_ctrate(tiny_demo / "cohort", split="valid", mode="first_all"),
+                                 features=tiny_demo / "features", n_boot=50)
+    for g in ("model", "nearest_report", "most_common_report"):
+        assert got[g]["rouge_l"] == pytest.approx(want[g]["rouge_l"])
+        assert got[g]["ce_macro_f1"] == want[g]["ce_macro_f1"]

@@ -14,12 +14,15 @@ from .common import print_json
 def evaluate_cmd(
     checkpoint: Path = typer.Argument(..., help="Checkpoint directory (save_pretrained layout or official export)."),
     task: list[str] = typer.Option(["all"], "--task", "-t",
-                                   help="retrieval | zero-shot | localization | radchestct | merlin-pool | all "
-                                        "(repeatable)."),
+                                   help="retrieval | zero-shot | localization | radchestct | merlin-pool | "
+                                        "anatomy-zero-shot | report-generation | all (repeatable)."),
     data: Path = typer.Option(..., "--data", "-d", help="Dataset folder (or manifest file)."),
     kind: str = typer.Option("ctrate", "--kind", "-k", help="Dataset kind: ctrate, radchestct, merlin, inspect, "
                                                             "manifest."),
     split: str = typer.Option("", "--split", help="Split (default: the kind's, e.g. CT-RATE valid)."),
+    train_split: str = typer.Option("", "--train-split",
+                                    help="report-generation: the split of the same dataset whose reports fit the "
+                                         "generator (e.g. train); never the evaluated one."),
     features: Path | None = typer.Option(None, "--features", "-f",
                                          help="Frozen-feature cache made with this checkpoint's spec and encoder "
                                               "(default: embed raw scans)."),
@@ -34,6 +37,7 @@ def evaluate_cmd(
     """Evaluate a checkpoint on a dataset; writes OUT/metrics.json and OUT/report.html."""
     from ..data.registry import dataset_kind, load_dataset
     from ..device import resolve_device
+    from ..errors import ConfigError
     from ..eval.evaluate import evaluate, resolve_tasks
     from ..models.pretrained import from_pretrained
 
@@ -41,13 +45,19 @@ def evaluate_cmd(
     tasks = resolve_tasks(task, spec.name, pairs is not None)
     opts = {"mode": "first_all"} if spec.name == "ctrate" else {}
     records = load_dataset(spec.name, data, split or None, limit=limit or None, **opts)
+    options = {}
+    if train_split:
+        if train_split == (split or spec.default_split):
+            raise ConfigError(f"--train-split {train_split} is the evaluated split: the generator must be fitted on "
+                              "other reports than those it is scored against")
+        options["train_records"] = load_dataset(spec.name, data, train_split, **opts)
     model = from_pretrained(checkpoint, device=resolve_device(device))
     metrics = evaluate(
         model, records, tasks, out, features=features, pairs=pairs, n_boot=n_boot, seed=seed,
         title=f"radfinder evaluate: {checkpoint.name} on {spec.name} {split or spec.default_split or ''}".strip(),
         metadata={"checkpoint": str(checkpoint), "data": {"kind": spec.name, "root": str(data),
                                                           "split": split or spec.default_split}},
-        show_progress=not json_out,
+        show_progress=not json_out, options=options,
     )  # fmt: skip
     if json_out:
         print_json(metrics)

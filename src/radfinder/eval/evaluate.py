@@ -13,6 +13,7 @@ import numpy as np
 
 from . import anatomy_embed as _anatomy_task  # noqa: F401  (registers anatomy-zero-shot after the built-ins)
 from . import builtin_tasks as _builtin_tasks  # noqa: F401  (registers the built-in tasks)
+from . import report_generation_task as _generation_task  # noqa: F401  (registers report-generation)
 from .bootstrap import DEFAULT_N_BOOT
 from .embed import EvalSetupError, embed_volumes, open_matching_store
 from .registry import TaskContext, get_task, task_names, tasks_for_kind
@@ -107,13 +108,15 @@ def evaluate(
     metadata: dict[str, Any] | None = None,
     n_grounding: int = 3,
     show_progress: bool = False,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the tasks and write metrics.json, figures/ and report.html to `out_dir`; returns the metrics dict
-    (with "skipped" reasons and the report paths added)."""
+    (with "skipped" reasons and the report paths added). `options` reaches every task (`TaskContext.options`;
+    `features_path` is set to `features`)."""
     from .report import collect_metadata, write_metrics_json, write_report
 
     res, emb = run_tasks(model, records, tasks, features=features, pairs=pairs, labels=labels, n_boot=n_boot,
-                         seed=seed, show_progress=show_progress)
+                         seed=seed, show_progress=show_progress, options={"features_path": features, **(options or {})})
     meta = collect_metadata(
         checkpoint=(metadata or {}).get("checkpoint"), data=(metadata or {}).get("data"),
         spec_hash=model.preprocess_spec.hash(), n={"volumes": len(records)},

@@ -8,8 +8,11 @@ split, and score three generators against the held-out reports with `report_gene
 Candidates and references are "findings\\nimpressions" with slice references left in the references as written.
 Returns `{generator: {metric: value}}` plus `n_train`, `n_test`, two generated examples and a paired bootstrap
 of `model` minus `nearest_report` (ROUGE-L and CE macro F1, resampling the held-out reports; `paired_bootstrap`);
-the demo stores it as `report_generation.<generator>.<metric>` in its metrics.json. A plain function, ready for a
-task registry.
+the demo stores it as `report_generation.<generator>.<metric>` in its metrics.json.
+
+Registered as the evaluation task `report-generation` (`radfinder evaluate --task report-generation --train-split
+train`): the generator is fitted on the records the caller passes as `options["train_records"]`, never on the
+evaluated split; not part of `--task all`, since it needs that second split.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from ..text.findings import CTRATE_FINDINGS
 from ..text.labeler import RuleLabeler
 from .bootstrap import DEFAULT_N_BOOT
 from .generation.fit import embed_records, fit_generator_bank, generate_for_records, report_labels
+from .registry import EvalTask, TaskContext, register_task
 from .report_generation import BertScorer, most_common_report, nearest_report, report_generation_metrics
 
 GENERATORS = ("model", "nearest_report", "most_common_report")
@@ -132,3 +136,18 @@ def run_report_generation(
     out["protocol"] = ("bank and thresholds fitted on the train split (report-derived labels); generated for the "
                        "held-out split; references: its reports (findings + impressions)")
     return out
+
+
+def _task(ctx: TaskContext) -> dict[str, Any] | None:
+    train = ctx.options.get("train_records")
+    if not train:
+        ctx.results.skipped["report-generation"] = ("needs the training split's reports to fit the generator "
+                                                    "(radfinder evaluate --train-split train)")
+        return None
+    return run_report_generation(ctx.model, train, ctx.records, features=ctx.options.get("features_path"),
+                                 n_boot=ctx.n_boot, bank_out=ctx.options.get("bank_out"))
+
+
+register_task(EvalTask("report-generation", _task, aliases=("report_generation", "generation"),
+                       description="findings + impression generated for each report of the split; BLEU, ROUGE-L, "
+                                   "BERTScore and clinical efficacy of the model generator and two baselines"))
