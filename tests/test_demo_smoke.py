@@ -39,6 +39,7 @@ def test_demo_pipeline_runs_resumes_and_evaluate_cli_agrees(tmp_path):
         assert {"ce_macro_f1", "rouge_l", "bleu1", "bleu4", "bertscore_f1"} <= set(m["report_generation"][g]), g
     assert (out / "model" / "generator_bank.json").is_file() and (out / "report_generation_examples.md").is_file()
     assert any("metric (held-out valid split)" in line for line in logs)
+    assert logs[-1].startswith("browse:  radfinder serve") and str(out / "library") in logs[-1]  # issue 14.7
 
     # resume: nothing runs again
     logs.clear()

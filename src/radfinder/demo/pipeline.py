@@ -113,4 +113,7 @@ def run_demo(
         log(f"stage time {total:.0f} s in total (this call {time.perf_counter() - t_all:.0f} s)")
         log(f"metrics: {out / 'metrics.json'}")
         log(f"report:  {summary.get('report')}")
+        serve = ((infos.get("library") or {}).get("result") or {}).get("serve")
+        if serve:
+            log(f"browse:  {serve}   (then open http://127.0.0.1:8000/)")
     return {"stages": infos, "seconds": round(total, 1), "summary": summary}
