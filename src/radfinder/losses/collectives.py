@@ -125,6 +125,28 @@ def all_gather_sizes(n: int, device: torch.device, group: dist.ProcessGroup | No
     return [int(v) for v in all_gather_no_grad(local, group).tolist()]
 
 
+def all_gather_rows(x: torch.Tensor, sizes: list[int] | None = None, group: dist.ProcessGroup | None = None,
+                    with_grad: bool = False) -> torch.Tensor:
+    """Every rank's rows concatenated in rank order when ranks hold different row counts (`sizes`, from
+    `all_gather_sizes` when not given): padded to the largest for the collective, the padding dropped after.
+    Bool tensors travel as int64 (not every backend gathers bool)."""
+    if not dist_active(group):
+        return x
+    sizes = sizes if sizes is not None else all_gather_sizes(x.shape[0], x.device, group)
+    n_max = max(sizes)
+    if x.shape[0] < n_max:
+        x = torch.cat([x, x.new_zeros((n_max - x.shape[0], *x.shape[1:]))])
+    if with_grad:
+        g = all_gather_with_grad(x, group)
+    elif x.dtype == torch.bool:
+        g = all_gather_no_grad(x.to(torch.int64), group).bool()
+    else:
+        g = all_gather_no_grad(x, group)
+    if all(s == n_max for s in sizes):
+        return g
+    return torch.cat([g[r * n_max : r * n_max + s] for r, s in enumerate(sizes)])
+
+
 def _exchange(send: torch.Tensor, to_rank: int, recv_shape, from_rank: int, group) -> torch.Tensor:
     recv = send.new_empty(recv_shape)
     ops = [

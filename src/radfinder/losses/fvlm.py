@@ -40,7 +40,7 @@ from ..models.anatomy_head import TEMPERATURE_INIT, TEMPERATURE_RANGE, FvlmTempe
 from ..text.anatomy import FINDING_ANATOMY, text_id
 from ..text.findings import CTRATE_FINDINGS
 from ._validate import LossInputError, as_scalar, check_shape
-from .collectives import all_gather_no_grad, all_gather_sizes, all_gather_with_grad, dist_active
+from .collectives import all_gather_rows, all_gather_sizes, dist_active
 
 __all__ = ["TEMPERATURE_INIT", "TEMPERATURE_RANGE", "FvlmLoss", "FvlmOutput", "FvlmTemperature", "anatomy_finding_ids",
            "finding_set_ids", "fvlm_loss", "fvlm_loss_terms", "fvlm_text_ids"]
@@ -155,10 +155,10 @@ def fvlm_loss_terms(
         sizes = all_gather_sizes(zi.shape[0], zi.device, group)
         rank = dist.get_rank(group)
         lo, hi = sum(sizes[:rank]), sum(sizes[: rank + 1])
-        zi_all, zt_all = _gather(zi, sizes, group, True), _gather(zt, sizes, group, True)
-        v_all, n_all = _gather(valid, sizes, group, False), _gather(normal, sizes, group, False)
-        id_all = _gather(text_ids, sizes, group, False)
-        f_all = None if finding_ids is None else _gather(finding_ids, sizes, group, False)
+        zi_all, zt_all = all_gather_rows(zi, sizes, group, True), all_gather_rows(zt, sizes, group, True)
+        v_all, n_all = all_gather_rows(valid, sizes, group), all_gather_rows(normal, sizes, group)
+        id_all = all_gather_rows(text_ids, sizes, group)
+        f_all = None if finding_ids is None else all_gather_rows(finding_ids, sizes, group)
     n_anat = zi.shape[1]
     per = torch.zeros(n_anat, dtype=zi.dtype, device=zi.device)
     used = torch.zeros(n_anat, dtype=torch.bool, device=zi.device)
@@ -193,20 +193,6 @@ def _anatomy_share(zi_all, zt_all, valid, normal, ids, fids, temp, lo, hi, a):
     i2t = _soft_ce_rows(img[mine] @ txt.T / temp, t[mine])
     t2i = _soft_ce_rows(txt[mine] @ img.T / temp, t[mine])
     return (i2t + t2i) / (2.0 * n_rows), True, n_rows
-
-
-def _gather(x: torch.Tensor, sizes: list[int], group, with_grad: bool) -> torch.Tensor:
-    n_max = max(sizes)
-    if x.shape[0] < n_max:
-        x = torch.cat([x, x.new_zeros((n_max - x.shape[0], *x.shape[1:]))])
-    if with_grad:
-        g = all_gather_with_grad(x, group)
-    else:
-        g = all_gather_no_grad(x.to(torch.int64) if x.dtype == torch.bool else x, group)
-        g = g.bool() if x.dtype == torch.bool else g
-    if all(s == n_max for s in sizes):
-        return g
-    return torch.cat([g[r * n_max : r * n_max + s] for r, s in enumerate(sizes)])
 
 
 def fvlm_loss(

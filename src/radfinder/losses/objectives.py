@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..text.ontology import knowledge_similarity
-from .collectives import all_gather_no_grad, all_gather_sizes, dist_active
+from .collectives import all_gather_rows
 from .localization import gaussian_localization_loss
 from .prompt import prompt_bce_loss, select_prompts
 from .registry import LossSettings, Objective, ObjectiveContext, StepTerm, register_leaves, register_objective
@@ -151,25 +151,15 @@ def _n_snippets(mbs: Sequence[Any]) -> float:
 SWCA_DEFAULTS = {"alpha": 1.0, "beta": 0.0, "gamma": 0.5, "intra_weight": 0.0, "max_log_scale": math.log(100.0)}
 
 
-def _gather_global(x: torch.Tensor) -> torch.Tensor:
-    if not dist_active():
-        return x
-    sizes = all_gather_sizes(x.shape[0], x.device)
-    n_max = max(sizes)
-    pad = torch.cat([x, x.new_zeros((n_max - x.shape[0], *x.shape[1:]))]) if x.shape[0] < n_max else x
-    g = all_gather_no_grad(pad)
-    return torch.cat([g[r * n_max : r * n_max + s] for r, s in enumerate(sizes)])
-
-
 def swca_targets(ctx: ObjectiveContext) -> torch.Tensor:
     """(B_global, B_global) soft targets of the global batch from its report-derived labels (and anatomies)."""
     opt = {**SWCA_DEFAULTS, **ctx.settings.options.get("swca", {})}
-    labels = _gather_global(torch.cat([mb.labels for mb in ctx.micro_batches])).cpu().numpy()
+    labels = all_gather_rows(torch.cat([mb.labels for mb in ctx.micro_batches])).cpu().numpy()
     n = labels.shape[0]
     know = knowledge_similarity(labels, ctx.settings.label_names) if opt["gamma"] else None
     spatial = None
     if opt["beta"]:
-        flags = _gather_global(ctx.batch_field("report_abnormal_anatomies").to(torch.uint8))
+        flags = all_gather_rows(ctx.batch_field("report_abnormal_anatomies").to(torch.uint8))
         spatial = spatial_similarity(flags.cpu().numpy().astype(bool))
     return soft_targets(n, alpha=opt["alpha"], beta=opt["beta"], gamma=opt["gamma"], spatial=spatial,
                         knowledge=know)

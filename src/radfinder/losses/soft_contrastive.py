@@ -27,17 +27,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from ._validate import LossInputError, as_scalar, check_shape
-from .collectives import all_gather_no_grad, all_gather_sizes, all_gather_with_grad, dist_active
-
-
-def _gather_rows(x: torch.Tensor, sizes: list[int], group, with_grad: bool) -> torch.Tensor:
-    n_max = max(sizes)
-    if x.shape[0] < n_max:
-        x = torch.cat([x, x.new_zeros((n_max - x.shape[0], *x.shape[1:]))])
-    g = all_gather_with_grad(x, group) if with_grad else all_gather_no_grad(x, group)
-    if all(s == n_max for s in sizes):
-        return g
-    return torch.cat([g[r * n_max : r * n_max + s] for r, s in enumerate(sizes)])
+from .collectives import all_gather_rows, all_gather_sizes, dist_active
 
 
 def _check_targets(w: torch.Tensor) -> None:
@@ -97,9 +87,9 @@ def soft_contrastive_loss(
         rank = dist.get_rank(group)
         n = sum(sizes)
         lo = sum(sizes[:rank])
-        zi_all, zt_all = _gather_rows(zi, sizes, group, True), _gather_rows(zt, sizes, group, True)
+        zi_all, zt_all = all_gather_rows(zi, sizes, group, True), all_gather_rows(zt, sizes, group, True)
         if tuple(w.shape) == (b, n):
-            w_all = _gather_rows(w, sizes, group, False)
+            w_all = all_gather_rows(w, sizes, group, False)
         elif tuple(w.shape) == (n, n):
             w_all = w
         else:
