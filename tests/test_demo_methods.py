@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers_demo import fake_stages
 from radfinder.demo.config import DEMO_TRAIN, DemoSettings
 from radfinder.demo.methods import METHODS, comparison_markdown, parse_methods, resolve_method
 from radfinder.errors import ConfigError
@@ -65,18 +66,7 @@ def test_comparison_table_marks_tasks_a_method_lacks():
 def test_changing_methods_reruns_the_comparison_only(tmp_path, monkeypatch):
     from radfinder.demo import pipeline
 
-    calls = []
-
-    def fake(name):
-        def run(out, settings, log):
-            calls.append(name)
-            return {}
-
-        return run
-
-    names = ["cohort", "train", "evaluate", "methods"]
-    monkeypatch.setattr(pipeline, "STAGES", [(n, fake(n)) for n in names])
-    monkeypatch.setattr(pipeline, "STAGE_NAMES", names)
+    calls = fake_stages(monkeypatch, ["cohort", "train", "evaluate", "methods"])
     log = lambda msg: None  # noqa: E731
     pipeline.run_demo(tmp_path, DemoSettings(), log=log)
     pipeline.run_demo(tmp_path, DemoSettings(methods="radfinder,fvlm"), log=log)

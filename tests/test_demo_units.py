@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from helpers_demo import fake_stages
 from radfinder.demo.summary import format_table, markdown_table, summarize
 from radfinder.errors import ConfigError
 
@@ -34,18 +35,7 @@ def test_a_rerun_stage_invalidates_every_later_stage(tmp_path, monkeypatch):
     """`--redo X --stop-after X` must not leave later stages marked done on the old outputs."""
     from radfinder.demo import pipeline
 
-    calls = []
-
-    def fake(name):
-        def run(out, settings, log):
-            calls.append(name)
-            return {"stage": name}
-
-        return run
-
-    names = ["a", "b", "c"]
-    monkeypatch.setattr(pipeline, "STAGES", [(n, fake(n)) for n in names])
-    monkeypatch.setattr(pipeline, "STAGE_NAMES", names)
+    calls = fake_stages(monkeypatch, ["a", "b", "c"])
     log = lambda msg: None  # noqa: E731
     pipeline.run_demo(tmp_path, log=log)
     assert calls == ["a", "b", "c"]
@@ -99,18 +89,7 @@ def test_changing_only_n_boot_reruns_the_evaluation_alone(tmp_path, monkeypatch)
     from radfinder.demo import pipeline
     from radfinder.demo.config import DemoSettings
 
-    calls = []
-
-    def fake(name):
-        def run(out, settings, log):
-            calls.append(name)
-            return {}
-
-        return run
-
-    names = ["cohort", "train", "evaluate"]
-    monkeypatch.setattr(pipeline, "STAGES", [(n, fake(n)) for n in names])
-    monkeypatch.setattr(pipeline, "STAGE_NAMES", names)
+    calls = fake_stages(monkeypatch, ["cohort", "train", "evaluate"])
     log = lambda msg: None  # noqa: E731
     pipeline.run_demo(tmp_path, DemoSettings(n_boot=10), log=log)
     pipeline.run_demo(tmp_path, DemoSettings(n_boot=50), log=log)
