@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import DEMO_SPEC, DEMO_TRAIN, DemoSettings
-from .stages import Log, _drop_stale_features, _records, _save_model
+from .stages import Log, _drop_stale_features, _records, _save_model, small_model_threads
 
 FVLM_WEIGHTS = {"fvlm": 1.0}
 FVLM_ENCODER = "histogram"  # spatial tokens of the fVLM run (see the module doc)
@@ -221,7 +221,6 @@ def fvlm_train_config_dict(s: DemoSettings, out: Path, init: Path, features: Pat
 def train_fvlm(out: str | Path, s: DemoSettings, log: Log = print, *, weights: dict[str, float] | None = None,
                run_name: str = "train-fvlm", encoder: str | None = None) -> dict[str, Any]:
     """Train the fVLM run (or a combined one, `weights`) into ``out/<run_name>``; returns the run's summary."""
-    import torch
 
     from ..train.checkpoint import latest_checkpoint
     from ..train.config import TrainConfig
@@ -235,12 +234,8 @@ def train_fvlm(out: str | Path, s: DemoSettings, log: Log = print, *, weights: d
     run_dir = out / run_name
     if run_dir.exists() and latest_checkpoint(run_dir) is not None:
         shutil.rmtree(run_dir)  # the demo owns this folder; a finished or stale run is trained again
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small heads: one thread is faster on a CPU (see stages.stage_train)
-    try:
+    with small_model_threads(s.device):
         result = train(cfg, run_dir)
-    finally:
-        torch.set_num_threads(threads)
     model_dir = latest_checkpoint(run_dir) / "model"
     info = result.as_dict()
     info["model"] = str(model_dir)

@@ -30,7 +30,7 @@ from typing import Any
 from ..errors import ConfigError
 from .config import DEMO_TRAIN, DemoSettings, train_config_dict
 from .fvlm import FVLM_WEIGHTS, evaluate_fvlm, fvlm_dirs, fvlm_features, train_fvlm
-from .stages import _records
+from .stages import _records, small_model_threads
 from .summary import summarize
 
 Log = Callable[[str], None]
@@ -155,21 +155,11 @@ def _train_on_demo_features(out: Path, s: DemoSettings, m: DemoMethod, log: Log)
     cfg["losses"] = m.loss_section()
     if not m.snippets:
         cfg["data"]["max_snippets_per_scan"] = 0
-    result = _one_thread(lambda: train(TrainConfig.model_validate(cfg), run_dir))
+    with small_model_threads(s.device):
+        result = train(TrainConfig.model_validate(cfg), run_dir)
     (run_dir / "result.json").write_text(json.dumps(result.as_dict(), indent=2, default=str) + "\n")
     log(f"  {m.name}: trained {result.steps} steps, final loss {result.final_loss}")
     return latest_checkpoint(run_dir) / "model"
-
-
-def _one_thread(fn):
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the demo's small heads run faster on one CPU thread (see stages.stage_train)
-    try:
-        return fn()
-    finally:
-        torch.set_num_threads(threads)
 
 
 def run_method(out: Path, s: DemoSettings, name: str, main_summary: dict[str, Any], log: Log) -> dict[str, Any]:

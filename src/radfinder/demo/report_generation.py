@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import DemoSettings
+from .stages import small_model_threads
 
 GENERATORS = ("model", "nearest_report", "most_common_report")
 METRICS = ("ce_macro_f1", "rouge_l", "bleu1", "bleu4", "bertscore_f1")
@@ -39,7 +40,6 @@ def table_lines(rg: dict[str, Any]) -> list[str]:
 def stage_report_generation(out: Path, s: DemoSettings, log: Callable[[str], None]) -> dict[str, Any]:
     if not s.report_generation:
         return {"skipped": "report_generation is off"}
-    import torch
 
     from ..data.ctrate import load_ctrate
     from ..eval.report_generation_task import run_report_generation
@@ -47,15 +47,11 @@ def stage_report_generation(out: Path, s: DemoSettings, log: Callable[[str], Non
     from ..preprocess.cache import atomic_write_bytes
 
     model = from_pretrained(out / "model")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the tiny heads run faster on one thread (see stage_train)
-    try:
+    with small_model_threads(s.device):
         train = load_ctrate(out / "cohort", split="train", mode="first_all")
         valid = load_ctrate(out / "cohort", split="valid", mode="first_all")
         res = run_report_generation(model, train, valid, features=out / "features",
                                     bank_out=out / "model" / "generator_bank.json", n_boot=s.n_boot)
-    finally:
-        torch.set_num_threads(threads)
     metrics_path = out / "metrics.json"
     summary = json.loads(metrics_path.read_text())
     summary["report_generation"] = {k: v for k, v in res.items() if k != "examples"}

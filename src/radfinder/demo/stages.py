@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,24 @@ from ..progress import progress
 from .config import DEMO_SPEC, DemoSettings, train_config_dict
 
 Log = Callable[[str], None]
+
+
+@contextmanager
+def small_model_threads(device: str = "auto") -> Iterator[None]:
+    """One torch thread on a CPU while the demo trains or runs its combiner and heads: they are tiny, and their many
+    small ops run several times faster on one thread than split across two (measured here: ~10x for a demo
+    epoch). On a GPU nothing changes."""
+    import torch
+
+    from ..device import resolve_device
+
+    threads = torch.get_num_threads()
+    if resolve_device(device).type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 # The frozen window encoders the demo can use: the shipped light3d encoder pre-trained on its own synthetic cohort
 # (the default), and as ablations HU histograms, the ASTRA ResNet-152 (real-CT weights, radfinder[astra]) and the
 # light3d architecture at its seeded random initialisation (a control, not an encoder anyone should use).
@@ -185,9 +204,7 @@ def _drop_stale_features(root: Path, backbone: dict[str, Any]) -> None:
 
 
 def stage_train(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
-    import torch
 
-    from ..device import resolve_device
     from ..errors import CheckpointError
     from ..train.checkpoint import latest_checkpoint
     from ..train.config import TrainConfig
@@ -197,11 +214,7 @@ def stage_train(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
     cfg = TrainConfig.model_validate(train_config_dict(s, out, out / "encoder-standardized", n_train))
     run_dir = out / "train"
     resume = latest_checkpoint(run_dir) is not None
-    # The demo's combiner and heads are tiny: on a CPU their many small ops run several times faster on one
-    # thread than split across two (measured here: ~10x for a demo epoch).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1 if resolve_device(s.device).type == "cpu" else threads)
-    try:
+    with small_model_threads(s.device):
         try:
             result = train(cfg, run_dir, resume=resume)
         except CheckpointError as exc:
@@ -209,8 +222,6 @@ def stage_train(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
             log(f"  previous training run does not match the current inputs, starting over ({exc})")
             shutil.rmtree(run_dir)
             result = train(cfg, run_dir, resume=False)
-    finally:
-        torch.set_num_threads(threads)
     ckpt = latest_checkpoint(run_dir)
     model_dir = ckpt / "model"
     (out / "model").unlink(missing_ok=True)
