@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from distributed_workers import _close, _init, _sum_over_ranks
+from distributed_workers import _close, _init, _sum_over_ranks, leave_without_teardown
 
 
 def fvlm_worker(rank: int, world: int, init_file: str) -> None:
@@ -46,11 +46,10 @@ def fvlm_worker(rank: int, world: int, init_file: str) -> None:
                 _close(im.grad, ref_grads[0][lo:hi], what + " d/d image")
                 _close(tx.grad, ref_grads[1][lo:hi], what + " d/d text")
                 _close(_sum_over_ranks(t.grad), ref_grads[2], what + " d/d temperature")
-        # both ranks finish their collectives before either tears the group down (gloo aborts the process when
-        # a peer destroys the group under it: "terminate called without an active exception")
-        dist.barrier()
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    leave_without_teardown()
 
 
 def soft_contrastive_worker(rank: int, world: int, init_file: str) -> None:
@@ -83,8 +82,7 @@ def soft_contrastive_worker(rank: int, world: int, init_file: str) -> None:
                     _close(im.grad, ref_grads[0][lo:hi], what + " d/d image")
                     _close(tx.grad, ref_grads[1][lo:hi], what + " d/d text")
                     _close(_sum_over_ranks(t.grad), ref_grads[2], what + " d/d temperature")
-        # both ranks finish their collectives before either tears the group down (gloo aborts the process when
-        # a peer destroys the group under it: "terminate called without an active exception")
-        dist.barrier()
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    leave_without_teardown()
