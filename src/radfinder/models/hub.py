@@ -1,0 +1,328 @@
+"""Released weights by Hugging Face id: `ORG/NAME` or `ORG/NAME@REVISION` wherever a checkpoint folder is accepted.
+
+`resolve_weights(name_or_path, kind)` is the one place such a string becomes a folder:
+- an existing local path always means that path (its provenance is read from the folder when it has one);
+- otherwise a string shaped like a repo id is fetched with `huggingface_hub.snapshot_download`, restricted to the
+  files the loader of `kind` reads (`ALLOW_PATTERNS`), honouring HF_HOME / HF_HUB_CACHE, HF_HUB_OFFLINE and
+  HF_TOKEN as they are set when the call is made (huggingface_hub itself reads them once, at import);
+- every fetched file is checked against the hash its cache blob is named by (sha256 for LFS files, the git blob
+  sha1 otherwise), or against the sha256 list of a `radfinder download --to` folder, before any loader reads it.
+
+The returned `HubSource` (repo id, revision asked for, commit) is what feature caches, training runs, libraries and
+metrics.json record, so a result names the exact weights it came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import CheckpointError, ConfigError, RadfinderError
+
+# What each loader reads; nothing else of a repo is downloaded (a repo may hold training logs, other formats, ...).
+ALLOW_PATTERNS: dict[str, list[str]] = {
+    # `read_pretrained_dir`: radfinder checkpoints and the official export (tokenizer at the root or in text/)
+    "checkpoint": ["config.json", "model.safetensors", "preprocess.json", "labels.json", "text/*",
+                   "tokenizer*", "vocab*", "merges.txt", "special_tokens_map.json", "added_tokens.json"],
+    # `build_text_backbone` / `load_tokenizer`: a transformers model folder (single or sharded safetensors)
+    "text": ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer*", "vocab*", "merges.txt",
+             "special_tokens_map.json", "added_tokens.json", "sentence_bert_config.json", "modules.json",
+             "1_Pooling/*"],
+}
+PROVENANCE_FILE = "radfinder-hub.json"  # written by `radfinder download --to` beside the copied files
+DEFAULT_REVISION = "main"
+_REPO_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
+_HUB_ID = re.compile(rf"^(?P<repo>{_REPO_PART}/{_REPO_PART})(?:@(?P<rev>[A-Za-z0-9._/-]+))?$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_TRUE = {"1", "ON", "YES", "TRUE"}
+
+
+class HubError(RadfinderError):
+    """A Hugging Face repo could not be resolved to verified local files."""
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """Where a folder's weights came from: the repo, the revision asked for, and the commit it resolved to."""
+
+    repo_id: str
+    revision: str
+    commit: str
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+    @property
+    def pinned(self) -> str:
+        return f"{self.repo_id}@{self.commit}"
+
+    @classmethod
+    def from_dict(cls, data: Any, where: Path) -> HubSource:
+        try:
+            src = cls(str(data["repo_id"]), str(data["revision"]), str(data["commit"]))
+        except (KeyError, TypeError) as exc:
+            raise CheckpointError(f"{where}: provenance needs repo_id, revision and commit ({exc})") from exc
+        if not _COMMIT.match(src.commit):
+            raise CheckpointError(f"{where}: commit {src.commit!r} is not a 40-digit hash")
+        return src
+
+
+@dataclass(frozen=True)
+class Resolved:
+    path: Path
+    source: HubSource | None  # None: a local folder with no hub origin
+
+    def record(self) -> dict[str, str] | None:
+        return self.source.as_dict() if self.source is not None else None
+
+
+def parse_hub_id(text: str) -> tuple[str, str] | None:
+    """(repo_id, revision) of `ORG/NAME[@REV]`, or None when `text` cannot be a repo id (two slashes before '@',
+    a leading '.', '/' or '~', a file suffix such as .yaml)."""
+    m = _HUB_ID.match(str(text).strip())
+    if m is None or re.search(r"\.(ya?ml|json|safetensors|pt|npz)$", m.group("repo"), re.IGNORECASE):
+        return None
+    return m.group("repo"), m.group("rev") or DEFAULT_REVISION
+
+
+def looks_like_hub_id(text: str | Path) -> bool:
+    """True for a string that is not an existing path and parses as a repo id."""
+    return not Path(str(text)).expanduser().exists() and parse_hub_id(str(text)) is not None
+
+
+def cache_dir() -> Path:
+    """The hub cache as huggingface_hub would pick it from the environment now."""
+    env = os.environ
+    if env.get("HF_HUB_CACHE"):
+        return Path(env["HF_HUB_CACHE"]).expanduser()
+    if env.get("HUGGINGFACE_HUB_CACHE"):
+        return Path(env["HUGGINGFACE_HUB_CACHE"]).expanduser()
+    if env.get("HF_HOME"):
+        return Path(env["HF_HOME"]).expanduser() / "hub"
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def offline() -> bool:
+    return any(os.environ.get(k, "").upper() in _TRUE for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _token() -> str | None:
+    return os.environ.get("HF_TOKEN") or None  # None: huggingface_hub falls back to its stored login
+
+
+def download_command(repo_id: str, revision: str) -> str:
+    return f"radfinder download {repo_id}" + ("" if revision == DEFAULT_REVISION else f"@{revision}")
+
+
+def _snapshot(repo_id: str, revision: str, patterns: list[str]) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    where = f"repo {repo_id} revision {revision}"
+    fetch = f"run `{download_command(repo_id, revision)}` on a machine with network and copy the cache " \
+            f"(or the --to folder) here"
+    try:
+        folder = snapshot_download(repo_id, revision=revision, allow_patterns=patterns, cache_dir=str(cache_dir()),
+                                   token=_token(), local_files_only=offline())
+    except (GatedRepoError, RepositoryNotFoundError) as exc:
+        raise HubError(f"{where}: not found or not accessible (gated or private repos need HF_TOKEN): "
+                       f"{type(exc).__name__}") from exc
+    except RevisionNotFoundError as exc:
+        raise HubError(f"{where}: the revision does not exist on the Hub") from exc
+    except LocalEntryNotFoundError as exc:
+        mode = "HF_HUB_OFFLINE is set" if offline() else "the Hub could not be reached"
+        raise HubError(f"{where} is not in the hub cache {cache_dir()} and {mode}; {fetch}") from exc
+    except HfHubHTTPError as exc:
+        raise HubError(f"{where}: Hub request failed ({exc}); {fetch}") from exc
+    except OSError as exc:  # IncompleteSnapshotError and file-system errors
+        raise HubError(f"{where}: {exc}") from exc
+    return Path(folder)
+
+
+def _snapshot_commit(folder: Path) -> str | None:
+    """The commit of a folder inside a hub cache (`.../models--ORG--NAME/snapshots/<commit>`)."""
+    return folder.name if folder.parent.name == "snapshots" and _COMMIT.match(folder.name) else None
+
+
+def _repo_of_storage(storage: Path) -> str | None:
+    parts = storage.name.split("--")
+    return "/".join(parts[1:]) if parts[0] == "models" and len(parts) == 3 else None
+
+
+def source_of_folder(folder: Path) -> HubSource | None:
+    """The hub origin of a local folder: a `radfinder download --to` folder names it in its provenance file; a
+    snapshot folder of a hub cache (`models--ORG--NAME/snapshots/<commit>`) by its place."""
+    prov = folder / PROVENANCE_FILE
+    if prov.is_file():
+        try:
+            return HubSource.from_dict(json.loads(prov.read_text()), prov)
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{prov}: not valid JSON ({exc})") from exc
+    commit = _snapshot_commit(folder)
+    repo = _repo_of_storage(folder.parent.parent) if commit else None
+    if repo is None:
+        return None
+    return HubSource(repo, _revision_naming(folder.parent.parent, commit), commit)
+
+
+def _revision_naming(storage: Path, commit: str) -> str:
+    """The ref (e.g. main) that points at `commit` in the cache, else the commit itself."""
+    refs = storage / "refs"
+    for ref in sorted(refs.rglob("*")) if refs.is_dir() else ():
+        if ref.is_file() and ref.read_text().strip() == commit:
+            return ref.relative_to(refs).as_posix()
+    return commit
+
+
+# ------------------------------------------------------------------------------------------ file checks
+_verified: dict[tuple[str, int, int], str] = {}  # (real path, size, mtime_ns) -> digest already checked
+
+
+def _file_digest(path: Path, kind: str) -> str:
+    real = path.resolve()
+    st = real.stat()
+    key = (f"{kind}:{real}", st.st_size, st.st_mtime_ns)
+    if key in _verified:
+        return _verified[key]
+    if kind == "sha256":
+        h = hashlib.sha256()
+    else:  # git blob id: sha1 over "blob <size>\0" + content
+        h = hashlib.sha1(usedforsecurity=False)
+        h.update(f"blob {st.st_size}\0".encode())
+    with open(real, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    _verified[key] = h.hexdigest()
+    return _verified[key]
+
+
+def _expected_digest(path: Path) -> tuple[str, str] | None:
+    """(kind, digest) a cache file must have: its blob is named by the LFS sha256 or the git blob sha1."""
+    if not path.is_symlink():
+        return None
+    name = Path(os.readlink(path)).name
+    if _SHA256.match(name):
+        return "sha256", name
+    if _COMMIT.match(name):
+        return "sha1", name
+    return None
+
+
+def verify_folder(folder: Path, source: HubSource | None) -> list[str]:
+    """Check every file of a snapshot or `--to` folder against its recorded hash; raise on the first mismatch.
+    Returns the files checked (relative paths)."""
+    listed = None
+    prov = folder / PROVENANCE_FILE
+    if prov.is_file():
+        listed = json.loads(prov.read_text()).get("sha256") or {}
+    checked = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != PROVENANCE_FILE):
+        rel = path.relative_to(folder).as_posix()
+        if listed is not None:
+            expected = ("sha256", listed[rel]) if rel in listed else None
+        else:
+            expected = _expected_digest(path)
+        if expected is None:
+            continue
+        if _file_digest(path, expected[0]) != expected[1]:
+            origin = f" of {source.pinned}" if source is not None else ""
+            raise CheckpointError(
+                f"{path}: {expected[0]} mismatch{origin} (expected {expected[1]}): the file is corrupt or was "
+                "replaced; delete it and download it again"
+            )
+        checked.append(rel)
+    if listed is not None:
+        missing = sorted(set(listed) - set(checked))
+        if missing:
+            raise CheckpointError(f"{folder}: files listed in {PROVENANCE_FILE} are missing: {', '.join(missing)}")
+    return checked
+
+
+# ------------------------------------------------------------------------------------------ entry points
+def resolve_weights(name_or_path: str | Path, kind: str = "checkpoint") -> Resolved:
+    """A folder for a local path or a hub id (see the module doc). A string that is neither an existing path nor
+    shaped like a repo id comes back unchanged with no source: the caller's own "not found" error names it."""
+    if kind not in ALLOW_PATTERNS:
+        raise ConfigError(f"unknown weights kind {kind!r} ({', '.join(ALLOW_PATTERNS)})")
+    path = Path(str(name_or_path)).expanduser()
+    if path.exists():
+        source = source_of_folder(path.resolve()) if path.is_dir() else None
+        if path.is_dir() and source is not None:
+            verify_folder(path, source)
+        return Resolved(path, source)
+    parsed = parse_hub_id(str(name_or_path))
+    if parsed is None:
+        return Resolved(path, None)
+    repo_id, revision = parsed
+    folder = _snapshot(repo_id, revision, ALLOW_PATTERNS[kind])
+    commit = _snapshot_commit(folder)
+    if commit is None:
+        raise HubError(f"repo {repo_id} revision {revision}: {folder} is not a snapshot folder of the hub cache")
+    source = HubSource(repo_id, revision, commit)
+    verify_folder(folder, source)
+    return Resolved(folder, source)
+
+
+def download(name: str, to: str | Path | None = None, kind: str = "checkpoint") -> tuple[Resolved, list[str]]:
+    """Fetch `ORG/NAME[@REV]` into the hub cache (or find it there offline); with `to`, also copy the files as real
+    files into a self-contained folder with a provenance file (sha256 of each file) for offline machines.
+    Returns the folder to use and its file list."""
+    if parse_hub_id(name) is None:
+        raise ConfigError(f"{name!r} is not a Hugging Face repo id (ORG/NAME or ORG/NAME@REVISION)")
+    repo_id, revision = parse_hub_id(name)
+    if kind not in ALLOW_PATTERNS:
+        raise ConfigError(f"unknown weights kind {kind!r} ({', '.join(ALLOW_PATTERNS)})")
+    folder = _snapshot(repo_id, revision, ALLOW_PATTERNS[kind])
+    commit = _snapshot_commit(folder)
+    if commit is None:
+        raise HubError(f"repo {repo_id} revision {revision}: {folder} is not a snapshot folder of the hub cache")
+    source = HubSource(repo_id, revision, commit)
+    verify_folder(folder, source)
+    from huggingface_hub.utils import filter_repo_objects
+
+    # the snapshot may also hold files an earlier, wider download fetched: copy only what this kind's loader reads
+    every = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    files = list(filter_repo_objects(every, allow_patterns=ALLOW_PATTERNS[kind]))
+    if to is None:
+        return Resolved(folder, source), files
+    dest = Path(to)
+    if dest.exists() and any(dest.iterdir()):
+        existing = source_of_folder(dest)
+        if existing is None or existing.commit != commit:
+            raise ConfigError(f"{dest} exists and is not a download of {source.pinned}; choose an empty folder")
+    dest.mkdir(parents=True, exist_ok=True)
+    sums = {}
+    for rel in files:
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(folder / rel, target)  # follows the cache's symlinks: real files
+        sums[rel] = _file_digest(target, "sha256")
+    record = {**source.as_dict(), "kind": kind, "sha256": sums}
+    (dest / PROVENANCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return Resolved(dest, source), files
+
+
+def weights_provenance(model) -> dict[str, Any]:
+    """What a loaded model's weights are, for result files: `hub` the parts loaded by id (repo id, revision,
+    commit); `derived_from` the released weights a local checkpoint was trained from. Empty for purely local."""
+    out: dict[str, Any] = {}
+    if getattr(model, "hub_sources", None):
+        out["hub"] = dict(model.hub_sources)
+    if getattr(model, "derived_from", None):
+        out["derived_from"] = dict(model.derived_from)
+    return out
