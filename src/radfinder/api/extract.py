@@ -69,8 +69,10 @@ def choose_window_encoder(
                 "hash": state_dict_hash(encoder)}  # fmt: skip
         return WindowEncoderChoice(encoder.eval(), chosen, desc, encoder.feature_dim)
 
+    from ..models.hub import looks_like_hub_id
+
     loaded = load_model(model, device=device)
-    is_checkpoint = Path(str(model)).is_dir()
+    is_checkpoint = Path(str(model)).is_dir() or looks_like_hub_id(str(model))
     if spec is not None:
         wanted = resolve_spec(spec)
         if is_checkpoint and wanted.hash() != loaded.preprocess_spec.hash():
@@ -84,6 +86,8 @@ def choose_window_encoder(
         "kind": loaded.config.window_encoder.kind,
         "name": loaded.config.name,
         "source": str(model),
+        # repo id + commit of a released checkpoint: part of the cache key, so another revision is refused
+        "hub": loaded.hub_sources.get("checkpoint"),
         "config": loaded.config.window_encoder.model_dump(mode="json"),
         "hash": state_dict_hash(encoder),
     }

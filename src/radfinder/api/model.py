@@ -31,7 +31,7 @@ def load_model(checkpoint_or_preset: str | Path, device: str | torch.device | No
     path = Path(checkpoint_or_preset)
     if path.is_dir() or looks_like_hub_id(str(checkpoint_or_preset)):
         model = RadFinderModel.from_pretrained(str(checkpoint_or_preset))
-        model.source = str(checkpoint_or_preset)
+        model.source = str(model.checkpoint_dir)  # the local folder (a hub id's snapshot): where its bank lives
     elif str(checkpoint_or_preset) in PRESETS:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

@@ -344,6 +344,7 @@ class RadFinderModel(nn.Module):
         load_pretrained_weights(model, parts.weights)
         model.preprocess_spec = parts.spec
         model.label_vocabulary = read_vocabulary(parts.directory)
+        model.checkpoint_dir = parts.directory
         if parts.source is not None:
             model.hub_sources["checkpoint"] = parts.source.as_dict()
         model.derived_from = dict(parts.derived_from or {})
