@@ -128,3 +128,21 @@ def test_feature_cache_refuses_another_revision(no_network, tmp_path, capsys):
     # the same revision resumes (nothing new to write)
     assert main(["extract-features", str(scan), "--out", str(out), "--model", f"org/rf@{commit}", "--device",
                  "cpu", "--json"]) == 0
+
+
+def test_library_and_evaluate_by_id_record_the_commit(no_network, tmp_path, capsys):
+    from helpers_library import make_checkpoint, make_manifest
+
+    commit = add_snapshot(no_network, "org/rf", make_checkpoint(tmp_path / "ckpt"))
+    manifest = make_manifest(tmp_path / "data", names=("effusion", "nodule", "normal"))
+    hub = {"repo_id": "org/rf", "revision": "main", "commit": commit}
+    capsys.readouterr()
+    assert main(["library", "build", "org/rf", "--data", str(manifest), "--kind", "manifest", "--out",
+                 str(tmp_path / "lib"), "--device", "cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["hub"] == hub
+    assert main(["library", "info", str(tmp_path / "lib"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["hub"] == hub
+    assert main(["evaluate", "org/rf", "--data", str(manifest), "--kind", "manifest", "--split", "test", "--task",
+                 "retrieval", "--n-boot", "0", "--device", "cpu", "--out", str(tmp_path / "eval"), "--json"]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["metadata"]["hub"] == {"checkpoint": hub} and metrics["metadata"]["checkpoint"] == "org/rf"
