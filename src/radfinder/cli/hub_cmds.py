@@ -19,8 +19,8 @@ def download_cmd(
                                    "files plus radfinder-hub.json with repo id, commit and sha256 of each file): "
                                    "copy it to an offline machine and pass the folder where a checkpoint is asked."),
     kind: str = typer.Option("checkpoint", "--kind", help="Which loader's files to fetch: checkpoint (a RadFinder "
-                             "checkpoint or official export) or text (a transformers text encoder such as "
-                             "Qwen/Qwen3-Embedding-0.6B)."),
+                             "checkpoint or official export), text (a transformers text encoder such as "
+                             "Qwen/Qwen3-Embedding-0.6B) or spectre (the SPECTRE component files of cclaess/SPECTRE)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Download (or, with HF_HUB_OFFLINE=1, find in the hub cache) only the files radfinder reads, check them, and

@@ -201,6 +201,8 @@ def extract_features_cmd(
     model: str | None = typer.Option(None, "--model", help="Window encoder of a checkpoint (folder or Hugging Face "
                                      "id ORG/NAME[@REV]) or preset."),
     backbone: str | None = typer.Option(None, "--backbone", help="Named backbone instead: astra-resnet152."),
+    spectre: str | None = typer.Option(None, "--spectre", help="With a preset --model (radfinder-vitl): its window "
+                                       "encoder from SPECTRE's backbone file (folder or hub id cclaess/SPECTRE)."),
     list_file: Path | None = typer.Option(None, "--list", help="File with one input path per line."),
     ctrate: Path | None = typer.Option(None, "--ctrate", help="CT-RATE dataset root (lists the volumes itself)."),
     split: str = typer.Option("valid", "--split", help="CT-RATE split with --ctrate: train or valid."),
@@ -228,7 +230,7 @@ def extract_features_cmd(
     summary, store = extract_dataset(
         out, inputs or [], list_file=list_file, ctrate=ctrate, split=split, model=model, backbone=backbone,
         spec=spec, batch_size=batch_size, shard=parse_shard(shard), device=device, show_progress=not json_out,
-        compile=compile_, spatial=spatial, masks=masks, groups=groups,
+        compile=compile_, spatial=spatial, masks=masks, groups=groups, spectre=spectre,
     )  # fmt: skip
     info = {"out": str(store.root), "spec_hash": store.spec.hash(), "backbone": store.backbone,
             "entries_in_cache": len(store), **summary.as_dict()}  # fmt: skip

@@ -34,6 +34,10 @@ ALLOW_PATTERNS: dict[str, list[str]] = {
     "text": ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer*", "vocab*", "merges.txt",
              "special_tokens_map.json", "added_tokens.json", "sentence_bert_config.json", "modules.json",
              "1_Pooling/*"],
+    # `models.spectre`: the SPECTRE component files RadFinder starts from (repo cclaess/SPECTRE), one per part
+    "spectre": ["spectre_backbone_vit_large_patch16_128.pt", "spectre_combiner_feature_vit_large.pt",
+                "SigLIP_projection_head_image.pt", "SigLIP_projection_head_text.pt",
+                "spectre_qwen3_embedding_0.6B_lora.pt"],
 }
 PROVENANCE_FILE = "radfinder-hub.json"  # written by `radfinder download --to` beside the copied files
 DEFAULT_REVISION = "main"

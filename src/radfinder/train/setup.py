@@ -45,6 +45,9 @@ def build_model(section: ModelSection):
         if section.overrides:
             raise ConfigError("model.overrides cannot change a checkpoint's architecture; leave it empty when "
                               f"model.init is a checkpoint directory ({section.init})")
+        if section.spectre:
+            raise ConfigError("model.spectre initialises a preset or YAML model; model.init is already a checkpoint "
+                              f"({section.init})")
         model = from_pretrained(section.init)
     else:
         if section.init not in PRESETS and not Path(section.init).is_file():
@@ -56,6 +59,10 @@ def build_model(section: ModelSection):
         except Exception as exc:
             raise ConfigError(f"invalid model.overrides:\n{exc}") from exc
         model = RadFinderModel(cfg)
+        if section.spectre:
+            from ..models.spectre import load_spectre
+
+            load_spectre(model, section.spectre)
     if section.anatomy is not None and model.config.anatomy != section.anatomy:
         model.add_anatomy_head(section.anatomy)
     if section.text_lora is not None and model.config.text.lora is None:
