@@ -124,6 +124,15 @@ def test_classify_by_id_offline_equals_snapshot_folder(offline, scan, capsys):
     assert by_ckpt["findings"] == by_id["findings"] and "hub" not in by_ckpt
 
 
+def test_classify_real_ct_by_id_offline_equals_snapshot_folder(offline, real_data, capsys):
+    """The README's command on the real chest-CT crop (TotalSegmentator test data), the tiny released stand-in."""
+    scan = real_data / "totalsegmentator_ct" / "aorta_crop" / "ct_cropped.nii.gz"
+    by_id = _json(capsys, ["classify", REPO, str(scan), "--device", "cpu", "--json"])
+    by_dir = _json(capsys, ["classify", str(offline["snapshot"]), str(scan), "--device", "cpu", "--json"])
+    assert by_id["findings"] == by_dir["findings"] and by_id["hub"] == by_dir["hub"]
+    assert by_id["hub"]["checkpoint"]["commit"] == offline["commit"]
+
+
 def test_revision_not_cached_is_one_clear_error(offline, scan, capsys):
     err = _json(capsys, ["classify", f"{REPO}@v9", str(scan), "--device", "cpu", "--json"], rc=2)
     line = err.strip().splitlines()[-1]
@@ -187,7 +196,8 @@ def test_download_online_passes_patterns_revision_and_token(released, monkeypatc
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.setenv("HF_TOKEN", "hf_secret_for_gated")
-    resolved, files = hubmod.download(f"{REPO}@v1.0")
+    resolved, files, companions = hubmod.download(f"{REPO}@v1.0")
+    assert companions == {}  # a radfinder checkpoint ships its tokenizer under text/
     assert resolved.source.commit == released["commit"] and resolved.source.revision == "v1.0"
     (repo_id, kw), = calls
     assert repo_id == REPO and kw["revision"] == "v1.0" and kw["token"] == "hf_secret_for_gated"

@@ -15,6 +15,7 @@ import torch
 
 from helpers_hub import add_snapshot
 from radfinder.cli import main
+from radfinder.errors import ConfigError
 from radfinder.models import RadFinderModel, resolve_model_config
 from radfinder.models.official import infer_qwen3_sizes
 from radfinder.models.text import minilm_dir, qwen3_config
@@ -146,3 +147,38 @@ def test_library_and_evaluate_by_id_record_the_commit(no_network, tmp_path, caps
                  "retrieval", "--n-boot", "0", "--device", "cpu", "--out", str(tmp_path / "eval"), "--json"]) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["metadata"]["hub"] == {"checkpoint": hub} and metrics["metadata"]["checkpoint"] == "org/rf"
+
+
+def test_official_export_by_id_brings_the_tokenizer_it_names(no_network, compat_dir, tmp_path, capsys):
+    """The export names `text_tokenizer_name` (Qwen/Qwen3-Embedding-0.6B) instead of shipping a tokenizer: by id it
+    is found like any repo (here a stand-in tokenizer), `download --to` copies it under text/."""
+    export = tmp_path / "export"
+    export.mkdir()
+    shutil.copy(compat_dir / "hf_config_small.json", export / "config.json")
+    shutil.copy(compat_dir / "model_small.safetensors", export / "model.safetensors")
+    tok = tmp_path / "tok"
+    tok.mkdir()
+    for f in minilm_dir().iterdir():
+        if f.name.startswith(("tokenizer", "vocab", "special_tokens")):
+            shutil.copy(f, tok / f.name)
+    model_commit = add_snapshot(no_network, "lmb-freiburg/radfinder", export)
+    # without the tokenizer repo in the cache: the model loads, tokenizing says what is missing
+    bare = RadFinderModel.from_pretrained("lmb-freiburg/radfinder")
+    assert bare.tokenizer is None and "tokenizer" not in bare.hub_sources
+    with pytest.raises(ConfigError, match="repo Qwen/Qwen3-Embedding-0.6B revision main is not in the hub cache"):
+        bare.tokenize(["No effusion."])
+    tok_commit = add_snapshot(no_network, QWEN, tok)
+    model = RadFinderModel.from_pretrained("lmb-freiburg/radfinder")
+    assert model.tokenizer is not None
+    assert model.hub_sources == {"checkpoint": {"repo_id": "lmb-freiburg/radfinder", "revision": "main",
+                                                "commit": model_commit},
+                                 "tokenizer": {"repo_id": QWEN, "revision": "main", "commit": tok_commit}}
+    capsys.readouterr()
+    assert main(["download", "lmb-freiburg/radfinder", "--to", str(tmp_path / "offline"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["companions"]["tokenizer"]["commit"] == tok_commit
+    assert (tmp_path / "offline" / "text" / "tokenizer.json").is_file()
+    copied = RadFinderModel.from_pretrained(tmp_path / "offline")
+    assert copied.hub_sources == model.hub_sources
+    ids = [m.tokenize(["No effusion."])["input_ids"].tolist() for m in (copied, model)]
+    assert ids[0] == ids[1]

@@ -20,21 +20,25 @@ def download_cmd(
                                    "copy it to an offline machine and pass the folder where a checkpoint is asked."),
     kind: str = typer.Option("checkpoint", "--kind", help="Which loader's files to fetch: checkpoint (a RadFinder "
                              "checkpoint or official export), text (a transformers text encoder such as "
-                             "Qwen/Qwen3-Embedding-0.6B) or spectre (the SPECTRE component files of cclaess/SPECTRE)."),
+                             "Qwen/Qwen3-Embedding-0.6B), tokenizer, or spectre (the SPECTRE component files of "
+                             "cclaess/SPECTRE)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Download (or, with HF_HUB_OFFLINE=1, find in the hub cache) only the files radfinder reads, check them, and
-    print the snapshot folder and its commit."""
+    print the snapshot folder and its commit. An official export that names its tokenizer repo
+    (Qwen/Qwen3-Embedding-0.6B) gets that tokenizer too."""
     from ..models.hub import cache_dir, download
 
-    resolved, files = download(repo, to, kind)
+    resolved, files, companions = download(repo, to, kind)
     info = {"repo_id": resolved.source.repo_id, "revision": resolved.source.revision,
             "commit": resolved.source.commit, "folder": str(resolved.path), "hub_cache": str(cache_dir()),
-            "kind": kind, "files": files}  # fmt: skip
+            "kind": kind, "files": files, "companions": {k: v.as_dict() for k, v in companions.items()}}  # fmt: skip
     if json_out:
         print_json(info)
         return
     typer.echo(f"{info['repo_id']} revision {info['revision']}: commit {info['commit']}")
     typer.echo(f"folder: {info['folder']} ({len(files)} files)")
+    for role, src in companions.items():
+        typer.echo(f"{role}: {src.repo_id} revision {src.revision}: commit {src.commit}")
     pinned = f"{info['repo_id']}@{info['commit']}"
     typer.echo(f"use: radfinder classify {pinned} SCAN   (or the folder; offline: HF_HUB_OFFLINE=1)")

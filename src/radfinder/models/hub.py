@@ -34,6 +34,8 @@ ALLOW_PATTERNS: dict[str, list[str]] = {
     "text": ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer*", "vocab*", "merges.txt",
              "special_tokens_map.json", "added_tokens.json", "sentence_bert_config.json", "modules.json",
              "1_Pooling/*"],
+    # a tokenizer alone: the official export names its tokenizer repo (`text_tokenizer_name`) instead of shipping it
+    "tokenizer": ["tokenizer*", "vocab*", "merges.txt", "special_tokens_map.json", "added_tokens.json"],
     # `models.spectre`: the SPECTRE component files RadFinder starts from (repo cclaess/SPECTRE), one per part
     "spectre": ["spectre_backbone_vit_large_patch16_128.pt", "spectre_combiner_feature_vit_large.pt",
                 "SigLIP_projection_head_image.pt", "SigLIP_projection_head_text.pt",
@@ -127,7 +129,7 @@ def download_command(repo_id: str, revision: str) -> str:
     return f"radfinder download {repo_id}" + ("" if revision == DEFAULT_REVISION else f"@{revision}")
 
 
-def _snapshot(repo_id: str, revision: str, patterns: list[str]) -> Path:
+def _snapshot(repo_id: str, revision: str, patterns: list[str], cache_only: bool = False) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -142,14 +144,15 @@ def _snapshot(repo_id: str, revision: str, patterns: list[str]) -> Path:
             f"(or the --to folder) here"
     try:
         folder = snapshot_download(repo_id, revision=revision, allow_patterns=patterns, cache_dir=str(cache_dir()),
-                                   token=_token(), local_files_only=offline())
+                                   token=_token(), local_files_only=offline() or cache_only)
     except (GatedRepoError, RepositoryNotFoundError) as exc:
         raise HubError(f"{where}: not found or not accessible (gated or private repos need HF_TOKEN): "
                        f"{type(exc).__name__}") from exc
     except RevisionNotFoundError as exc:
         raise HubError(f"{where}: the revision does not exist on the Hub") from exc
     except LocalEntryNotFoundError as exc:
-        mode = "HF_HUB_OFFLINE is set" if offline() else "the Hub could not be reached"
+        mode = ("HF_HUB_OFFLINE is set" if offline() else "only the cache is searched" if cache_only
+                else "the Hub could not be reached")
         raise HubError(f"{where} is not in the hub cache {cache_dir()} and {mode}; {fetch}") from exc
     except HfHubHTTPError as exc:
         raise HubError(f"{where}: Hub request failed ({exc}); {fetch}") from exc
@@ -258,9 +261,10 @@ def verify_folder(folder: Path, source: HubSource | None) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ entry points
-def resolve_weights(name_or_path: str | Path, kind: str = "checkpoint") -> Resolved:
+def resolve_weights(name_or_path: str | Path, kind: str = "checkpoint", cache_only: bool = False) -> Resolved:
     """A folder for a local path or a hub id (see the module doc). A string that is neither an existing path nor
-    shaped like a repo id comes back unchanged with no source: the caller's own "not found" error names it."""
+    shaped like a repo id comes back unchanged with no source: the caller's own "not found" error names it.
+    `cache_only`: look in the hub cache only, never the network (for what a local folder merely names)."""
     if kind not in ALLOW_PATTERNS:
         raise ConfigError(f"unknown weights kind {kind!r} ({', '.join(ALLOW_PATTERNS)})")
     path = Path(str(name_or_path)).expanduser()
@@ -272,8 +276,11 @@ def resolve_weights(name_or_path: str | Path, kind: str = "checkpoint") -> Resol
     parsed = parse_hub_id(str(name_or_path))
     if parsed is None:
         return Resolved(path, None)
-    repo_id, revision = parsed
-    folder = _snapshot(repo_id, revision, ALLOW_PATTERNS[kind])
+    return _fetch(*parsed, kind, cache_only)
+
+
+def _fetch(repo_id: str, revision: str, kind: str, cache_only: bool = False) -> Resolved:
+    folder = _snapshot(repo_id, revision, ALLOW_PATTERNS[kind], cache_only)
     commit = _snapshot_commit(folder)
     if commit is None:
         raise HubError(f"repo {repo_id} revision {revision}: {folder} is not a snapshot folder of the hub cache")
@@ -282,43 +289,76 @@ def resolve_weights(name_or_path: str | Path, kind: str = "checkpoint") -> Resol
     return Resolved(folder, source)
 
 
-def download(name: str, to: str | Path | None = None, kind: str = "checkpoint") -> tuple[Resolved, list[str]]:
-    """Fetch `ORG/NAME[@REV]` into the hub cache (or find it there offline); with `to`, also copy the files as real
-    files into a self-contained folder with a provenance file (sha256 of each file) for offline machines.
-    Returns the folder to use and its file list."""
-    if parse_hub_id(name) is None:
-        raise ConfigError(f"{name!r} is not a Hugging Face repo id (ORG/NAME or ORG/NAME@REVISION)")
-    repo_id, revision = parse_hub_id(name)
-    if kind not in ALLOW_PATTERNS:
-        raise ConfigError(f"unknown weights kind {kind!r} ({', '.join(ALLOW_PATTERNS)})")
-    folder = _snapshot(repo_id, revision, ALLOW_PATTERNS[kind])
-    commit = _snapshot_commit(folder)
-    if commit is None:
-        raise HubError(f"repo {repo_id} revision {revision}: {folder} is not a snapshot folder of the hub cache")
-    source = HubSource(repo_id, revision, commit)
-    verify_folder(folder, source)
+def companion_tokenizer(folder: Path) -> str | None:
+    """The tokenizer repo an official export names (`text_tokenizer_name` in config.json) when the folder has no
+    tokenizer files of its own; None otherwise."""
+    from .text import has_tokenizer_files
+
+    try:
+        name = json.loads((folder / "config.json").read_text()).get("text_tokenizer_name")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(name, str) or parse_hub_id(name) is None:
+        return None
+    return None if any(has_tokenizer_files(d) for d in (folder, folder / "text")) else name
+
+
+def companions_of_folder(folder: Path) -> dict[str, HubSource]:
+    """Other repos a `--to` folder holds files of (the tokenizer copied into text/), from its provenance file."""
+    prov = folder / PROVENANCE_FILE
+    if not prov.is_file():
+        return {}
+    data = json.loads(prov.read_text()).get("companions") or {}
+    return {role: HubSource.from_dict(rec, prov) for role, rec in data.items()}
+
+
+def download(name: str, to: str | Path | None = None, kind: str = "checkpoint"
+             ) -> tuple[Resolved, list[str], dict[str, HubSource]]:
+    """Fetch `ORG/NAME[@REV]` into the hub cache (or find it there offline), with the tokenizer repo an official
+    export names; with `to`, also copy the files as real files into a self-contained folder (the tokenizer under
+    text/) with a provenance file (repo ids, commits, sha256 of each file) for offline machines.
+    Returns the folder to use, its file list and the companion repos fetched."""
     from huggingface_hub.utils import filter_repo_objects
 
-    # the snapshot may also hold files an earlier, wider download fetched: copy only what this kind's loader reads
-    every = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-    files = list(filter_repo_objects(every, allow_patterns=ALLOW_PATTERNS[kind]))
+    parsed = parse_hub_id(name)
+    if parsed is None:
+        raise ConfigError(f"{name!r} is not a Hugging Face repo id (ORG/NAME or ORG/NAME@REVISION)")
+    if kind not in ALLOW_PATTERNS:
+        raise ConfigError(f"unknown weights kind {kind!r} ({', '.join(ALLOW_PATTERNS)})")
+    main = _fetch(*parsed, kind)
+    companions: dict[str, Resolved] = {}
+    tokenizer = companion_tokenizer(main.path) if kind == "checkpoint" else None
+    if tokenizer is not None:
+        companions["tokenizer"] = _fetch(*parse_hub_id(tokenizer), "tokenizer")
+
+    def listing(res: Resolved, patterns: list[str]) -> list[str]:
+        # a snapshot may also hold files an earlier, wider download fetched: only what this loader reads
+        every = sorted(p.relative_to(res.path).as_posix() for p in res.path.rglob("*") if p.is_file())
+        return list(filter_repo_objects(every, allow_patterns=patterns))
+
+    files = listing(main, ALLOW_PATTERNS[kind])
+    sources = {role: res.source for role, res in companions.items()}
     if to is None:
-        return Resolved(folder, source), files
+        return main, files, sources
     dest = Path(to)
     if dest.exists() and any(dest.iterdir()):
         existing = source_of_folder(dest)
-        if existing is None or existing.commit != commit:
-            raise ConfigError(f"{dest} exists and is not a download of {source.pinned}; choose an empty folder")
-    dest.mkdir(parents=True, exist_ok=True)
+        if existing is None or existing.commit != main.source.commit:
+            raise ConfigError(f"{dest} exists and is not a download of {main.source.pinned}; choose an empty folder")
+    copies = [(main.path / f, f) for f in files]
+    if "tokenizer" in companions:
+        tok = companions["tokenizer"]
+        copies += [(tok.path / f, f"text/{f}") for f in listing(tok, ALLOW_PATTERNS["tokenizer"])]
     sums = {}
-    for rel in files:
+    for src, rel in copies:
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(folder / rel, target)  # follows the cache's symlinks: real files
+        shutil.copyfile(src, target)  # follows the cache's symlinks: real files
         sums[rel] = _file_digest(target, "sha256")
-    record = {**source.as_dict(), "kind": kind, "sha256": sums}
+    record = {**main.source.as_dict(), "kind": kind, "sha256": sums,
+              "companions": {role: src.as_dict() for role, src in sources.items()}}
     (dest / PROVENANCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
-    return Resolved(dest, source), files
+    return Resolved(dest, main.source), sorted(sums), sources
 
 
 def weights_provenance(model) -> dict[str, Any]:

@@ -21,12 +21,12 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, RadfinderError
 from ..preprocess.spec import PreprocessSpec, resolve_spec
 from ..text.vocabulary import CTRATE18
 from ..text.vocabulary import FILENAME as VOCAB_FILE
 from .config import RadFinderConfig
-from .hub import HubSource, resolve_weights
+from .hub import HubSource, companion_tokenizer, companions_of_folder, resolve_weights
 from .official import PREFIX, config_from_official, load_official_state_dict
 from .text import has_tokenizer_files, load_tokenizer
 
@@ -144,18 +144,21 @@ class PretrainedDir:
     directory: Path | None = None  # the local folder read (a hub snapshot for a repo id)
     source: HubSource | None = None  # its hub origin (repo id, revision, commit), None for a plain local folder
     derived_from: dict | None = None  # config.json's record of the released weights the checkpoint came from
+    tokenizer_source: HubSource | None = None  # the tokenizer repo of an official export, when fetched by id
+    tokenizer_error: str | None = None  # why that tokenizer could not be had (shown when text is tokenized)
 
 
 def read_pretrained_dir(directory: str | Path) -> PretrainedDir:
     """Read config, tokenizer and preprocessing spec of a radfinder checkpoint or an official HF export; `directory`
     may also be a Hugging Face id `ORG/NAME[@REV]` (`radfinder.models.hub`)."""
+    requested = directory
     resolved = resolve_weights(directory, "checkpoint")
     directory = resolved.path
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: checkpoint directory not found")
     cfg = _read_json(directory / CONFIG)
     weights = directory / WEIGHTS
-    tokenizer = None
+    tokenizer = tokenizer_source = tokenizer_error = None
     if "radfinder_model_config" in cfg:
         try:
             model_cfg = config_from_official(cfg, safetensors_shapes(weights))
@@ -166,6 +169,17 @@ def read_pretrained_dir(directory: str | Path) -> PretrainedDir:
             if has_tokenizer_files(cand):
                 tokenizer = load_tokenizer(cand)
                 break
+        tokenizer_source = companions_of_folder(directory).get("tokenizer")
+        if tokenizer is None and companion_tokenizer(directory) is not None:
+            # the export names its tokenizer repo (Qwen/Qwen3-Embedding-0.6B) instead of shipping it: fetched when
+            # the checkpoint itself was asked for by hub id, else only looked up in the hub cache (a local folder
+            # never starts a download); without it the image side still works, so a failure is kept for `tokenize`
+            try:
+                found = resolve_weights(companion_tokenizer(directory), "tokenizer", cache_only=resolved.source is None
+                                        or Path(str(requested)).exists())
+                tokenizer, tokenizer_source = load_tokenizer(found.path), found.source
+            except RadfinderError as exc:
+                tokenizer_error = str(exc)
     elif cfg.get("format") == FORMAT:
         if int(cfg.get("format_version", 0)) > FORMAT_VERSION:
             raise CheckpointError(f"{directory}: written by a newer radfinder (format {cfg['format_version']})")
@@ -190,7 +204,8 @@ def read_pretrained_dir(directory: str | Path) -> PretrainedDir:
     else:
         raise CheckpointError(f"{directory / CONFIG}: neither a radfinder checkpoint nor an official RadFinder export")
     return PretrainedDir(config=model_cfg, tokenizer=tokenizer, spec=spec, weights=weights, directory=directory,
-                         source=resolved.source, derived_from=cfg.get("derived_from"))
+                         source=resolved.source, derived_from=cfg.get("derived_from"),
+                         tokenizer_source=tokenizer_source, tokenizer_error=tokenizer_error)
 
 
 def load_pretrained_weights(model, weights: Path) -> None:

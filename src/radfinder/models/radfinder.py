@@ -164,9 +164,10 @@ class RadFinderModel(nn.Module):
 
     def tokenize(self, texts: str | Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
         if self._tokenizer is None:
+            why = getattr(self, "_tokenizer_error", None)
             raise ConfigError(
                 "this model has no tokenizer (the official export names a hub tokenizer that is not available "
-                "offline): set model.tokenizer, or pass input_ids/attention_mask"
+                "offline): set model.tokenizer, or pass input_ids/attention_mask" + (f"; {why}" if why else "")
             )
         texts = [texts] if isinstance(texts, str) else list(texts)
         limit = max_length or self.config.text.max_length
@@ -347,6 +348,9 @@ class RadFinderModel(nn.Module):
         model.checkpoint_dir = parts.directory
         if parts.source is not None:
             model.hub_sources["checkpoint"] = parts.source.as_dict()
+        if parts.tokenizer_source is not None:
+            model.hub_sources["tokenizer"] = parts.tokenizer_source.as_dict()
+        model._tokenizer_error = parts.tokenizer_error
         model.derived_from = dict(parts.derived_from or {})
         if device is not None or dtype is not None:
             model.to(device=device, dtype=dtype)
