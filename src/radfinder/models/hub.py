@@ -151,6 +151,8 @@ def _snapshot(repo_id: str, revision: str, patterns: list[str], cache_only: bool
     except RevisionNotFoundError as exc:
         raise HubError(f"{where}: the revision does not exist on the Hub") from exc
     except LocalEntryNotFoundError as exc:
+        if type(exc).__name__ == "IncompleteSnapshotError":  # cached, but files are missing (interrupted download)
+            raise HubError(f"{where}: {exc}") from exc
         mode = ("HF_HUB_OFFLINE is set" if offline() else "only the cache is searched" if cache_only
                 else "the Hub could not be reached")
         raise HubError(f"{where} is not in the hub cache {cache_dir()} and {mode}; {fetch}") from exc
