@@ -24,6 +24,12 @@ from radfinder.models.hub import ALLOW_PATTERNS, PROVENANCE_FILE, HubError, pars
 REPO = "lmb-freiburg/radfinder"
 
 
+@pytest.fixture(autouse=True)
+def _own_stamps(monkeypatch, tmp_path):
+    """Verification stamps of this test's files in its own folder, not the user's ~/.cache/radfinder."""
+    monkeypatch.setenv("RADFINDER_CACHE_DIR", str(tmp_path / "radfinder-cache"))
+
+
 @pytest.fixture(scope="module")
 def released(tmp_path_factory):
     """A tiny checkpoint (saved by `save_pretrained`) published in a hub cache at `main`, plus a second commit of
@@ -218,3 +224,28 @@ def test_hub_errors_become_radfinder_errors(monkeypatch, released):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with pytest.raises(RadfinderError, match=r"could not be reached; run `radfinder download org/name@dev`"):
         resolve_weights("org/name@dev")
+
+
+def test_verified_files_are_stamped_and_rewritten_ones_hashed_again(offline, tmp_path, monkeypatch):
+    import shutil
+
+    cache = tmp_path / "cache"
+    shutil.copytree(offline["cache"], cache, symlinks=True)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    snap = cache / "models--lmb-freiburg--radfinder" / "snapshots" / offline["commit"]
+    checked = hubmod.verify_folder(snap, None)
+    assert "model.safetensors" in checked and len(list((tmp_path / "radfinder-cache" / "verified").iterdir())) == \
+        len(checked)
+    hubmod._verified.clear()  # a new process: only the stamps remain
+
+    def no_hashing(*args):
+        raise AssertionError("hashed although stamped")
+
+    monkeypatch.setattr(hubmod, "_file_digest", no_hashing)
+    assert hubmod.verify_folder(snap, None) == checked
+    monkeypatch.undo()
+    monkeypatch.setenv("RADFINDER_CACHE_DIR", str(tmp_path / "radfinder-cache"))
+    blob = blob_of(cache, REPO, offline["commit"], "labels.json")
+    blob.write_text(blob.read_text() + " ")  # rewritten: new size and mtime, so the stamp no longer applies
+    with pytest.raises(CheckpointError, match=r"labels\.json: sha1 mismatch"):
+        hubmod.verify_folder(snap, None)

@@ -25,6 +25,12 @@ TOY_QWEN = {"vocab_size": 30522, "hidden_size": 48, "intermediate_size": 96, "nu
             "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 12, "max_window_layers": 2}
 
 
+@pytest.fixture(autouse=True)
+def _own_stamps(monkeypatch, tmp_path):
+    """Verification stamps of this test's files in its own folder, not the user's ~/.cache/radfinder."""
+    monkeypatch.setenv("RADFINDER_CACHE_DIR", str(tmp_path / "radfinder-cache"))
+
+
 @pytest.fixture
 def no_network(monkeypatch, tmp_path):
     cache = tmp_path / "hub-cache"

@@ -19,6 +19,12 @@ TOY_QWEN = {"vocab_size": 64, "hidden_size": 48, "intermediate_size": 96, "num_h
             "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 12, "max_window_layers": 2}
 
 
+@pytest.fixture(autouse=True)
+def _own_stamps(monkeypatch, tmp_path):
+    """Verification stamps of this test's files in its own folder, not the user's ~/.cache/radfinder."""
+    monkeypatch.setenv("RADFINDER_CACHE_DIR", str(tmp_path / "radfinder-cache"))
+
+
 def _config():
     cfg = resolve_model_config("tiny").model_dump()
     cfg["text"] = {"source": "qwen3", "hf_config": TOY_QWEN, "hidden_size": 48, "pooling": "last",

@@ -6,7 +6,9 @@
   files the loader of `kind` reads (`ALLOW_PATTERNS`), honouring HF_HOME / HF_HUB_CACHE, HF_HUB_OFFLINE and
   HF_TOKEN as they are set when the call is made (huggingface_hub itself reads them once, at import);
 - every fetched file is checked against the hash its cache blob is named by (sha256 for LFS files, the git blob
-  sha1 otherwise), or against the sha256 list of a `radfinder download --to` folder, before any loader reads it.
+  sha1 otherwise), or against the sha256 list of a `radfinder download --to` folder, before any loader reads it;
+  a file that passed is stamped (path, size, mtime under RADFINDER_CACHE_DIR, default ~/.cache/radfinder) so the
+  next command does not hash gigabytes again, while a rewritten file is hashed anew.
 
 The returned `HubSource` (repo id, revision asked for, commit) is what feature caches, training runs, libraries and
 metrics.json record, so a result names the exact weights it came from.
@@ -202,6 +204,42 @@ def _revision_naming(storage: Path, commit: str) -> str:
 _verified: dict[tuple[str, int, int], str] = {}  # (real path, size, mtime_ns) -> digest already checked
 
 
+def _stamp_dir() -> Path:
+    root = os.environ.get("RADFINDER_CACHE_DIR") or Path.home() / ".cache" / "radfinder"
+    return Path(root) / "verified"
+
+
+def _stamped(real: Path, st: os.stat_result, kind: str, digest: str) -> bool:
+    """Whether this exact file (path, size, modification time) was hashed to `digest` before: hashing a 4 GB
+    release on every command would cost seconds, and a file rewritten since has another size or mtime."""
+    try:
+        rec = json.loads((_stamp_dir() / f"{kind}-{digest}.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return rec == {"path": str(real), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _stamp(real: Path, st: os.stat_result, kind: str, digest: str) -> None:
+    try:
+        d = _stamp_dir()
+        d.mkdir(parents=True, exist_ok=True)
+        rec = {"path": str(real), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        (d / f"{kind}-{digest}.json").write_text(json.dumps(rec))
+    except OSError:
+        pass  # a read-only home only costs the hash again next time
+
+
+def _matches(path: Path, kind: str, expected: str) -> bool:
+    real = path.resolve()
+    st = real.stat()
+    if _stamped(real, st, kind, expected):
+        return True
+    ok = _file_digest(path, kind) == expected
+    if ok:
+        _stamp(real, st, kind, expected)
+    return ok
+
+
 def _file_digest(path: Path, kind: str) -> str:
     real = path.resolve()
     st = real.stat()
@@ -248,7 +286,7 @@ def verify_folder(folder: Path, source: HubSource | None) -> list[str]:
             expected = _expected_digest(path)
         if expected is None:
             continue
-        if _file_digest(path, expected[0]) != expected[1]:
+        if not _matches(path, *expected):
             origin = f" of {source.pinned}" if source is not None else ""
             raise CheckpointError(
                 f"{path}: {expected[0]} mismatch{origin} (expected {expected[1]}): the file is corrupt or was "
