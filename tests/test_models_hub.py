@@ -249,3 +249,18 @@ def test_verified_files_are_stamped_and_rewritten_ones_hashed_again(offline, tmp
     blob.write_text(blob.read_text() + " ")  # rewritten: new size and mtime, so the stamp no longer applies
     with pytest.raises(CheckpointError, match=r"labels\.json: sha1 mismatch"):
         hubmod.verify_folder(snap, None)
+
+
+def test_evaluate_refuses_features_of_another_revision(offline, tmp_path):
+    from radfinder.eval.embed import open_matching_store
+    from radfinder.features import FeatureStore, state_dict_hash
+
+    model = load_model(REPO, device="cpu")
+    dim = model.backbone_image.feature_dim
+    for name, commit in (("same", offline["commit"]), ("other", "d" * 40)):
+        desc = {"hash": state_dict_hash(model.backbone_image), "hub": {"repo_id": REPO, "revision": "x",
+                                                                        "commit": commit}}
+        FeatureStore(tmp_path / name, model.preprocess_spec, desc, dim)
+    assert open_matching_store(tmp_path / "same", model).backbone["hub"]["commit"] == offline["commit"]
+    with pytest.raises(RadfinderError, match=f"commit {'d' * 40} but the checkpoint is commit {offline['commit']}"):
+        open_matching_store(tmp_path / "other", model)
