@@ -19,6 +19,7 @@ from radfinder.cli import main
 from radfinder.errors import CheckpointError, RadfinderError
 from radfinder.models import RadFinderModel
 from radfinder.models import hub as hubmod
+from radfinder.models import hub_files
 from radfinder.models.hub import ALLOW_PATTERNS, PROVENANCE_FILE, HubError, parse_hub_id, resolve_weights
 
 REPO = "lmb-freiburg/radfinder"
@@ -236,12 +237,12 @@ def test_verified_files_are_stamped_and_rewritten_ones_hashed_again(offline, tmp
     checked = hubmod.verify_folder(snap, None)
     assert "model.safetensors" in checked and len(list((tmp_path / "radfinder-cache" / "verified").iterdir())) == \
         len(checked)
-    hubmod._verified.clear()  # a new process: only the stamps remain
+    hub_files._verified.clear()  # a new process: only the stamps remain
 
     def no_hashing(*args):
         raise AssertionError("hashed although stamped")
 
-    monkeypatch.setattr(hubmod, "_file_digest", no_hashing)
+    monkeypatch.setattr(hub_files, "file_digest", no_hashing)
     assert hubmod.verify_folder(snap, None) == checked
     monkeypatch.undo()
     monkeypatch.setenv("RADFINDER_CACHE_DIR", str(tmp_path / "radfinder-cache"))

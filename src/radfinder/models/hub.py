@@ -6,9 +6,8 @@
   files the loader of `kind` reads (`ALLOW_PATTERNS`), honouring HF_HOME / HF_HUB_CACHE, HF_HUB_OFFLINE and
   HF_TOKEN as they are set when the call is made (huggingface_hub itself reads them once, at import);
 - every fetched file is checked against the hash its cache blob is named by (sha256 for LFS files, the git blob
-  sha1 otherwise), or against the sha256 list of a `radfinder download --to` folder, before any loader reads it;
-  a file that passed is stamped (path, size, mtime under RADFINDER_CACHE_DIR, default ~/.cache/radfinder) so the
-  next command does not hash gigabytes again, while a rewritten file is hashed anew.
+  sha1 otherwise), or against the sha256 list of a `radfinder download --to` folder, before any loader reads it
+  (`radfinder.models.hub_files`).
 
 The returned `HubSource` (repo id, revision asked for, commit) is what feature caches, training runs, libraries and
 metrics.json record, so a result names the exact weights it came from.
@@ -16,7 +15,6 @@ metrics.json record, so a result names the exact weights it came from.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -26,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError, ConfigError, RadfinderError
+from .hub_files import COMMIT, PROVENANCE_FILE, file_digest, verify_folder
 
 # What each loader reads; nothing else of a repo is downloaded (a repo may hold training logs, other formats, ...).
 ALLOW_PATTERNS: dict[str, list[str]] = {
@@ -43,12 +42,9 @@ ALLOW_PATTERNS: dict[str, list[str]] = {
                 "SigLIP_projection_head_image.pt", "SigLIP_projection_head_text.pt",
                 "spectre_qwen3_embedding_0.6B_lora.pt"],
 }
-PROVENANCE_FILE = "radfinder-hub.json"  # written by `radfinder download --to` beside the copied files
 DEFAULT_REVISION = "main"
 _REPO_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
 _HUB_ID = re.compile(rf"^(?P<repo>{_REPO_PART}/{_REPO_PART})(?:@(?P<rev>[A-Za-z0-9._/-]+))?$")
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _TRUE = {"1", "ON", "YES", "TRUE"}
 
 
@@ -77,7 +73,7 @@ class HubSource:
             src = cls(str(data["repo_id"]), str(data["revision"]), str(data["commit"]))
         except (KeyError, TypeError) as exc:
             raise CheckpointError(f"{where}: provenance needs repo_id, revision and commit ({exc})") from exc
-        if not _COMMIT.match(src.commit):
+        if not COMMIT.match(src.commit):
             raise CheckpointError(f"{where}: commit {src.commit!r} is not a 40-digit hash")
         return src
 
@@ -167,7 +163,7 @@ def _snapshot(repo_id: str, revision: str, patterns: list[str], cache_only: bool
 
 def _snapshot_commit(folder: Path) -> str | None:
     """The commit of a folder inside a hub cache (`.../models--ORG--NAME/snapshots/<commit>`)."""
-    return folder.name if folder.parent.name == "snapshots" and _COMMIT.match(folder.name) else None
+    return folder.name if folder.parent.name == "snapshots" and COMMIT.match(folder.name) else None
 
 
 def _repo_of_storage(storage: Path) -> str | None:
@@ -198,106 +194,6 @@ def _revision_naming(storage: Path, commit: str) -> str:
         if ref.is_file() and ref.read_text().strip() == commit:
             return ref.relative_to(refs).as_posix()
     return commit
-
-
-# ------------------------------------------------------------------------------------------ file checks
-_verified: dict[tuple[str, int, int], str] = {}  # (real path, size, mtime_ns) -> digest already checked
-
-
-def _stamp_dir() -> Path:
-    root = os.environ.get("RADFINDER_CACHE_DIR") or Path.home() / ".cache" / "radfinder"
-    return Path(root) / "verified"
-
-
-def _stamped(real: Path, st: os.stat_result, kind: str, digest: str) -> bool:
-    """Whether this exact file (path, size, modification time) was hashed to `digest` before: hashing a 4 GB
-    release on every command would cost seconds, and a file rewritten since has another size or mtime."""
-    try:
-        rec = json.loads((_stamp_dir() / f"{kind}-{digest}.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return rec == {"path": str(real), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def _stamp(real: Path, st: os.stat_result, kind: str, digest: str) -> None:
-    try:
-        d = _stamp_dir()
-        d.mkdir(parents=True, exist_ok=True)
-        rec = {"path": str(real), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-        (d / f"{kind}-{digest}.json").write_text(json.dumps(rec))
-    except OSError:
-        pass  # a read-only home only costs the hash again next time
-
-
-def _matches(path: Path, kind: str, expected: str) -> bool:
-    real = path.resolve()
-    st = real.stat()
-    if _stamped(real, st, kind, expected):
-        return True
-    ok = _file_digest(path, kind) == expected
-    if ok:
-        _stamp(real, st, kind, expected)
-    return ok
-
-
-def _file_digest(path: Path, kind: str) -> str:
-    real = path.resolve()
-    st = real.stat()
-    key = (f"{kind}:{real}", st.st_size, st.st_mtime_ns)
-    if key in _verified:
-        return _verified[key]
-    if kind == "sha256":
-        h = hashlib.sha256()
-    else:  # git blob id: sha1 over "blob <size>\0" + content
-        h = hashlib.sha1(usedforsecurity=False)
-        h.update(f"blob {st.st_size}\0".encode())
-    with open(real, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    _verified[key] = h.hexdigest()
-    return _verified[key]
-
-
-def _expected_digest(path: Path) -> tuple[str, str] | None:
-    """(kind, digest) a cache file must have: its blob is named by the LFS sha256 or the git blob sha1."""
-    if not path.is_symlink():
-        return None
-    name = Path(os.readlink(path)).name
-    if _SHA256.match(name):
-        return "sha256", name
-    if _COMMIT.match(name):
-        return "sha1", name
-    return None
-
-
-def verify_folder(folder: Path, source: HubSource | None) -> list[str]:
-    """Check every file of a snapshot or `--to` folder against its recorded hash; raise on the first mismatch.
-    Returns the files checked (relative paths)."""
-    listed = None
-    prov = folder / PROVENANCE_FILE
-    if prov.is_file():
-        listed = json.loads(prov.read_text()).get("sha256") or {}
-    checked = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != PROVENANCE_FILE):
-        rel = path.relative_to(folder).as_posix()
-        if listed is not None:
-            expected = ("sha256", listed[rel]) if rel in listed else None
-        else:
-            expected = _expected_digest(path)
-        if expected is None:
-            continue
-        if not _matches(path, *expected):
-            origin = f" of {source.pinned}" if source is not None else ""
-            raise CheckpointError(
-                f"{path}: {expected[0]} mismatch{origin} (expected {expected[1]}): the file is corrupt or was "
-                "replaced; delete it and download it again"
-            )
-        checked.append(rel)
-    if listed is not None:
-        missing = sorted(set(listed) - set(checked))
-        if missing:
-            raise CheckpointError(f"{folder}: files listed in {PROVENANCE_FILE} are missing: {', '.join(missing)}")
-    return checked
 
 
 # ------------------------------------------------------------------------------------------ entry points
@@ -394,7 +290,7 @@ def download(name: str, to: str | Path | None = None, kind: str = "checkpoint"
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, target)  # follows the cache's symlinks: real files
-        sums[rel] = _file_digest(target, "sha256")
+        sums[rel] = file_digest(target, "sha256")
     record = {**main.source.as_dict(), "kind": kind, "sha256": sums,
               "companions": {role: src.as_dict() for role, src in sources.items()}}
     (dest / PROVENANCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
