@@ -212,7 +212,10 @@ def resolve_weights(name_or_path: str | Path, kind: str = "checkpoint", cache_on
     parsed = parse_hub_id(str(name_or_path))
     if parsed is None:
         return Resolved(path, None)
-    return _fetch(*parsed, kind, cache_only)
+    try:
+        return _fetch(*parsed, kind, cache_only)
+    except HubError as exc:  # a mistyped relative path also looks like ORG/NAME: say both readings failed
+        raise HubError(f"{exc} (and no local folder {str(name_or_path)!r} exists)") from exc
 
 
 def _fetch(repo_id: str, revision: str, kind: str, cache_only: bool = False) -> Resolved:
