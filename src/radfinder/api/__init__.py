@@ -1,6 +1,7 @@
 """High-level inference on raw scans: load a model, embed scans and text, classify findings, localize sentences.
 
     model = load_model("checkpoints/radfinder")           # device "auto": CUDA when present
+    model = load_model("lmb-freiburg/radfinder")           # or a Hugging Face id (ORG/NAME[@REV]), cached
     enc = encode_volume(model, "scan.nii.gz")              # retrieval / disease / per-depth-cell embeddings
     scores = classify(model, enc)                          # 18 CT-RATE findings, mean7 prompts
     where = localize(model, enc, ["Small nodule in the right lower lobe."])

@@ -46,11 +46,13 @@ def choose_window_encoder(
     backbone: str | None = None,
     spec: str | Path | PreprocessSpec | None = None,
     device: torch.device | str = "cpu",
+    spectre: str | Path | None = None,
 ) -> WindowEncoderChoice:
     """The window encoder of a checkpoint / preset (`model`) or a named backbone (`backbone`), with its spec.
 
     A checkpoint's own spec is used; `spec` may only repeat it. Presets and backbones use `spec` (default: the
-    RadFinder spec).
+    RadFinder spec). `spectre`: SPECTRE component files (folder or hub id, e.g. cclaess/SPECTRE) whose backbone
+    replaces a preset's random window encoder (the frozen encoder RadFinder's features come from).
     """
     from .model import load_model
 
@@ -69,8 +71,17 @@ def choose_window_encoder(
                 "hash": state_dict_hash(encoder)}  # fmt: skip
         return WindowEncoderChoice(encoder.eval(), chosen, desc, encoder.feature_dim)
 
+    from ..models.hub import looks_like_hub_id
+
     loaded = load_model(model, device=device)
-    is_checkpoint = Path(str(model)).is_dir()
+    is_checkpoint = Path(str(model)).is_dir() or looks_like_hub_id(str(model))
+    if spectre is not None:
+        from ..models.spectre import load_spectre
+
+        if is_checkpoint:
+            raise ConfigError(f"--spectre loads a backbone into a preset (e.g. radfinder-vitl); {model} is a "
+                              "checkpoint with its own encoder")
+        load_spectre(loaded, spectre, parts=("backbone",))
     if spec is not None:
         wanted = resolve_spec(spec)
         if is_checkpoint and wanted.hash() != loaded.preprocess_spec.hash():
@@ -84,6 +95,8 @@ def choose_window_encoder(
         "kind": loaded.config.window_encoder.kind,
         "name": loaded.config.name,
         "source": str(model),
+        # repo id + commit of a released checkpoint: part of the cache key, so another revision is refused
+        "hub": loaded.hub_sources.get("checkpoint") or loaded.hub_sources.get("spectre"),
         "config": loaded.config.window_encoder.model_dump(mode="json"),
         "hash": state_dict_hash(encoder),
     }
@@ -148,6 +161,7 @@ def extract_dataset(
     spatial: bool = False,
     masks: str | Path | None = None,
     groups: str | Path | None = None,
+    spectre: str | Path | None = None,
 ) -> tuple[ExtractSummary, FeatureStore]:
     """Extract window features of every input of this process's shard into the cache at `out` (see module doc).
     Existing entries are skipped, so a rerun resumes. `shard` None: torchrun's RANK/WORLD_SIZE (or 0/1).
@@ -168,7 +182,7 @@ def extract_dataset(
     else:
         items = input_items(inputs, list_file)
     dev = extraction_device(device)
-    choice = choose_window_encoder(model, backbone, spec, dev)
+    choice = choose_window_encoder(model, backbone, spec, dev, spectre=spectre)
     spatial = spatial or masks is not None
     if spatial and not getattr(choice.encoder, "has_spatial_tokens", False):
         raise ConfigError(f"the window encoder {choice.description.get('kind')!r} has no spatial tokens; spatial "

@@ -17,18 +17,21 @@ ScanInput = str | Path | Volume | Preprocessed
 def load_model(checkpoint_or_preset: str | Path, device: str | torch.device | None = "auto", seed: int = 0):
     """A `RadFinderModel` in eval mode on `device` ("auto": CUDA when present, else CPU).
 
-    checkpoint_or_preset: a checkpoint directory (`save_pretrained` output or an official HF export); the model
+    checkpoint_or_preset: a checkpoint directory (`save_pretrained` output or an official HF export) or a Hugging
+        Face id `ORG/NAME[@REV]` (resolved by `radfinder.models.hub`; repo id and commit in `model.hub_sources`;
+        an existing local path always wins); the model
         then carries the checkpoint's own preprocessing spec (`model.preprocess_spec`). A preset name (`tiny`,
         `small`, `radfinder-vitl`) builds randomly initialised weights (seeded by `seed`, so two loads agree)
         with the RadFinder spec: useful for tests, benchmarks and feature-extraction dry runs, not for results.
     """
     from ..models import PRESETS, RadFinderModel
+    from ..models.hub import looks_like_hub_id
 
     dev = resolve_device(device)
     path = Path(checkpoint_or_preset)
-    if path.is_dir():
-        model = RadFinderModel.from_pretrained(path)
-        model.source = str(path)
+    if path.is_dir() or looks_like_hub_id(str(checkpoint_or_preset)):
+        model = RadFinderModel.from_pretrained(str(checkpoint_or_preset))
+        model.source = str(model.checkpoint_dir)  # the local folder (a hub id's snapshot): where its bank lives
     elif str(checkpoint_or_preset) in PRESETS:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -38,7 +41,8 @@ def load_model(checkpoint_or_preset: str | Path, device: str | torch.device | No
         raise CheckpointError(f"{path}: not a checkpoint directory")
     else:
         raise ConfigError(
-            f"{checkpoint_or_preset!r} is neither a checkpoint directory nor a model preset ({', '.join(PRESETS)})"
+            f"{checkpoint_or_preset!r} is neither a checkpoint directory, a Hugging Face id (ORG/NAME[@REV]) nor a "
+            f"model preset ({', '.join(PRESETS)})"
         )
     model.to(dev)
     model.eval()

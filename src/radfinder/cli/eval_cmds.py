@@ -12,7 +12,8 @@ from .common import print_json
 
 @app.command("evaluate")
 def evaluate_cmd(
-    checkpoint: Path = typer.Argument(..., help="Checkpoint directory (save_pretrained layout or official export)."),
+    checkpoint: str = typer.Argument(..., help="Checkpoint directory (save_pretrained layout or official export) or "
+                                     "Hugging Face id ORG/NAME[@REV]."),
     task: list[str] = typer.Option(["all"], "--task", "-t",
                                    help="retrieval | zero-shot | localization | radchestct | merlin-pool | "
                                         "anatomy-zero-shot | report-generation | all (repeatable)."),
@@ -54,8 +55,8 @@ def evaluate_cmd(
     model = from_pretrained(checkpoint, device=resolve_device(device))
     metrics = evaluate(
         model, records, tasks, out, features=features, pairs=pairs, n_boot=n_boot, seed=seed,
-        title=f"radfinder evaluate: {checkpoint.name} on {spec.name} {split or spec.default_split or ''}".strip(),
-        metadata={"checkpoint": str(checkpoint), "data": {"kind": spec.name, "root": str(data),
+        title=f"radfinder evaluate: {Path(checkpoint).name} on {spec.name} {split or spec.default_split or ''}".strip(),
+        metadata={"checkpoint": checkpoint, "data": {"kind": spec.name, "root": str(data),
                                                           "split": split or spec.default_split}},
         show_progress=not json_out, options=options,
     )  # fmt: skip

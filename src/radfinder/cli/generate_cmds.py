@@ -11,7 +11,7 @@ import typer
 from .app import app
 from .common import print_json
 
-_CKPT_HELP = "Checkpoint directory (save_pretrained layout or official export)."
+_CKPT_HELP = "Checkpoint directory (save_pretrained layout or official export) or Hugging Face id ORG/NAME[@REV]."
 
 
 @app.command("generate")
@@ -31,11 +31,13 @@ def generate_cmd(
     learned from training reports (thresholds fitted on the training split). The offline `model` generator; the
     neural prefix-LM path (radfinder.models.prefix_lm) is a tested scaffold, not this command's output."""
     from ..api import generate_report, load_model
+    from ..models.hub import weights_provenance
     from ..preprocess.cache import atomic_write_bytes
 
     model = load_model(checkpoint, device=device)
     report = generate_report(model, scan, bank, seg=seg)
-    payload = {"model": checkpoint, "scan": str(scan), "generator": "model", **report.as_dict()}
+    payload = {"model": checkpoint, **weights_provenance(model), "scan": str(scan), "generator": "model",
+               **report.as_dict()}
     text = f"Findings: {report.findings}\nImpression: {report.impression}\n"
     if out is not None:
         data = json.dumps(payload, indent=2) + "\n" if json_out else text
@@ -76,7 +78,8 @@ def generate_fit_cmd(
     model = load_model(checkpoint, device=device)
     target = out or Path(checkpoint) / BANK_FILE
     if out is None and not Path(checkpoint).is_dir():
-        raise ConfigError(f"{checkpoint} is not a checkpoint directory: give --out for the bank")
+        raise ConfigError(f"{checkpoint} is not a checkpoint directory (a hub id's cache is not written to): give "
+                          "--out for the bank")
     records = load_dataset(spec.name, data, split or None, limit=limit or None, **opts)
     bank = fit_generator(model, records, target, features=features, min_df=min_df, show_progress=not json_out)
     summary = {"bank": str(target), **bank.meta, "thresholds": bank.thresholds,

@@ -28,7 +28,8 @@ def _print_build(info: dict) -> None:
 
 @library_app.command("build")
 def build_cmd(
-    checkpoint: Path = typer.Argument(..., help="Checkpoint directory (save_pretrained layout or official export)."),
+    checkpoint: str = typer.Argument(..., help="Checkpoint directory (save_pretrained layout or official export) or "
+                                     "Hugging Face id ORG/NAME[@REV]."),
     data: Path = typer.Option(..., "--data", "-d", help="Dataset folder (or manifest file)."),
     out: Path = typer.Option(..., "--out", "-o", help="Library folder (created; an existing one is resumed)."),
     kind: str = typer.Option("ctrate", "--kind", "-k", help=_KIND),
@@ -104,6 +105,9 @@ def info_cmd(
         return
     typer.echo(f"{info['studies']} studies; checkpoint {info['checkpoint']} (hash {info['checkpoint_hash']}); "
                f"indexes {info['indexes']}")  # fmt: skip
+    if info.get("hub"):
+        typer.echo(f"released model {info['hub']['repo_id']} (revision {info['hub']['revision']}, commit "
+                   f"{info['hub']['commit']})")
     for key, why in info["failures"].items():
         typer.echo(f"  failed {key}: {why.splitlines()[0]}")
 

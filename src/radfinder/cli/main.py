@@ -16,6 +16,7 @@ from . import (  # noqa: E402,F401,I001
     demo_cmds,
     eval_cmds,
     generate_cmds,
+    hub_cmds,
     info_cmds,
     io_cmds,
     library_cmds,

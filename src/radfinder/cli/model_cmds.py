@@ -14,17 +14,18 @@ from .common import print_json
 
 @app.command("model-info")
 def model_info(
-    model: str = typer.Argument("radfinder-vitl", help="Preset name, model YAML, or checkpoint directory."),
+    model: str = typer.Argument("radfinder-vitl", help="Preset name, model YAML, checkpoint directory, or Hugging "
+                                "Face id ORG/NAME[@REV]."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show a model's resolved config and parameter counts (presets are built on the meta device: no memory)."""
     import torch
 
     from ..models import RadFinderModel, resolve_model_config
+    from ..models.hub import looks_like_hub_id, weights_provenance
 
-    path = Path(model)
-    if path.is_dir():
-        built = RadFinderModel.from_pretrained(path)
+    if Path(model).is_dir() or looks_like_hub_id(model):
+        built = RadFinderModel.from_pretrained(model)
         cfg = built.config
     else:
         cfg = resolve_model_config(model)
@@ -33,6 +34,7 @@ def model_info(
     counts = {name: sum(p.numel() for p in child.parameters()) for name, child in built.named_children()}
     info = {
         "name": cfg.name,
+        **weights_provenance(built),
         "config": cfg.model_dump(mode="json"),
         "parameters": counts,
         "total_parameters": sum(counts.values()),
@@ -44,6 +46,9 @@ def model_info(
         print_json(info)
         return
     typer.echo(f"model: {cfg.name}")
+    for part, src in {**info.get("derived_from", {}), **info.get("hub", {})}.items():
+        how = "from" if part in info.get("hub", {}) else "derived from"
+        typer.echo(f"  {part} {how} {src['repo_id']} (revision {src['revision']}, commit {src['commit']})")
     for name, n in counts.items():
         typer.echo(f"  {name:<24} {n:>14,d}")
     typer.echo(f"  {'total':<24} {info['total_parameters']:>14,d}  ({info['state_dict_tensors']} tensors)")
@@ -68,7 +73,8 @@ def verify_compat(
 
 
 # ---------------------------------------------------------------- inference (mirrors radfinder.api one to one)
-_CKPT_HELP = "Checkpoint directory (its own preprocessing spec is used) or a preset name (random weights)."
+_CKPT_HELP = ("Checkpoint directory (its own preprocessing spec is used), Hugging Face id ORG/NAME[@REV] (e.g. "
+              "lmb-freiburg/radfinder), or a preset name (random weights).")
 _DEVICE_HELP = "auto (CUDA when present), cpu, cuda, cuda:1, ..."
 _CHUNK_HELP = "Windows per window-encoder forward pass (bounds memory)."
 
@@ -94,6 +100,7 @@ def embed_cmd(
     """Retrieval, disease and per-depth-cell embeddings of scans (and text embeddings of --text)."""
     from ..api import encode_text, encode_volume, load_model
     from ..api.output import cosine_matrix, save_embeddings
+    from ..models.hub import weights_provenance
 
     model = load_model(checkpoint, device=device)
     names = [_scan_name(p) for p in scans]
@@ -103,6 +110,7 @@ def embed_cmd(
         save_embeddings(out, names, encodings, text, text_emb)
     info = {
         "model": checkpoint,
+        **weights_provenance(model),
         "device": str(model.criterion.t.device),
         "spec_hash": model.preprocess_spec.hash(),
         "scans": [{"scan": n, **e.summary()} for n, e in zip(names, encodings, strict=True)],
@@ -137,11 +145,13 @@ def classify_cmd(
     """Zero-shot probability of each finding (mean7 prompts: softmax over the two cosines)."""
     from ..api import classify, load_model
     from ..api.output import scores_table
+    from ..models.hub import weights_provenance
 
     model = load_model(checkpoint, device=device)
     scores = classify(model, scan, finding or None, prompts, chunk_size=chunk_size)
     if json_out:
-        print_json({"model": checkpoint, "scan": str(scan), "spec_hash": model.preprocess_spec.hash(),
+        print_json({"model": checkpoint, **weights_provenance(model), "scan": str(scan),
+                    "spec_hash": model.preprocess_spec.hash(),
                     "protocol": "mean7", "findings": [s.as_dict() for s in scores]})  # fmt: skip
         return
     typer.echo(scores_table(scores))
@@ -166,6 +176,7 @@ def localize_cmd(
     from ..api import encode_volume, load_model, localize
     from ..api.model import as_volume
     from ..api.output import locations_table, plot_locations
+    from ..models.hub import weights_provenance
 
     model = load_model(checkpoint, device=device)
     volume = as_volume(scan)
@@ -173,7 +184,8 @@ def localize_cmd(
     locs = localize(model, enc, sentence, temperature=temperature)
     figures = plot_locations(volume, enc, locs, png, scan_id=_scan_name(scan)) if png is not None else []
     if json_out:
-        print_json({"model": checkpoint, "scan": str(scan), "spec_hash": enc.spec_hash, "grid": list(enc.grid),
+        print_json({"model": checkpoint, **weights_provenance(model), "scan": str(scan), "spec_hash": enc.spec_hash,
+                    "grid": list(enc.grid),
                     "scoring": "softmax(cos / temperature) over valid depth cells",
                     "sentences": [loc.as_dict() for loc in locs], "png": [str(f) for f in figures]})  # fmt: skip
         return
@@ -186,8 +198,11 @@ def localize_cmd(
 def extract_features_cmd(
     inputs: list[Path] = typer.Argument(None, help="Scans or folders (NIfTI/NRRD/NPZ, DICOM series/studies)."),
     out: Path = typer.Option(..., "--out", "-o", help="Feature-cache directory (created; reruns resume)."),
-    model: str | None = typer.Option(None, "--model", help="Window encoder of a checkpoint or preset."),
+    model: str | None = typer.Option(None, "--model", help="Window encoder of a checkpoint (folder or Hugging Face "
+                                     "id ORG/NAME[@REV]) or preset."),
     backbone: str | None = typer.Option(None, "--backbone", help="Named backbone instead: astra-resnet152."),
+    spectre: str | None = typer.Option(None, "--spectre", help="With a preset --model (radfinder-vitl): its window "
+                                       "encoder from SPECTRE's backbone file (folder or hub id cclaess/SPECTRE)."),
     list_file: Path | None = typer.Option(None, "--list", help="File with one input path per line."),
     ctrate: Path | None = typer.Option(None, "--ctrate", help="CT-RATE dataset root (lists the volumes itself)."),
     split: str = typer.Option("valid", "--split", help="CT-RATE split with --ctrate: train or valid."),
@@ -215,7 +230,7 @@ def extract_features_cmd(
     summary, store = extract_dataset(
         out, inputs or [], list_file=list_file, ctrate=ctrate, split=split, model=model, backbone=backbone,
         spec=spec, batch_size=batch_size, shard=parse_shard(shard), device=device, show_progress=not json_out,
-        compile=compile_, spatial=spatial, masks=masks, groups=groups,
+        compile=compile_, spatial=spatial, masks=masks, groups=groups, spectre=spectre,
     )  # fmt: skip
     info = {"out": str(store.root), "spec_hash": store.spec.hash(), "backbone": store.backbone,
             "entries_in_cache": len(store), **summary.as_dict()}  # fmt: skip

@@ -61,6 +61,13 @@ def open_matching_store(path: Any, model) -> FeatureStore:
             f"{store.root}: features come from window encoder {store.backbone.get('hash')} but the checkpoint's "
             f"window encoder is {backbone}; use the cache made with this checkpoint's encoder or raw scans"
         )
+    cached = (store.backbone.get("hub") or {}).get("commit")
+    mine = (getattr(model, "hub_sources", {}).get("checkpoint") or {}).get("commit")
+    if cached and mine and cached != mine:
+        raise EvalSetupError(
+            f"{store.root}: features come from {store.backbone['hub']['repo_id']} commit {cached} but the checkpoint "
+            f"is commit {mine}; extract features with this revision or evaluate from raw scans"
+        )
     if store.feature_dim != model.backbone_image.feature_dim:
         dim = model.backbone_image.feature_dim
         raise EvalSetupError(f"{store.root}: feature dim {store.feature_dim} != the model's {dim}")

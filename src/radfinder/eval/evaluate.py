@@ -113,6 +113,7 @@ def evaluate(
     """Run the tasks and write metrics.json, figures/ and report.html to `out_dir`; returns the metrics dict
     (with "skipped" reasons and the report paths added). `options` reaches every task (`TaskContext.options`;
     `features_path` is set to `features`)."""
+    from ..models.hub import weights_provenance
     from .report import collect_metadata, write_metrics_json, write_report
 
     res, emb = run_tasks(model, records, tasks, features=features, pairs=pairs, labels=labels, n_boot=n_boot,
@@ -122,6 +123,7 @@ def evaluate(
         spec_hash=model.preprocess_spec.hash(), n={"volumes": len(records)},
         extra={k: v for k, v in (metadata or {}).items() if k not in ("checkpoint", "data")},
     )  # fmt: skip
+    meta.update(weights_provenance(model))  # the released weights (repo id, commit) when loaded by hub id
     meta["tasks"] = list(tasks)
     meta["skipped"] = dict(res.skipped)
     if res.localization is not None:

@@ -3,7 +3,8 @@
 The window encoder never changes during RadFinder training, so its per-window outputs are computed once and
 stored here. Layout of a cache directory::
 
-    cache.json                 spec (JSON), spec hash, backbone description and hash, feature dim
+    cache.json                 spec (JSON), spec hash, backbone description and hash, feature dim, and the hub
+                               repo id + commit of released weights (`weights_source`)
     <key>.rff                  zstd-compressed safetensors: cls, patch_average, axis2 (float16), grid, affine
     <key>.anat                 optional, zstd-compressed safetensors: per spatial token and anatomy, the fraction of
                                the token's voxels inside the anatomy's mask; per anatomy, cut-by-the-crop flags and
@@ -11,9 +12,9 @@ stored here. Layout of a cache directory::
                                (`radfinder.features.anatomy`). Keyed by (spec, mask hash, groups hash): a changed
                                mask or grouping makes extraction recompute it, the image features stay.
 
-A cache directory belongs to exactly one (spec hash, backbone hash) pair; opening it with another pair is an
-error rather than a silent mix. Entries are written to a temporary name and renamed, so an interrupted run never
-leaves a half-written entry, and a resumed run skips what exists.
+A cache directory belongs to exactly one (spec hash, backbone hash, weights source) triple; opening it with another
+one is an error rather than a silent mix. Entries are written to a temporary name and renamed, so an interrupted run
+never leaves a half-written entry, and a resumed run skips what exists.
 """
 
 from __future__ import annotations
@@ -148,6 +149,10 @@ def check_key(key: str) -> str:
     return key
 
 
+def _pinned(hub: dict[str, Any] | None) -> str | None:
+    return f"{hub['repo_id']}@{hub['commit']}" if hub else None
+
+
 class FeatureStore:
     """A feature-cache directory for one preprocessing spec and one backbone."""
 
@@ -167,11 +172,12 @@ class FeatureStore:
         if path.exists():
             existing = json.loads(path.read_text())
             existing.setdefault("spatial", False)  # caches from before spatial tokens
-            for name in ("spec_hash", "backbone_hash", "feature_dim", "spatial"):
+            existing.setdefault("weights_source", None)  # caches from before hub ids: local weights
+            for name in ("spec_hash", "backbone_hash", "weights_source", "feature_dim", "spatial"):
                 if existing.get(name) != header[name]:
                     raise FeatureCacheError(
                         f"{self.root} holds features for {name}={existing.get(name)!r}, not {header[name]!r}; "
-                        "use another directory (caches are keyed by spec and backbone)"
+                        "use another directory (caches are keyed by spec, backbone and released-weights revision)"
                     )
         else:
             atomic_write_bytes(path, json.dumps(header, indent=2).encode())
@@ -184,6 +190,8 @@ class FeatureStore:
             "spec_hash": self.spec.hash(),
             "backbone": self.backbone,
             "backbone_hash": self.backbone["hash"],
+            # ORG/NAME@COMMIT of released weights loaded by hub id (None: local weights)
+            "weights_source": _pinned(self.backbone.get("hub")),
             "feature_dim": self.feature_dim,
             "spatial": self.spatial,
         }

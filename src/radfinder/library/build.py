@@ -116,7 +116,8 @@ def rebuild_index(library: str | Path, kind: str | None = None) -> dict[str, Any
         store.close()
 
 
-def _open_for_writing(out: Path, ckpt: Path, ckpt_hash: str, model, index_kind: str) -> LibraryStore:
+def _open_for_writing(out: Path, ckpt: Path, ckpt_hash: str, model, index_kind: str,
+                      hub: dict[str, str] | None = None) -> LibraryStore:
     if out.exists() and not (out / "library.sqlite").exists() and any(out.iterdir()):
         raise LibraryError(f"{out}: folder exists and is not a library (choose an empty or new folder)")
     store = LibraryStore(out, create=True)
@@ -129,6 +130,7 @@ def _open_for_writing(out: Path, ckpt: Path, ckpt_hash: str, model, index_kind: 
         return store
     store.set_meta({
         "schema_version": SCHEMA_VERSION, "checkpoint": str(ckpt), "checkpoint_hash": ckpt_hash,
+        "hub": hub,  # repo id, revision and commit when the checkpoint is a released model (else null)
         "spec_hash": model.preprocess_spec.hash(), "dim": int(model.config.projection_dim),
         "findings": list(CTRATE_FINDINGS), "index_kind": index_kind,
         "localization_tau": float(model.config.localization_tau),
@@ -159,8 +161,11 @@ def build_library(
     The checkpoint's absolute path and content hash are stored; `search`/`serve` refuse a changed checkpoint.
     `model`: an already loaded model of `checkpoint` (saves loading it twice); `prompts`: its
     `prompt_embeddings` (saves embedding the 18 x 14 prompt sentences again)."""
+    from ..models.hub import resolve_weights
+
     t0 = time.perf_counter()
-    ckpt = Path(checkpoint).resolve()
+    resolved = resolve_weights(checkpoint, "checkpoint")  # a hub id becomes its verified snapshot folder
+    ckpt = resolved.path.resolve()
     ckpt_hash = checkpoint_hash(ckpt)
     records = list(data) if not isinstance(data, str | Path) else load_records(data, kind, split, limit)
     if not isinstance(data, str | Path) and limit:
@@ -169,7 +174,7 @@ def build_library(
         raise LibraryError(f"{data}: no volumes to add")
     model = model if model is not None else load_model(ckpt, device=device)
     out = Path(out)
-    store = _open_for_writing(out, ckpt, ckpt_hash, model, index)
+    store = _open_for_writing(out, ckpt, ckpt_hash, model, index, resolved.record())
     try:
         stored = store.keys()
         for r in records:
@@ -180,6 +185,7 @@ def build_library(
         mine = [by_key[it.key] for it in select_shard([ExtractItem(r.key, r.path) for r in records], shard)]
         todo = [r for r in mine if r.key not in stored]
         summary: dict[str, Any] = {"library": str(out), "checkpoint": str(ckpt), "checkpoint_hash": ckpt_hash,
+                                   "hub": resolved.record(),
                                    "shard": f"{shard[0]}/{shard[1]}", "requested": len(records),
                                    "skipped_existing": len(mine) - len(todo), "added": 0, "failed": {}}  # fmt: skip
         if todo:

@@ -119,8 +119,9 @@ class Library:
 
     def info(self) -> dict[str, Any]:
         return {"library": str(self.root), "studies": self.store.count(), "checkpoint": self.meta["checkpoint"],
-                "checkpoint_hash": self.meta["checkpoint_hash"], "spec_hash": self.meta["spec_hash"],
-                "dim": self.dim, "findings": self.findings, "indexes": self.meta.get("indexes"),
+                "checkpoint_hash": self.meta["checkpoint_hash"], "hub": self.meta.get("hub"),
+                "spec_hash": self.meta["spec_hash"], "dim": self.dim, "findings": self.findings,
+                "indexes": self.meta.get("indexes"),
                 "failures": self.store.failures()}  # fmt: skip
 
     def text_embeddings(self, text: str) -> tuple[np.ndarray, np.ndarray]:

@@ -21,11 +21,12 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, RadfinderError
 from ..preprocess.spec import PreprocessSpec, resolve_spec
 from ..text.vocabulary import CTRATE18
 from ..text.vocabulary import FILENAME as VOCAB_FILE
 from .config import RadFinderConfig
+from .hub import HubSource, companion_tokenizer, companions_of_folder, resolve_weights
 from .official import PREFIX, config_from_official, load_official_state_dict
 from .text import has_tokenizer_files, load_tokenizer
 
@@ -62,6 +63,9 @@ def save_pretrained(model, directory: str | Path, preprocess: PreprocessSpec | s
     cfg["text"].update(source="hf", path=None, hf_config=None, tokenizer=None)
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "model_type": "radfinder", "model": cfg,
               "original_text_source": model.config.text.source}
+    origin = weights_origin(model)
+    if origin:  # the released weights (repo id + commit) these were loaded or trained from
+        config["derived_from"] = origin
     _atomic_write(directory / CONFIG, lambda p: p.write_text(json.dumps(config, indent=2) + "\n"))
 
     spec = resolve_spec(preprocess if preprocess is not None else getattr(model, "preprocess_spec", None))
@@ -69,6 +73,12 @@ def save_pretrained(model, directory: str | Path, preprocess: PreprocessSpec | s
     vocab = getattr(model, "label_vocabulary", None) or CTRATE18
     _atomic_write(directory / VOCAB_FILE, lambda p: p.write_text(vocab.to_json()))
     return directory
+
+
+def weights_origin(model) -> dict[str, dict[str, str]]:
+    """Hub origin of a model's weights, by part: what it was loaded from by id (`hub_sources`), else what the
+    checkpoint it was loaded from was itself derived from."""
+    return {**(getattr(model, "derived_from", None) or {}), **(getattr(model, "hub_sources", None) or {})}
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -131,16 +141,24 @@ class PretrainedDir:
     tokenizer: Any
     spec: PreprocessSpec
     weights: Path
+    directory: Path | None = None  # the local folder read (a hub snapshot for a repo id)
+    source: HubSource | None = None  # its hub origin (repo id, revision, commit), None for a plain local folder
+    derived_from: dict | None = None  # config.json's record of the released weights the checkpoint came from
+    tokenizer_source: HubSource | None = None  # the tokenizer repo of an official export, when fetched by id
+    tokenizer_error: str | None = None  # why that tokenizer could not be had (shown when text is tokenized)
 
 
 def read_pretrained_dir(directory: str | Path) -> PretrainedDir:
-    """Read config, tokenizer and preprocessing spec of a radfinder checkpoint or an official HF export."""
-    directory = Path(directory)
+    """Read config, tokenizer and preprocessing spec of a radfinder checkpoint or an official HF export; `directory`
+    may also be a Hugging Face id `ORG/NAME[@REV]` (`radfinder.models.hub`)."""
+    requested = directory
+    resolved = resolve_weights(directory, "checkpoint")
+    directory = resolved.path
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: checkpoint directory not found")
     cfg = _read_json(directory / CONFIG)
     weights = directory / WEIGHTS
-    tokenizer = None
+    tokenizer = tokenizer_source = tokenizer_error = None
     if "radfinder_model_config" in cfg:
         try:
             model_cfg = config_from_official(cfg, safetensors_shapes(weights))
@@ -151,6 +169,17 @@ def read_pretrained_dir(directory: str | Path) -> PretrainedDir:
             if has_tokenizer_files(cand):
                 tokenizer = load_tokenizer(cand)
                 break
+        tokenizer_source = companions_of_folder(directory).get("tokenizer")
+        if tokenizer is None and companion_tokenizer(directory) is not None:
+            # the export names its tokenizer repo (Qwen/Qwen3-Embedding-0.6B) instead of shipping it: fetched when
+            # the checkpoint itself was asked for by hub id, else only looked up in the hub cache (a local folder
+            # never starts a download); without it the image side still works, so a failure is kept for `tokenize`
+            try:
+                found = resolve_weights(companion_tokenizer(directory), "tokenizer", cache_only=resolved.source is None
+                                        or Path(str(requested)).exists())
+                tokenizer, tokenizer_source = load_tokenizer(found.path), found.source
+            except RadfinderError as exc:
+                tokenizer_error = str(exc)
     elif cfg.get("format") == FORMAT:
         if int(cfg.get("format_version", 0)) > FORMAT_VERSION:
             raise CheckpointError(f"{directory}: written by a newer radfinder (format {cfg['format_version']})")
@@ -174,7 +203,9 @@ def read_pretrained_dir(directory: str | Path) -> PretrainedDir:
             raise CheckpointError(f"{preprocess_path}: invalid preprocessing spec:\n{exc}") from exc
     else:
         raise CheckpointError(f"{directory / CONFIG}: neither a radfinder checkpoint nor an official RadFinder export")
-    return PretrainedDir(config=model_cfg, tokenizer=tokenizer, spec=spec, weights=weights)
+    return PretrainedDir(config=model_cfg, tokenizer=tokenizer, spec=spec, weights=weights, directory=directory,
+                         source=resolved.source, derived_from=cfg.get("derived_from"),
+                         tokenizer_source=tokenizer_source, tokenizer_error=tokenizer_error)
 
 
 def load_pretrained_weights(model, weights: Path) -> None:

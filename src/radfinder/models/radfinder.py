@@ -26,6 +26,7 @@ from .anatomy_head import AnatomyEmbeddings, AnatomyHead, FvlmTemperature
 from .combiner import FeatureCombiner, pad_feature_grids, windows_to_grids
 from .config import AnatomyHeadConfig, RadFinderConfig, resolve_model_config
 from .heads import ProjectionHead, SigLIPScale
+from .hub import resolve_weights
 from .lora import add_lora
 from .pretrained_files import load_pretrained_weights, read_pretrained_dir, save_pretrained
 from .text import build_text_backbone, has_tokenizer_files, load_tokenizer, minilm_dir, pool_hidden, text_hidden_size
@@ -103,8 +104,11 @@ class RadFinderModel(nn.Module):
         if cfg.combiner.axis_patch_proj:
             self.feature_comb_image.init_axis_patch_proj_from_patch_proj()
         self.projection_image = ProjectionHead(2 * ec, p, hc.hidden_dim, hc.bottleneck_dim)
+        # repo id + commit of every part loaded by Hugging Face id (`models.hub`): recorded wherever results are
+        self.hub_sources: dict[str, dict[str, str]] = {}
         tc = cfg.text
-        self.backbone_text = build_text_backbone(tc.source, tc.path, tc.hf_config, load_weights=text_weights)
+        self._text_dir = self._resolve_text_dir(tc.path, "text") if tc.source == "hf" else tc.path
+        self.backbone_text = build_text_backbone(tc.source, self._text_dir, tc.hf_config, load_weights=text_weights)
         hidden = text_hidden_size(self.backbone_text)
         if hidden != tc.hidden_size:
             raise ConfigError(f"text.hidden_size is {tc.hidden_size} but the text encoder has width {hidden}")
@@ -134,9 +138,18 @@ class RadFinderModel(nn.Module):
             self._tokenizer = self._default_tokenizer()
 
     # ---------------------------------------------------------------- text
+    def _resolve_text_dir(self, path: str | None, role: str) -> str | None:
+        if path is None:
+            return None
+        resolved = resolve_weights(path, "text")
+        if resolved.source is not None:
+            self.hub_sources[role] = resolved.source.as_dict()
+        return str(resolved.path)
+
     def _default_tokenizer(self):
         tc = self.config.text
-        path = tc.tokenizer or tc.path or (str(minilm_dir()) if tc.source == "minilm" else None)
+        path = self._resolve_text_dir(tc.tokenizer, "tokenizer") or self._text_dir or (
+            str(minilm_dir()) if tc.source == "minilm" else None)
         if path is not None and has_tokenizer_files(path):
             return load_tokenizer(path)
         return None
@@ -151,9 +164,10 @@ class RadFinderModel(nn.Module):
 
     def tokenize(self, texts: str | Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
         if self._tokenizer is None:
+            why = getattr(self, "_tokenizer_error", None)
             raise ConfigError(
                 "this model has no tokenizer (the official export names a hub tokenizer that is not available "
-                "offline): set model.tokenizer, or pass input_ids/attention_mask"
+                "offline): set model.tokenizer, or pass input_ids/attention_mask" + (f"; {why}" if why else "")
             )
         texts = [texts] if isinstance(texts, str) else list(texts)
         limit = max_length or self.config.text.max_length
@@ -323,13 +337,21 @@ class RadFinderModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory, device=None, dtype=None) -> RadFinderModel:
-        """Load a directory written by `save_pretrained` or an official HF export, in eval mode."""
+        """Load a directory written by `save_pretrained` or an official HF export, in eval mode; `directory` may be a
+        Hugging Face id `ORG/NAME[@REV]` (its repo id and commit are then in `model.hub_sources["checkpoint"]`)."""
         parts = read_pretrained_dir(directory)
         model = cls(parts.config, tokenizer=parts.tokenizer, text_weights=False)
         model.eval()  # before loading: LoRA state dicts hold merged (effective) weights, which eval mode keeps
         load_pretrained_weights(model, parts.weights)
         model.preprocess_spec = parts.spec
-        model.label_vocabulary = read_vocabulary(directory)
+        model.label_vocabulary = read_vocabulary(parts.directory)
+        model.checkpoint_dir = parts.directory
+        if parts.source is not None:
+            model.hub_sources["checkpoint"] = parts.source.as_dict()
+        if parts.tokenizer_source is not None:
+            model.hub_sources["tokenizer"] = parts.tokenizer_source.as_dict()
+        model._tokenizer_error = parts.tokenizer_error
+        model.derived_from = dict(parts.derived_from or {})
         if device is not None or dtype is not None:
             model.to(device=device, dtype=dtype)
         return model

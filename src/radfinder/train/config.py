@@ -16,6 +16,7 @@ from ..config import load_config
 from ..losses.combined import LossWeights
 from ..losses.registry import check_objective_names
 from ..models.config import AnatomyHeadConfig, LoraConfig
+from ..models.hub import parse_hub_id
 from ..text.vocabulary import DEFAULT_VOCABULARY, LabelVocabulary
 
 
@@ -24,8 +25,12 @@ class _Strict(BaseModel):
 
 
 class ModelSection(_Strict):
-    # A preset name (tiny, small, radfinder-vitl), a model YAML, or a checkpoint directory to start from.
+    # A preset name (tiny, small, radfinder-vitl), a model YAML, a checkpoint directory, or a Hugging Face id
+    # ORG/NAME[@REV] of one (e.g. lmb-freiburg/radfinder) to start from.
     init: str = "tiny"
+    # SPECTRE component files (a folder or a hub id, e.g. cclaess/SPECTRE) that initialise a preset / YAML model:
+    # RadFinder's own starting point (`radfinder.models.spectre`). Not with a checkpoint `init`.
+    spectre: str | None = None
     # Deep-merged over the preset's RadFinderConfig, e.g. {"text": {"source": "hf", "path": "/models/bert"}}.
     # Ignored (must be empty) when `init` is a checkpoint directory: a checkpoint carries its own config.
     overrides: dict[str, Any] = Field(default_factory=dict)
@@ -220,8 +225,12 @@ def resolve_paths(cfg: TrainConfig, base: Path) -> TrainConfig:
     })
     model = cfg.model
     init = Path(model.init).expanduser()
-    if not init.is_absolute() and ("/" in model.init or (base / init).exists()):  # a path, not a preset name
+    hub_id = parse_hub_id(model.init) is not None and not (base / init).exists()  # ORG/NAME[@REV], not a path
+    if not init.is_absolute() and not hub_id and ("/" in model.init or (base / init).exists()):  # not a preset
         model = model.model_copy(update={"init": str((base / init).resolve())})
+    spectre = model.spectre
+    if spectre and (parse_hub_id(spectre) is None or (base / Path(spectre).expanduser()).exists()):  # a folder
+        model = model.model_copy(update={"spectre": str((base / Path(spectre).expanduser()).resolve())})
     ev = cfg.eval
     if ev.retrieval is not None:
         ev = ev.model_copy(update={"retrieval": ev.retrieval.model_copy(

@@ -14,6 +14,7 @@ from ..losses.prompt import pos_weight_from_labels
 from ..losses.registry import LossSettings, Objective, active_objectives, needed_batch_fields, objective_names
 from ..models.config import PRESETS, RadFinderConfig, resolve_model_config
 from ..models.lora import add_lora
+from ..models.pretrained_files import weights_origin
 from ..text.findings import CTRATE_FINDINGS
 from ..text.vocabulary import DEFAULT_VOCABULARY, resolve_vocabulary
 from .config import RESUME_FREE, ModelSection, TrainConfig
@@ -29,7 +30,10 @@ def _deep_merge(base: dict, top: dict) -> dict:
 
 
 def is_checkpoint_dir(init: str) -> bool:
-    return Path(init).is_dir() and (Path(init) / "config.json").is_file()
+    """A checkpoint folder, or a Hugging Face id `ORG/NAME[@REV]` of one (`radfinder.models.hub`)."""
+    from ..models.hub import looks_like_hub_id
+
+    return (Path(init).is_dir() and (Path(init) / "config.json").is_file()) or looks_like_hub_id(init)
 
 
 def build_model(section: ModelSection):
@@ -41,17 +45,24 @@ def build_model(section: ModelSection):
         if section.overrides:
             raise ConfigError("model.overrides cannot change a checkpoint's architecture; leave it empty when "
                               f"model.init is a checkpoint directory ({section.init})")
+        if section.spectre:
+            raise ConfigError("model.spectre initialises a preset or YAML model; model.init is already a checkpoint "
+                              f"({section.init})")
         model = from_pretrained(section.init)
     else:
         if section.init not in PRESETS and not Path(section.init).is_file():
             raise ConfigError(f"model.init {section.init!r} is neither a preset ({', '.join(PRESETS)}), a model YAML, "
-                              "nor a checkpoint directory")
+                              "a checkpoint directory nor a Hugging Face id (ORG/NAME[@REV])")
         base = resolve_model_config(section.init).model_dump()
         try:
             cfg = RadFinderConfig.model_validate(_deep_merge(base, section.overrides))
         except Exception as exc:
             raise ConfigError(f"invalid model.overrides:\n{exc}") from exc
         model = RadFinderModel(cfg)
+        if section.spectre:
+            from ..models.spectre import load_spectre
+
+            load_spectre(model, section.spectre)
     if section.anatomy is not None and model.config.anatomy != section.anatomy:
         model.add_anatomy_head(section.anatomy)
     if section.text_lora is not None and model.config.text.lora is None:
@@ -64,6 +75,10 @@ def build_model(section: ModelSection):
         model.preprocess_spec = resolve_spec(section.preprocess)
     if model.tokenizer is None:
         raise ConfigError("the model's text tower has no tokenizer files; training needs one (text.tokenizer)")
+    # training changes the weights: released ones it starts from are its origin (saved as `derived_from` in every
+    # checkpoint's config.json), no longer what the model is
+    model.derived_from = weights_origin(model)
+    model.hub_sources = {}
     return model.train()
 
 
@@ -170,4 +185,4 @@ def fingerprint(cfg: TrainConfig, model, sources: list[TrainSource], feature_ide
         "prompts": hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16],
         "init_weights": state_dict_hash(model),
         "world_size": world_size,
-    }
+    } | ({"init_source": model.derived_from} if getattr(model, "derived_from", None) else {})

@@ -358,6 +358,8 @@ class Trainer:
                 if (every and done % every == 0) or (done == self.end_step and cfg.eval.at_end):
                     last_eval = self.evaluate(done)
                     record.update(last_eval)
+                if step == self.start_step and getattr(self.model, "derived_from", None):
+                    record["init_source"] = self.model.derived_from  # the released weights this run started from
                 self.logger.step(record)
                 last_loss = stats.loss
                 if done % cfg.checkpoint.every_steps == 0 or (done == self.end_step and cfg.checkpoint.final):
