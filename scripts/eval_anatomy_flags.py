@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"split {args.split}: {res['studies']} studies")
     print(f"{'anatomy':12s} {'pairs':>6s} {'not normal':>11s} {'unlabelled':>11s} {'flagged normal':>15s}")
     for a, v in res["per_anatomy"].items():
-        print(f"{a:12s} {v['pairs']:6d} {v['agreement']:11.3f} {v['unlabelled']:11d} {v['unlabelled_normal_rate']:15.3f}")
+        rate = v["unlabelled_normal_rate"]
+        print(f"{a:12s} {v['pairs']:6d} {v['agreement']:11.3f} {v['unlabelled']:11d} {rate:15.3f}")
     print(f"{'ALL':12s} {res['pairs']:6d} {res['agreement']:11.4f} {res['unlabelled']:11d} "
           f"{res['unlabelled_normal_rate']:15.3f}")  # fmt: skip
     print(f"\n{'finding':36s} {'pairs':>6s} {'not normal':>11s}")

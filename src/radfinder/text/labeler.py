@@ -18,46 +18,14 @@ silent), uncertain 0.5, negated or resolved 0.05, unmentioned 0.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from .clauses import AFFIRMED, NEGATED, RESOLVED, UNCERTAIN, clause_spans, mention_status  # noqa: F401 (re-exported)
 from .findings import CTRATE_FINDINGS
 from .label_rules import RULES
 from .regex_gate import Gate, gate_lower
 from .sentences import sentence_spans
-
-_CLAUSE_SPLIT = re.compile(
-    r";|:\s|,\s*(?=(?:but|however|whereas|while|although|which|and\s+(?:no|there|a|an|the)|there|no|kein\w*)\b)"
-    r"|\s(?=(?:but|however|whereas|although|except|apart from|aber|jedoch|während)\b)",
-    re.IGNORECASE,
-)
-_PRE_NEG = re.compile(
-    r"\b(?:no|not|without|neither|nor|absence of|free of|negative for|rule out|kein\w*|ohne|nicht|weder|frei von)\b"
-    r"(?P<gap>(?:\W+\w+){0,9}?)\W*$",
-    re.IGNORECASE,
-)
-_NEG_BREAK = re.compile(r"\b(?:but|however|except|apart from|other than|besides|aber|jedoch|außer)\b", re.I)
-_POST_NEG = re.compile(
-    r"\b(?:not\s+(?:been\s+)?(?:observed|detected|seen|found|present|identified|visuali[sz]ed|evident|noted|"
-    r"demonstrated|determined|monitored|encountered|recognized|apparent|distinguished)|no longer|absent|"
-    r"nicht\s+(?:mehr\s+)?(?:nachweisbar|abgrenzbar|erkennbar|vorhanden|sichtbar)|"
-    r"ausgeschlossen)",
-    re.IGNORECASE,
-)
-_RESOLVED = re.compile(
-    r"\b(?:resolved|disappeared|no longer|completely regressed|fully regressed|regressed completely|"
-    r"history of|status post|removed|vollständig rückläufig|nicht mehr|z\.\s?n\.)",
-    re.IGNORECASE,
-)
-_UNCERTAIN = re.compile(
-    r"\b(?:possibl\w*|probabl\w*|suspicio\w*|suspect\w*|questionabl\w*|may|might|could|likely|equivocal|"
-    r"cannot be (?:excluded|ruled out)|not (?:be )?(?:excluded|ruled out)|differential|"
-    r"v\.\s?a\.|verdacht\w*|fraglich\w*|möglich\w*|wahrscheinlich\w*|nicht auszuschließen|dd\b)|\?",
-    re.IGNORECASE,
-)
-
-AFFIRMED, UNCERTAIN, NEGATED, RESOLVED = "affirmed", "uncertain", "negated", "resolved"
 
 
 @dataclass
@@ -78,27 +46,11 @@ class LabelResult:
 def _clauses(text: str) -> Iterable[str]:
     for a, b in sentence_spans(text):
         sent = text[a:b]
-        pos = 0
-        for m in _CLAUSE_SPLIT.finditer(sent):
-            if m.start() > pos:
-                yield sent[pos : m.start()]
-            pos = m.end()
-        if pos < len(sent):
-            yield sent[pos:]
+        for s, e in clause_spans(sent):
+            yield sent[s:e]
 
 
-def _status(clause: str, start: int, end: int) -> str:
-    before, after = clause[:start], clause[end:]
-    neg = _PRE_NEG.search(before)
-    if neg and not _NEG_BREAK.search(neg.group("gap")):
-        return NEGATED
-    if _POST_NEG.search(after):
-        return NEGATED
-    if _RESOLVED.search(clause):
-        return RESOLVED
-    if _UNCERTAIN.search(clause):
-        return UNCERTAIN
-    return AFFIRMED
+_status = mention_status  # the name the gate tests rebuild the pre-gate labeler with
 
 
 # Literal gates (see `regex_gate`): a rule's trigger is searched only in clauses holding one of the substrings that
@@ -118,19 +70,31 @@ def find_mentions(text: str, section: str = "findings", gated: bool = True) -> l
         rules = [g for g in _GATED if g[2] is None or any(map(has, g[2]))]
     for clause in _clauses(text):
         low = (clause.lower() if low_text is not None else gate_lower(clause)) if gated else None
-        has = low.__contains__ if low is not None else None
-        for name, rule, lits in rules:
-            if has is not None and lits is not None and not any(map(has, lits)):
-                continue
-            m = rule.triggers.search(clause)
-            if not m:
-                continue
-            if rule.veto is not None and rule.veto.search(clause):
-                continue
-            if rule.need is not None and not rule.need.search(clause):
-                continue
-            out.append(Mention(name, _status(clause, m.start(), m.end()), section, clause.strip()))
+        for name, status in _scan(clause, low, rules):
+            out.append(Mention(name, status, section, clause.strip()))
     return out
+
+
+def _scan(clause: str, low: str | None, rules: list) -> list[tuple[str, str]]:
+    has = low.__contains__ if low is not None else None
+    out = []
+    for name, rule, lits in rules:
+        if has is not None and lits is not None and not any(map(has, lits)):
+            continue
+        m = rule.triggers.search(clause)
+        if not m:
+            continue
+        if rule.veto is not None and rule.veto.search(clause):
+            continue
+        if rule.need is not None and not rule.need.search(clause):
+            continue
+        out.append((name, mention_status(clause, m.start(), m.end())))
+    return out
+
+
+def clause_mentions(clause: str) -> list[tuple[str, str]]:
+    """(finding, status) of every finding mentioned in one clause (from `clauses.clause_spans`)."""
+    return _scan(clause, gate_lower(clause), _GATED)
 
 
 class RuleLabeler:

@@ -1,0 +1,131 @@
+"""Clauses of report sentences and the status of a mention inside its clause (negated, resolved, uncertain).
+
+One implementation serves the rule labeler (`labeler.find_mentions`) and the per-anatomy normal flags
+(`anatomy.RuleAssigner`): a negation cue scopes to its own clause only, so "Heart size is normal, pericardial
+effusion of 8 mm is observed." holds a normal clause and an affirmed one, and "No effusion, a 4 mm nodule is seen"
+does not negate the nodule.
+
+Where a sentence splits:
+- always at ";", ": " and before contrast words ("but", "however", "whereas", "while", "although", "except", ...),
+  and at a comma that opens a new statement (", there", ", no", ", and no", ", which", ...);
+- at a comma, "and" or "with" only when the text before it is already a complete statement (it holds a predicate:
+  "is", "was observed", "normal", ...) and, for a comma or "and", the text after it is one too. Lists keep their
+  shared negation that way: in "No pleural effusion, pneumothorax or consolidation" and "Pleural effusion and
+  pneumothorax were not observed" no side but the last has a predicate, so nothing splits.
+A clause span keeps its closing ";" or ":" (lead-ins such as "When examined in the lung parenchyma window;" stay
+recognisable as such).
+"""
+
+from __future__ import annotations
+
+import re
+
+_HARD = re.compile(
+    r"[;:](?=\s|$)|,\s*(?=(?:but|however|whereas|while|although|which|and\s+(?:no|there|a|an|the)|there|no|kein\w*)\b)"
+    r"|\s(?=(?:but|however|whereas|while|although|except|apart from|aber|jedoch|während)\b)",
+    re.IGNORECASE,
+)
+# Candidate soft splits: a comma (optionally followed by "and"), a bare "and", or the space before "with" unless
+# "with" completes the word before it ("compatible with", "consistent with", "filled with").
+_SOFT = re.compile(
+    r",\s*(?:(?:and|und)\s+)?|\s+(?:and|und)\s+|"
+    r"(?<!compatible)(?<!consistent)(?<!associated)(?<!filled)(?<!together)(?<!along)(?<!accompanied)(?<!covered)"
+    r"(?<!replaced)(?<!treated)(?<!compared)(?<!vereinbar)\s+(?=(?:with|mit)\b)",
+    re.IGNORECASE,
+)
+# A predicate makes a stretch of text a statement of its own (copulas, report verbs, the usual adjectives).
+_PREDICATE = re.compile(
+    r"\b(?:is|are|was|were|been|has|have|had|shows?|showed|shown|seen|observed|noted|detected|identified|present|"
+    r"appears?|appeared|remains?|remained|measur\w+|reach\w*|extend\w*|contains?|"
+    r"normal|natural|unremarkable|preserved|enlarged|open|patent|"
+    r"ist|sind|war|waren|zeigt|zeigen|besteht|bestehen|vorhanden|nachweisbar|unauffällig|regelrecht)\b",
+    re.IGNORECASE,
+)
+
+
+def _soft_spans(text: str, a: int, b: int) -> list[tuple[int, int]]:
+    cands = [(m.start(), m.end(), m.group(0).strip().lower() == "") for m in _SOFT.finditer(text, a, b)]
+    out: list[tuple[int, int]] = []
+    cur = a
+    for k, (s, e, is_with) in enumerate(cands):
+        nxt = cands[k + 1][0] if k + 1 < len(cands) else b
+        if not _PREDICATE.search(text, cur, s):
+            continue
+        if not is_with and not _PREDICATE.search(text, e, nxt):
+            continue
+        out.append((cur, s))
+        cur = e
+    out.append((cur, b))
+    return out
+
+
+def clause_spans(sentence: str) -> list[tuple[int, int]]:
+    """(start, end) of each clause of one sentence, whitespace trimmed, empty clauses dropped."""
+    pieces: list[tuple[int, int]] = []
+    pos = 0
+    for m in _HARD.finditer(sentence):
+        # ";" and ":" stay with the clause they close; the other splits drop their comma or space
+        end = m.end() if m.group(0)[:1] in ";:" else m.start()
+        if end > pos:
+            pieces.append((pos, end))
+        pos = m.end()
+    if pos < len(sentence):
+        pieces.append((pos, len(sentence)))
+    out = []
+    for a, b in pieces:
+        for s, e in _soft_spans(sentence, a, b):
+            while s < e and sentence[s].isspace():
+                s += 1
+            while e > s and sentence[e - 1].isspace():
+                e -= 1
+            if e > s:
+                out.append((s, e))
+    return out
+
+
+def split_clauses(sentence: str) -> list[str]:
+    return [sentence[a:b] for a, b in clause_spans(sentence)]
+
+
+_PRE_NEG = re.compile(
+    r"\b(?:no|not|without|neither|nor|absence of|free of|negative for|rule out|kein\w*|ohne|nicht|weder|frei von)\b"
+    r"(?P<gap>(?:\W+\w+){0,9}?)\W*$",
+    re.IGNORECASE,
+)
+_NEG_BREAK = re.compile(r"\b(?:but|however|except|apart from|other than|besides|aber|jedoch|außer)\b", re.I)
+_POST_NEG = re.compile(
+    r"\b(?:not\s+(?:been\s+)?(?:observed|detected|seen|found|present|identified|visuali[sz]ed|evident|noted|"
+    r"demonstrated|determined|monitored|encountered|recognized|apparent|distinguished)|no longer|absent|"
+    r"nicht\s+(?:mehr\s+)?(?:nachweisbar|abgrenzbar|erkennbar|vorhanden|sichtbar)|"
+    r"ausgeschlossen)",
+    re.IGNORECASE,
+)
+_RESOLVED = re.compile(
+    r"\b(?:resolved|disappeared|no longer|completely regressed|fully regressed|regressed completely|"
+    r"history of|status post|removed|vollständig rückläufig|nicht mehr|z\.\s?n\.)",
+    re.IGNORECASE,
+)
+_UNCERTAIN = re.compile(
+    r"\b(?:possibl\w*|probabl\w*|suspicio\w*|suspect\w*|questionabl\w*|may|might|could|likely|equivocal|"
+    r"cannot be (?:excluded|ruled out)|not (?:be )?(?:excluded|ruled out)|differential|"
+    r"v\.\s?a\.|verdacht\w*|fraglich\w*|möglich\w*|wahrscheinlich\w*|nicht auszuschließen|dd\b)|\?",
+    re.IGNORECASE,
+)
+
+AFFIRMED, UNCERTAIN, NEGATED, RESOLVED = "affirmed", "uncertain", "negated", "resolved"
+
+
+def mention_status(clause: str, start: int, end: int) -> str:
+    """Status of the mention clause[start:end]: a negation cue up to nine words before it or a negating predicate
+    after it (both within the clause), else a resolution or history word, else a hedge, else affirmed."""
+    before, after = clause[:start], clause[end:]
+    neg = _PRE_NEG.search(before)
+    if neg and not _NEG_BREAK.search(neg.group("gap")):
+        return NEGATED
+    if _POST_NEG.search(after):
+        return NEGATED
+    if _RESOLVED.search(clause):
+        return RESOLVED
+    if _UNCERTAIN.search(clause):
+        return UNCERTAIN
+    return AFFIRMED
