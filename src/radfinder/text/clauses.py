@@ -112,16 +112,21 @@ _UNCERTAIN = re.compile(
     re.IGNORECASE,
 )
 
+_LAST_WORD = re.compile(r"(?<=\W)\w+\W*$")
+
 AFFIRMED, UNCERTAIN, NEGATED, RESOLVED = "affirmed", "uncertain", "negated", "resolved"
 
 
 def mention_status(clause: str, start: int, end: int) -> str:
-    """Status of the mention clause[start:end]: a negation cue up to nine words before it or a negating predicate
-    after it (both within the clause), else a resolution or history word, else a hedge, else affirmed."""
-    before, after = clause[:start], clause[end:]
-    neg = _PRE_NEG.search(before)
-    if neg and not _NEG_BREAK.search(neg.group("gap")):
-        return NEGATED
+    """Status of the mention clause[start:end]: a negation cue up to nine words before it (or before its last word)
+    or a negating predicate after it (both within the clause), else a resolution or history word, else a hedge, else affirmed."""
+    after = clause[end:]
+    # A trigger may span words ("aorta of normal caliber without calcification"): a cue inside it counts too.
+    last = _LAST_WORD.search(clause, start, end)
+    for cut in {start, last.start() if last else start}:
+        neg = _PRE_NEG.search(clause[:cut])
+        if neg and not _NEG_BREAK.search(neg.group("gap")):
+            return NEGATED
     if _POST_NEG.search(after):
         return NEGATED
     if _RESOLVED.search(clause):

@@ -69,18 +69,20 @@ RULES: dict[str, FindingRule] = {
     ),
     "Pericardial effusion": FindingRule(
         _c(
-            r"pericardial (?:effusion|fluid)|(?:effusion|fluid)\W+(?:\w+\W+){0,4}pericard|hydropericard|"
+            r"pericardial (?:effusion|fluid)|(?<!pleural )(?<!pleural-)(?:effusion|fluid)\W+(?:\w+\W+){0,10}pericard|"
+            r"hydropericard|"
             r"perikarderguss|perikardial\w* erguss|pericardial effusion-thickening|pericardial thickening-effusion"
         )
     ),
     "Coronary artery wall calcification": FindingRule(
         _c(
             r"coronar\w*\W+(?:\w+\W+){0,8}(?:calcif|plaque|atherom|atheroscl)|"
-            r"(?:calcif|plaque|atherom|atheroscl)\w*\W+(?:\w+\W+){0,8}coronar|"
+            r"(?:calcif|plaque|atherom|atheroscl)\w*\W+(?:\w+\W+){0,12}coronar|"
             r"\b(?:lad|lcx|rca|left anterior descending|circumflex)\b\W+(?:\w+\W+){0,6}calcif|"
+            r"(?:calcif|plaque|atherom|atheroscl)\w*\W+(?:\w+\W+){0,12}"
+            r"(?:lad|lcx|rca|left anterior descending|circumflex)\b|"
             r"koronar\w*\W+(?:\w+\W+){0,4}(?:verkalk|sklero|kalk)|koronarsklerose|koronarkalk"
         ),
-        veto=_c(r"stent|bypass"),
     ),
     "Hiatal hernia": FindingRule(_c(r"hiat\w* hernia|hernia\w*\W+(?:\w+\W+){0,4}hiat|hiatushernie|hiatusgleithernie")),
     # CT-RATE's manual labels mark any described lymph node as present, millimetric or "not reaching
@@ -126,7 +128,7 @@ RULES: dict[str, FindingRule] = {
     "Mosaic attenuation pattern": FindingRule(_c(r"mosaic|mosaik")),
     "Peribronchial thickening": FindingRule(
         _c(
-            r"peribronchial\W+(?:\w+\W+){0,3}thicken|bronch\w* wall thicken|thickening\W+(?:\w+\W+){0,4}"
+            r"peribronch\w*\W+(?:\w+\W+){0,4}thick|bronch\w* wall thicken|thick\w*\W+(?:\w+\W+){0,4}"
             r"(?:peribronch|bronchial wall)|peribronchial cuffing|bronchialwandverdickung|peribronchial\w* verdick"
         )
     ),
@@ -134,8 +136,8 @@ RULES: dict[str, FindingRule] = {
     "Bronchiectasis": FindingRule(_c(r"bronchiecta|bronchiekta")),
     "Interlobular septal thickening": FindingRule(
         _c(
-            r"(?:interlobular|septal|septum|septa)\W+(?:\w+\W+){0,3}thicken|thicken\w*\W+(?:\w+\W+){0,4}"
-            r"(?:interlobular|septa)|septenverdick|septale\w* verdick|crazy[\s-]*paving"
+            r"(?:interlobular|septal|septum|septa|interstiti\w*)\W+(?:\w+\W+){0,3}thick|thick\w*\W+(?:\w+\W+){0,6}"
+            r"(?:interlobular|septa|interstiti)|septenverdick|septale\w* verdick|crazy[\s-]*paving"
         )
     ),
 }
