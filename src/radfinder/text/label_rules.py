@@ -99,24 +99,28 @@ RULES: dict[str, FindingRule] = {
         _c(r"nodul|micronodul|\bnodes? in the lung|rundherd|herdbefund|knötchen|noduli|lung mass"),
         veto=_c(_EXTRA_PULMONARY + r"|lymph|nodular (?:thickening|calcif|pleural)|pleural nodular|goiter"),
     ),
-    # In the manual labels, density increases explained as sequelae or atelectasis belong to those findings, and a
-    # ground-glass nodule is a nodule, not "Lung opacity"; ground glass, infiltration and other densities count.
+    # In the manual labels, fibrotic or scar densities belong to the sequela finding and a ground-glass nodule is a
+    # nodule, not "Lung opacity"; ground glass, infiltration and other densities count, linear, dependent and
+    # atelectatic density increases included (they carry both labels). Densities of bone, metal, skin or fat do not.
     "Lung opacity": FindingRule(
         _c(
             r"opacit|ground[\s-]*glass|density increase|increased density|increase in density|attenuation increase|"
             r"infiltrat|milchglas|verdichtung|trübung"
         ),
         veto=_c(
-            r"sclerotic|bone|vertebra|breast|liver|fat|knochen|calcific density|sequel|fibro|pleuroparenchymal|"
-            r"linear|band|atelecta|scar|ground[\s-]*glass nodule|soft tissue|narb|residu|thymic|mass"
+            r"sclerotic|bone|vertebra|breast|liver|fat|knochen|calcific density|fibro|pleuroparenchymal|scar|"
+            r"ground[\s-]*glass nodule|soft tissue|narb|residu|thymic|mass|metal|skin|subcutan|leuk"
         ),
     ),
     "Pulmonary fibrotic sequela": FindingRule(
         _c(
-            r"fibro|sequel|scar|parenchymal band|fibrotic|linear atelecta|residu|narb|fibros|fibrotisch|"
+            r"fibro|sequel|scar|(?:parenchymal|subpleural) band|fibrotic|residu|narb|fibros|fibrotisch|"
             r"pleuroparenchymal|reticulat|honeycomb"
         ),
-        veto=_c(r"fibroadenoma|fibroid|thyroid|liver|pleural plaque"),
+        # Linear (plate) atelectasis alone is atelectasis in the manual labels; a residual mass is not a scar.
+        veto=_c(
+            r"fibroadenoma|fibroid|pleural plaque|residu\w*[\s-]+(?:mass|relapse|tumou?r|lesion)|" + _EXTRA_PULMONARY
+        ),
     ),
     "Pleural effusion": FindingRule(
         _c(
