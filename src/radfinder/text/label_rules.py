@@ -94,7 +94,8 @@ RULES: dict[str, FindingRule] = {
         _c(r"emphysem|bulla|bullous|blebs?\b|emphysem|lungenemphysem"),
         veto=_c(r"subcutaneous|subkutan|mediastinal emphysema|soft tissue|weichteil|cutaneous"),
     ),
-    "Atelectasis": FindingRule(_c(r"atelecta|atelekta|dystelekta|collapse")),
+    # Fibroatelectasis is a fibrotic sequela in the manual labels, not atelectasis.
+    "Atelectasis": FindingRule(_c(r"(?<!fibro)(?<!fibro-)atelecta|atelekta|dystelekta|collapse")),
     "Lung nodule": FindingRule(
         _c(r"nodul|micronodul|\bnodes? in the lung|rundherd|herdbefund|knötchen|noduli|lung mass"),
         veto=_c(_EXTRA_PULMONARY + r"|lymph|nodular (?:thickening|calcif|pleural)|pleural nodular|goiter"),
@@ -124,7 +125,8 @@ RULES: dict[str, FindingRule] = {
     ),
     "Pleural effusion": FindingRule(
         _c(
-            r"pleural (?:effusion|fluid)|(?:effusion|fluid)\W+(?:\w+\W+){0,5}pleura|hydrothorax|hydropneumothorax|"
+            r"pleural (?:effusion|fluid)|(?:effusion|fluid)\W+(?:\w+\W+){0,10}(?:pleura|hemithora)|"
+            r"(?:bilateral|both sides)\W+(?:\w+\W+){0,3}effusion|hydrothorax|hydropneumothorax|"
             r"hydropnomothorax|pleuraerguss|pleuraergüsse|\berguss|effusion-thickening|thickening-effusion"
         ),
         veto=_c(r"pericard|perikard"),
