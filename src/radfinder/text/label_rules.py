@@ -97,8 +97,13 @@ RULES: dict[str, FindingRule] = {
     # Fibroatelectasis is a fibrotic sequela in the manual labels, not atelectasis.
     "Atelectasis": FindingRule(_c(r"(?<!fibro)(?<!fibro-)atelecta|atelekta|dystelekta|collapse")),
     "Lung nodule": FindingRule(
-        _c(r"nodul|micronodul|\bnodes? in the lung|rundherd|herdbefund|knötchen|noduli|lung mass"),
-        veto=_c(_EXTRA_PULMONARY + r"|lymph|nodular (?:thickening|calcif|pleural)|pleural nodular|goiter"),
+        # "Nodular" describing another finding (nodular consolidation, ground glass, density, infiltration) or a
+        # reticulonodular pattern is not a nodule in the manual labels.
+        _c(
+            r"(?<!reticulo)nodul(?!ar[\s-]+(?:consolidat|ground|glass|densit|infiltrat|opacit|thicken|calcif|pleural))|"
+            r"\bnodes? in the lung|rundherd|herdbefund|knötchen|noduli|lung mass"
+        ),
+        veto=_c(_EXTRA_PULMONARY + r"|lymph|pleural nodular|goiter"),
     ),
     # In the manual labels, fibrotic or scar densities belong to the sequela finding and a ground-glass nodule is a
     # nodule, not "Lung opacity"; ground glass, infiltration and other densities count, linear, dependent and
