@@ -51,9 +51,11 @@ RULES: dict[str, FindingRule] = {
             r"(?:aorta|gefäß|arteri)\w*\W+(?:\w+\W+){0,4}verkalk|kalkplaque"
         ),
         # Coronary-only clauses belong to the coronary finding; "aorta and coronary arteries" counts for both.
-        # The manual labels leave abdominal-aorta and valve calcification out.
+        # The manual labels leave abdominal-aorta and valve calcification out, unless the clause names a thoracic
+        # part of the aorta too.
         veto=_c(
-            r"abdominal aort|pleural|valve|klappe|bauchaorta|"
+            r"pleural|^(?!.*(?:ascend|\barch|arcus|descend|thoracic aort|thoracoabdominal|aortenbogen))"
+            r".*(?:abdominal aort|valve|klappe|bauchaorta)|"
             r"^(?!.*(?:aort|arch|arcus|carotid|subclavian|iliac|brachiocephalic|vascular|vessel|gefäß)).*"
             r"(?:coronar|koronar|\blad\b|\blcx\b|\brca\b|descending artery|circumflex|lymph|nodul|granulom)"
         ),
