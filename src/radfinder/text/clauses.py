@@ -8,8 +8,9 @@ does not negate the nodule.
 Where a sentence splits:
 - always at ";", ": " and before contrast words ("but", "however", "whereas", "while", "although", "except", ...),
   and at a comma that opens a new statement (", there", ", no", ", and no", ", which", ...);
-- at a comma, "and" or "with" only when the text before it is already a complete statement (it holds a predicate:
-  "is", "was observed", "normal", ...) and, for a comma or "and", the text after it is one too. Lists keep their
+- at a comma, "and" or "with" only when the stretch before it (back to the previous comma, "and" or "with") is a
+  statement (it holds a predicate: "is", "was observed", "normal", ...) and, for a comma or "and", the stretch
+  after it is one too. Lists keep their
   shared negation that way: in "No pleural effusion, pneumothorax or consolidation" and "Pleural effusion and
   pneumothorax were not observed" no side but the last has a predicate, so nothing splits.
 A clause span keeps its closing ";" or ":" (lead-ins such as "When examined in the lung parenchyma window;" stay
@@ -49,7 +50,8 @@ def _soft_spans(text: str, a: int, b: int) -> list[tuple[int, int]]:
     cur = a
     for k, (s, e, is_with) in enumerate(cands):
         nxt = cands[k + 1][0] if k + 1 < len(cands) else b
-        if not _PREDICATE.search(text, cur, s):
+        prev_end = cands[k - 1][1] if k else a
+        if not _PREDICATE.search(text, prev_end, s):
             continue
         if not is_with and not _PREDICATE.search(text, e, nxt):
             continue
