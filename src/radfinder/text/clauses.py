@@ -7,10 +7,10 @@ does not negate the nodule.
 
 Where a sentence splits:
 - always at ";", ": " and before contrast words ("but", "however", "whereas", "while", "although", "except", ...),
-  and at a comma that opens a new statement (", there", ", no", ", and no", ", which", ...);
+  and at a comma that opens a new statement (", there", ", no", ", and no", ...);
 - at a comma, "and" or "with" only when the stretch before it (back to the previous comma, "and" or "with") is a
   statement (it holds a predicate: "is", "was observed", "normal", ...) and, for a comma or "and", the stretch
-  after it is one too. Lists keep their
+  after it is one too and does not open with a verb (then it continues the statement before it). Lists keep their
   shared negation that way: in "No pleural effusion, pneumothorax or consolidation" and "Pleural effusion and
   pneumothorax were not observed" no side but the last has a predicate, so nothing splits.
 A clause span keeps its closing ";" or ":" (lead-ins such as "When examined in the lung parenchyma window;" stay
@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 
 _HARD = re.compile(
-    r"[;:](?=\s|$)|,\s*(?=(?:but|however|whereas|while|although|which|and\s+(?:no|there|a|an|the)|there|no|kein\w*)\b)"
+    r"[;:](?=\s|$)|,\s*(?=(?:but|however|whereas|while|although|and\s+(?:no|there|a|an|the)|there|no|kein\w*)\b)"
     r"|\s(?=(?:but|however|whereas|while|although|except|apart from|aber|jedoch|während)\b)",
     re.IGNORECASE,
 )
@@ -44,6 +44,11 @@ _PREDICATE = re.compile(
 )
 
 
+# A stretch that opens with a verb has no subject of its own: it continues the statement before it ("A nodule
+# ..., which was seen before, was not detected in the current examination.").
+_CONTINUES = re.compile(r"(?:is|are|was|were|has|have|had|ist|sind|war|waren)\b", re.IGNORECASE)
+
+
 def _soft_spans(text: str, a: int, b: int) -> list[tuple[int, int]]:
     cands = [(m.start(), m.end(), m.group(0).strip().lower() == "") for m in _SOFT.finditer(text, a, b)]
     out: list[tuple[int, int]] = []
@@ -53,7 +58,7 @@ def _soft_spans(text: str, a: int, b: int) -> list[tuple[int, int]]:
         prev_end = cands[k - 1][1] if k else a
         if not _PREDICATE.search(text, prev_end, s):
             continue
-        if not is_with and not _PREDICATE.search(text, e, nxt):
+        if not is_with and (not _PREDICATE.search(text, e, nxt) or _CONTINUES.match(text, e)):
             continue
         out.append((cur, s))
         cur = e
