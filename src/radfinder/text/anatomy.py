@@ -161,9 +161,10 @@ class RuleAssigner:
                     if spans:
                         mine[name] = spans
                         hits.setdefault(name, []).extend(a + x for x, _ in spans)
-            normal = any(p.search(c) for p in self.rules.normal[lang]) or bool(mine) and all(
+            negated = bool(mine) and all(
                 mention_status(c, x, y) in (NEGATED, RESOLVED) for spans in mine.values() for x, y in spans
             )
+            normal = negated or any(p.search(c) for p in self.rules.normal[lang])
             from_labels = [
                 FINDING_ANATOMY.get(f)
                 for f, status in clause_mentions(c)

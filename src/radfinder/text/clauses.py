@@ -126,7 +126,8 @@ AFFIRMED, UNCERTAIN, NEGATED, RESOLVED = "affirmed", "uncertain", "negated", "re
 
 def mention_status(clause: str, start: int, end: int) -> str:
     """Status of the mention clause[start:end]: a negation cue up to nine words before it (or before its last word)
-    or a negating predicate after it (both within the clause), else a resolution or history word, else a hedge, else affirmed."""
+    or a negating predicate after it (both within the clause), else a resolution or history word, else a hedge,
+    else affirmed."""
     after = clause[end:]
     # A trigger may span words ("aorta of normal caliber without calcification"): a cue inside it counts too.
     last = _LAST_WORD.search(clause, start, end)

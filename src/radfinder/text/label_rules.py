@@ -109,7 +109,8 @@ RULES: dict[str, FindingRule] = {
     ),
     # In the manual labels, fibrotic or scar densities belong to the sequela finding and a ground-glass nodule is a
     # nodule, not "Lung opacity"; ground glass, infiltration and other densities count, linear, dependent and
-    # atelectatic density increases included (they carry both labels). Densities of bone, metal, skin or fat do not.
+    # atelectatic density increases included (they carry both labels). Densities of bone, metal, skin or fat and a
+    # tumour infiltrating a neighbour do not.
     "Lung opacity": FindingRule(
         _c(
             r"opacit|ground[\s-]*glass|density increase|increased density|increase in density|attenuation increase|"
@@ -117,7 +118,8 @@ RULES: dict[str, FindingRule] = {
         ),
         veto=_c(
             r"sclerotic|bone|vertebra|breast|liver|fat|knochen|calcific density|fibro|pleuroparenchymal|scar|"
-            r"ground[\s-]*glass nodule|soft tissue|narb|residu|thymic|mass|metal|skin|subcutan|leuk"
+            r"ground[\s-]*glass nodule|soft tissue|narb|residu|thymic|mass|metal|skin|subcutan|leuk|"
+            r"infiltrating|infiltration into"
         ),
     ),
     "Pulmonary fibrotic sequela": FindingRule(
