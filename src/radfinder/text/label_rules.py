@@ -144,7 +144,8 @@ RULES: dict[str, FindingRule] = {
     "Peribronchial thickening": FindingRule(
         _c(
             r"peribronch\w*\W+(?:\w+\W+){0,4}thick|bronch\w* wall thicken|thick\w*\W+(?:\w+\W+){0,4}"
-            r"(?:peribronch|bronchial wall)|peribronchial cuffing|bronchialwandverdickung|peribronchial\w* verdick"
+            r"(?:peribronch|bronchial wall)|peribronchial cuffing|bronchialwandverdickung|peribronchial\w* verdick|"
+            r"peribronch\w*\W+(?:\w+\W+){0,2}densit|densit\w*\W+(?:\w+\W+){0,5}peribronch"
         )
     ),
     "Consolidation": FindingRule(_c(r"consolidat|konsolid")),
