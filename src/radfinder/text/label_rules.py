@@ -18,6 +18,9 @@ class FindingRule:
     triggers: re.Pattern
     need: re.Pattern | None = None
     veto: re.Pattern | None = None
+    # Devices stay after the operation that placed them: "status post sternotomy with wires" ("Z. n. ...") names
+    # material that is there, so only `gone` (removal) makes such a mention resolved.
+    gone: re.Pattern | None = None
 
 
 def _c(p: str) -> re.Pattern:
@@ -38,9 +41,11 @@ RULES: dict[str, FindingRule] = {
             r"chest tube|tube\b|(?:valve|mitral|aortic) replacement|\bcabg\b|bypass graft|coil|"
             r"fixation|\bscrews?\b|breast implant|implant(?:ed)? (?:device|material)|suture material|staple|"
             r"\bgraft\b|metallic|"
-            r"\bpeg\b|gastrostomy|katheter|schrittmacher|prothese|fremdmaterial|sternalcerclage|drainage|magensonde|tubus"
+            r"\bpeg\b|gastrostomy|katheter|schrittmacher|prothese|fremdmaterial|sternalcerclage|drainage|magensonde|tubus|"
+            r"\bzvk\b"
         ),
         veto=_c(r"port\s*-?\s*a\s*-?\s*cath\s+was removed|catheter was removed"),
+        gone=_c(r"removed|extracted|explanted|entfernt|explantiert"),
     ),
     "Arterial wall calcification": FindingRule(
         _c(
@@ -119,7 +124,7 @@ RULES: dict[str, FindingRule] = {
         veto=_c(
             r"sclerotic|bone|vertebra|breast|liver|fat|knochen|calcific density|fibro|pleuroparenchymal|scar|"
             r"ground[\s-]*glass nodule|soft tissue|narb|residu|thymic|mass|metal|skin|subcutan|leuk|"
-            r"infiltrating|infiltration into"
+            r"infiltrating|infiltration into|pneumonisch"
         ),
     ),
     "Pulmonary fibrotic sequela": FindingRule(
@@ -145,15 +150,17 @@ RULES: dict[str, FindingRule] = {
         _c(
             r"peribronch\w*\W+(?:\w+\W+){0,4}thick|bronch\w* wall thicken|thick\w*\W+(?:\w+\W+){0,4}"
             r"(?:peribronch|bronchial wall)|peribronchial cuffing|bronchialwandverdickung|peribronchial\w* verdick|"
+            r"verdickt\w*\W+(?:\w+\W+){0,2}bronchialw|"
             r"peribronch\w*\W+(?:\w+\W+){0,2}densit|densit\w*\W+(?:\w+\W+){0,5}peribronch"
         )
     ),
-    "Consolidation": FindingRule(_c(r"consolidat|konsolid")),
+    "Consolidation": FindingRule(_c(r"consolidat|konsolid|pneumonisch\w* infiltrat")),
     "Bronchiectasis": FindingRule(_c(r"bronchiecta|bronchiekta")),
     "Interlobular septal thickening": FindingRule(
         _c(
             r"(?:interlobular|septal|septum|septa|interstiti\w*)\W+(?:\w+\W+){0,3}thick|thick\w*\W+(?:\w+\W+){0,6}"
-            r"(?:interlobular|septa|interstiti)|septenverdick|septale\w* verdick|crazy[\s-]*paving"
+            r"(?:interlobular|septa|interstiti)|septenverdick|septale\w* verdick|verdickt\w*\W+(?:\w+\W+){0,2}septen|"
+            r"crazy[\s-]*paving"
         )
     ),
 }

@@ -1,8 +1,10 @@
 """Offline rule-based labeler for the 18 CT-RATE abnormalities (English and German reports).
 
-Each report is split into sentences and clauses; every trigger mention (see `label_rules`) is classified as
+Each report is split into sentences and clauses (`clauses.clause_spans`, the same split the per-anatomy normal
+flags use); every trigger mention (see `label_rules`) is classified within its clause (`clauses.mention_status`) as
 affirmed, negated ("no ...", "... was not observed", "kein ...", "ohne ..."), resolved/historical ("resolved",
-"no longer", "history of"), or uncertain ("possible", "cannot be excluded", "suspicious for", "V.a.").
+"no longer", "history of"; a device after "status post" stays present), or uncertain ("possible", "cannot be
+excluded", "suspicious for", "V.a.").
 
 How mentions become labels:
 - 1 if any mention is affirmed (in findings or impression); an affirmed mention is not cancelled by a negated
@@ -18,6 +20,7 @@ silent), uncertain 0.5, negated or resolved 0.05, unmentioned 0.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -53,10 +56,26 @@ def _clauses(text: str) -> Iterable[str]:
 _status = mention_status  # the name the gate tests rebuild the pre-gate labeler with
 
 
+def _rule_status(rule, clause: str, m: re.Match, gone: re.Pattern | None = None) -> str:
+    """`mention_status`, except that a device rule's mention stays present after "status post" unless removed."""
+    status = mention_status(clause, m.start(), m.end())
+    gone = gone or rule.gone
+    if status == RESOLVED and gone is not None and not gone.search(clause):
+        return AFFIRMED
+    return status
+
+
+def _lc(p: re.Pattern | None) -> re.Pattern | None:
+    """The pattern without IGNORECASE, for text that `gate_lower` lower-cased (same matches, several times faster;
+    the rules hold no upper-case literal, checked in the gate tests)."""
+    return None if p is None else re.compile(p.pattern, p.flags & ~re.IGNORECASE)
+
+
 # Literal gates (see `regex_gate`): a rule's trigger is searched only in clauses holding one of the substrings that
 # every match of it needs; rules with none of them anywhere in the report are dropped first. Skips ~90% of the
 # searches and finds the same mentions as searching every clause with every rule.
 _GATED = [(name, rule, Gate(rule.triggers).literals) for name, rule in RULES.items()]
+_LOWER = {name: tuple(map(_lc, (r.triggers, r.veto, r.need, r.gone))) for name, r in RULES.items()}
 
 
 def find_mentions(text: str, section: str = "findings", gated: bool = True) -> list[Mention]:
@@ -76,19 +95,29 @@ def find_mentions(text: str, section: str = "findings", gated: bool = True) -> l
 
 
 def _scan(clause: str, low: str | None, rules: list) -> list[tuple[str, str]]:
-    has = low.__contains__ if low is not None else None
+    """Rules on one clause; with `low` (its `gate_lower`) the gates apply and the patterns run case-sensitively on
+    `low` (same offsets); without it, case-insensitively on the clause."""
     out = []
+    if low is None:
+        for name, rule, _ in rules:
+            m = rule.triggers.search(clause)
+            if not m or (rule.veto is not None and rule.veto.search(clause)):
+                continue
+            if rule.need is not None and not rule.need.search(clause):
+                continue
+            out.append((name, _rule_status(rule, clause, m)))
+        return out
+    has = low.__contains__
     for name, rule, lits in rules:
-        if has is not None and lits is not None and not any(map(has, lits)):
+        if lits is not None and not any(map(has, lits)):
             continue
-        m = rule.triggers.search(clause)
-        if not m:
+        trig, veto, need, gone = _LOWER[name]
+        m = trig.search(low)
+        if not m or (veto is not None and veto.search(low)):
             continue
-        if rule.veto is not None and rule.veto.search(clause):
+        if need is not None and not need.search(low):
             continue
-        if rule.need is not None and not rule.need.search(clause):
-            continue
-        out.append((name, mention_status(clause, m.start(), m.end())))
+        out.append((name, _rule_status(rule, low, m, gone)))
     return out
 
 
