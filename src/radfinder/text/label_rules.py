@@ -76,7 +76,7 @@ RULES: dict[str, FindingRule] = {
     ),
     "Pericardial effusion": FindingRule(
         _c(
-            r"pericardial (?:effusion|fluid)|(?<!pleural )(?<!pleural-)(?:effusion|fluid)\W+(?:\w+\W+){0,10}pericard|"
+            r"pericardial (?:effusion|fluid)|(?<!pleural )(?<!pleural-)(?:effusion|fluid)\W+(?:\w+\W+){0,16}pericard|"
             r"hydropericard|"
             r"perikarderguss|perikardial\w* erguss|pericardial effusion-thickening|pericardial thickening-effusion"
         )
@@ -113,13 +113,14 @@ RULES: dict[str, FindingRule] = {
         veto=_c(_EXTRA_PULMONARY + r"|lymph|pleural nodular|goiter"),
     ),
     # In the manual labels, fibrotic or scar densities belong to the sequela finding and a ground-glass nodule is a
-    # nodule, not "Lung opacity"; ground glass, infiltration and other densities count, linear, dependent and
+    # nodule, not "Lung opacity"; "(pneumonic) infiltration" names a diagnosis, not the label (the synthetic
+    # generator renders it as consolidation too). Ground glass and other densities count, linear, dependent and
     # atelectatic density increases included (they carry both labels). Densities of bone, metal, skin or fat and a
     # tumour infiltrating a neighbour do not.
     "Lung opacity": FindingRule(
         _c(
             r"opacit|ground[\s-]*glass|density increase|increased density|increase in density|attenuation increase|"
-            r"infiltrat|milchglas|verdichtung|trübung"
+            r"milchglas|verdichtung|trübung"
         ),
         veto=_c(
             r"sclerotic|bone|vertebra|breast|liver|fat|knochen|calcific density|fibro|pleuroparenchymal|scar|"
