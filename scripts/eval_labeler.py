@@ -1,6 +1,7 @@
 """Score the rule-based labeler against CT-CLIP's 800 manually labelled reports.
 
-    .venv/bin/python scripts/eval_labeler.py [--csv PATH] [--uncertain positive|negative|unknown] [--errors FINDING]
+    .venv/bin/python scripts/eval_labeler.py [--csv PATH] [--uncertain positive|negative|unknown]
+        [--split dev|held-out|all] [--errors FINDING]
 
 Prints per-finding F1 / precision / recall / AUROC and the macro means on rows 0-399 (the development half the
 rules were tuned on), rows 400-799 (held out) and all 800. AUROC uses the labeler's confidence score. A label of
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--csv", type=Path, default=DEFAULT_CSV)
     ap.add_argument("--uncertain", default="positive", choices=["positive", "negative", "unknown"])
+    ap.add_argument("--split", default="all", choices=["dev", "held-out", "all"], help="which halves to print")
     ap.add_argument("--errors", default=None, help="print the clauses behind errors for this finding (dev half)")
     args = ap.parse_args(argv)
     if not args.csv.is_file():
@@ -58,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     score = np.array([[res.scores[f] for f in CTRATE_FINDINGS] for res in results])
 
     halves = {"dev 0-399": slice(0, 400), "held-out 400-799": slice(400, 800), "all 800": slice(0, 800)}
+    if args.split != "all":
+        halves = {k: v for k, v in halves.items() if k.startswith(args.split)}
     table = {name: evaluate(pred[s], score[s], truth[s]) for name, s in halves.items()}
     print(f"{'finding':36s}" + "".join(f"{n:>22s}" for n in halves))
     print(f"{'':36s}" + "      F1   AUROC   npos" * len(halves))

@@ -22,6 +22,14 @@ def real_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def synthetic_texts() -> list[dict]:
+    """120 synthetic studies' EN/DE reports with their planned labels and lesions (no volumes; ~30 s once)."""
+    from helpers_text import text_cohort
+
+    return text_cohort(120, seed=21)
+
+
+@pytest.fixture(scope="session")
 def compat_dir() -> Path:
     if not (COMPAT_DIR / "manifest.json").is_file():
         pytest.skip(f"compatibility reference pack absent: {COMPAT_DIR}")

@@ -83,6 +83,28 @@ def test_manual_labels_macro_f1(real_data):
     held = slice(400, 800)
     f1_all = f1_score(truth, pred == 1, average="macro")
     f1_held = f1_score(truth[held], pred[held] == 1, average="macro")
+    per_finding = f1_score(truth[held], pred[held] == 1, average=None)
     print(f"macro F1 all 800: {f1_all:.3f}, held-out 400: {f1_held:.3f}")
-    assert f1_all >= 0.90
-    assert f1_held >= 0.88
+    # measured with the clause-scoped rules: 0.946 all, 0.939 held-out, weakest held-out finding 0.855 (lung opacity)
+    assert f1_all >= 0.94
+    assert f1_held >= 0.93
+    assert per_finding.min() >= 0.84
+
+
+def test_synthetic_reports_against_the_generator_labels(synthetic_texts):
+    """The synthetic cohort's report writer (EN and DE phrasings) against the labels it planned: per finding F1."""
+    from sklearn.metrics import f1_score
+
+    cohort = synthetic_texts
+    truth = np.array([st["labels"] for st in cohort])
+    lab_ = RuleLabeler()
+    fields = {"en": ("Findings_EN", "Impressions_EN"), "de": ("Befund", "Beurteilung")}
+    for lang, (fk, ik) in fields.items():
+        pred = np.array(
+            [[lab_.label(st["texts"][lang][fk], st["texts"][lang][ik]).labels[f] for f in CTRATE_FINDINGS]
+             for st in cohort]
+        )  # fmt: skip
+        f1 = {f: f1_score(truth[:, j], pred[:, j] == 1) for j, f in enumerate(CTRATE_FINDINGS) if truth[:, j].any()}
+        assert len(f1) >= 16
+        assert np.mean(list(f1.values())) >= 0.98, (lang, f1)
+        assert min(f1.values()) >= 0.9, (lang, f1)

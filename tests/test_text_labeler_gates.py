@@ -25,7 +25,7 @@ def ungated_mentions(text: str, section: str = "findings") -> list[L.Mention]:
                 continue
             if rule.need is not None and not rule.need.search(clause):
                 continue
-            out.append(L.Mention(name, L._status(clause, m.start(), m.end()), section, clause.strip()))
+            out.append(L.Mention(name, L._rule_status(rule, clause, m), section, clause.strip()))
     return out
 
 
@@ -84,3 +84,16 @@ def test_gated_equals_ungated_on_real_reports(real_data):
     texts = pd.read_csv(real_data / "ct_clip_reports" / "train.csv")["report_text"].tolist()
     for text in texts:
         assert L.find_mentions(text) == ungated_mentions(text)
+
+
+def test_rules_hold_no_upper_case_literal():
+    """Gated clauses run each rule without IGNORECASE on the lower-cased clause: an upper-case literal in a rule
+    would never match there."""
+    import re as _re
+
+    for name, pats in L._LOWER.items():
+        for p in pats:
+            if p is None:
+                continue
+            literal = _re.sub(r"\\[A-Za-z]|\(\?P<\w+>", "", p.pattern)
+            assert literal == literal.lower(), name

@@ -17,12 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..config import read_resource_or_file
 from ..errors import ConfigError
+from .clauses import AFFIRMED, NEGATED, RESOLVED, UNCERTAIN, clause_spans, mention_status
+from .labeler import clause_mentions
 from .llm import AnswerCache, LLMClient, LLMConfig
 from .sentences import sentence_spans
 
@@ -41,6 +43,8 @@ class SentenceAssignment:
     anatomy: str | None  # the main anatomy (most keyword hits, or the LLM's answer)
     abnormal: bool
     anatomies: tuple[str, ...] = ()  # every anatomy the sentence speaks of (the main one first)
+    # the anatomies an abnormal clause of it speaks of (rule backend); None: use `abnormal` for all of `anatomies`
+    abnormal_anatomies: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class AnatomyTextRules:
     names: dict[str, dict[str, str]]
     templates: dict[str, str]
     source: str = "built-in"
+    abnormal_cues: dict[str, list[re.Pattern]] = field(default_factory=lambda: {"en": [], "de": []})
 
     @property
     def anatomies(self) -> list[str]:
@@ -102,7 +107,9 @@ def load_text_rules(path: str | Path | None = None) -> AnatomyTextRules:
     templates = {"en": "{anatomy} shows no significant abnormalities.", **(data.get("templates") or {})}
     exclude = {lg: _compile((data.get("exclude") or {}).get(lg), f"{where}: exclude.{lg}") for lg in ("en", "de")}
     normal = {lg: _compile((data.get("normal") or {}).get(lg), f"{where}: normal.{lg}") for lg in ("en", "de")}
-    return AnatomyTextRules(keywords, exclude, normal, names, templates, where)
+    cues = data.get("abnormal_cues") or {}
+    abnormal_cues = {lg: _compile(cues.get(lg), f"{where}: abnormal_cues.{lg}") for lg in ("en", "de")}
+    return AnatomyTextRules(keywords, exclude, normal, names, templates, where, abnormal_cues)
 
 
 class SentenceAssigner(Protocol):
@@ -120,17 +127,68 @@ class RuleAssigner:
 
     def anatomies_of(self, sentence: str, lang: str = "en") -> tuple[tuple[str, ...], bool]:
         """(every anatomy the sentence names, main one first; abnormal flag)."""
+        names, abnormal, _ = self.sentence_flags(sentence, lang)
+        return names, abnormal
+
+    def sentence_flags(self, sentence: str, lang: str = "en") -> tuple[tuple[str, ...], bool, tuple[str, ...]]:
+        """(every anatomy of the sentence, main one first; whether any clause is abnormal; the anatomies an
+        abnormal clause speaks of).
+
+        Flags are per clause (`clauses.clause_spans`): a clause is normal when a `normal` pattern matches it or
+        the shared negation (`clauses.mention_status`) negates every anatomy keyword in it. A normal clause no
+        longer hides an abnormal one next to it ("Heart size is normal, pericardial effusion of 8 mm is observed.").
+        An abnormal clause marks the anatomies it names, or, naming none but holding an `abnormal_cues` word, those
+        of the clause before it (else the sentence's main anatomy). A CT-RATE finding the labeler affirms or hedges
+        in a clause marks its anatomy (`FINDING_ANATOMY`) abnormal even where the keywords miss it ("plaques in the
+        main vascular structures") or the sentence is excluded (a stent next to coronary calcification); the same
+        negation decides it.
+        """
         lang = lang if lang in ("en", "de") else "en"
         s = _LIST_MARKER.sub("", sentence).strip()
-        normal = any(p.search(s) for p in self.rules.normal[lang])
-        if any(p.search(s) for p in self.rules.exclude[lang]):
-            return (), not normal
-        keys = []
-        for a, by_lang in self.rules.keywords.items():
-            hits = [m.start() for p in by_lang[lang] for m in p.finditer(s)]
-            if hits:
-                keys.append((-len(hits), min(hits), a))
-        return tuple(k[2] for k in sorted(keys)), not normal
+        excluded = any(p.search(s) for p in self.rules.exclude[lang])
+        hits: dict[str, list[int]] = {}
+        abnormal_any = False
+        flagged: list[str] = []
+        found: list[str] = []
+        prev: tuple[str, ...] = ()
+        pending = False  # an abnormal clause without anatomy before any clause that names one
+        for a, b in clause_spans(s):
+            c = s[a:b]
+            mine: dict[str, list[tuple[int, int]]] = {}
+            if not excluded:
+                for name, by_lang in self.rules.keywords.items():
+                    spans = [(m.start(), m.end()) for p in by_lang[lang] for m in p.finditer(c)]
+                    if spans:
+                        mine[name] = spans
+                        hits.setdefault(name, []).extend(a + x for x, _ in spans)
+            negated = bool(mine) and all(
+                mention_status(c, x, y) in (NEGATED, RESOLVED) for spans in mine.values() for x, y in spans
+            )
+            normal = negated or any(p.search(c) for p in self.rules.normal[lang])
+            from_labels = [
+                FINDING_ANATOMY.get(f)
+                for f, status in clause_mentions(c)
+                if status in (AFFIRMED, UNCERTAIN) and FINDING_ANATOMY.get(f) in self.rules.keywords
+            ]
+            found += [x for x in from_labels if x and x not in found]
+            names = tuple(mine) or prev
+            if not normal:
+                abnormal_any = True
+                if mine:
+                    flagged += names
+                elif any(p.search(c) for p in self.rules.abnormal_cues[lang]):
+                    if prev:
+                        flagged += prev
+                    elif not excluded:
+                        pending = True
+            flagged += [x for x in from_labels if x]
+            prev = names
+        keys = sorted((-len(v), min(v), a) for a, v in hits.items())
+        ordered = tuple(k[2] for k in keys)
+        ordered += tuple(x for x in found if x not in ordered)
+        if pending and ordered:
+            flagged.append(ordered[0])
+        return ordered, abnormal_any, tuple(x for x in ordered if x in flagged)
 
     def classify_one(self, sentence: str, lang: str = "en") -> tuple[str | None, bool]:
         names, abnormal = self.anatomies_of(sentence, lang)
@@ -235,14 +293,16 @@ def assign_sentences(
     parts = [(s, a, b, "findings") for s, a, b in split_section(findings, "findings")]
     parts += [(s, a, b, "impression") for s, a, b in split_section(impression, "impression")]
     texts = [p[0] for p in parts]
-    labels = assigner.classify(texts, lang)
     if isinstance(assigner, RuleAssigner):
-        every = [assigner.anatomies_of(t, lang)[0] for t in texts]
-    else:
-        every = [(anat,) if anat else () for anat, _ in labels]
+        flags = [assigner.sentence_flags(t, lang) for t in texts]
+        return [
+            SentenceAssignment(s, a, b, sec, names[0] if names else None, ab, names, abn)
+            for (s, a, b, sec), (names, ab, abn) in zip(parts, flags, strict=True)
+        ]
+    labels = assigner.classify(texts, lang)
     return [
-        SentenceAssignment(s, a, b, sec, anat, bool(ab), names)
-        for (s, a, b, sec), (anat, ab), names in zip(parts, labels, every, strict=True)
+        SentenceAssignment(s, a, b, sec, anat, bool(ab), (anat,) if anat else ())
+        for (s, a, b, sec), (anat, ab) in zip(parts, labels, strict=True)
     ]
 
 
@@ -264,7 +324,7 @@ def anatomy_texts(
         mine = [s for s in sents if a in s.anatomies]
         conclusion = [s.text for s in mine if s.section == "impression"]
         description = [s.text for s in mine if s.section == "findings"]
-        abnormal = any(s.abnormal for s in mine)
+        abnormal = any(s.abnormal if s.abnormal_anatomies is None else a in s.abnormal_anatomies for s in mine)
         if abnormal:
             body = conclusion + description
         else:

@@ -18,6 +18,9 @@ class FindingRule:
     triggers: re.Pattern
     need: re.Pattern | None = None
     veto: re.Pattern | None = None
+    # Devices stay after the operation that placed them: "status post sternotomy with wires" ("Z. n. ...") names
+    # material that is there, so only `gone` (removal) makes such a mention resolved.
+    gone: re.Pattern | None = None
 
 
 def _c(p: str) -> re.Pattern:
@@ -38,9 +41,11 @@ RULES: dict[str, FindingRule] = {
             r"chest tube|tube\b|(?:valve|mitral|aortic) replacement|\bcabg\b|bypass graft|coil|"
             r"fixation|\bscrews?\b|breast implant|implant(?:ed)? (?:device|material)|suture material|staple|"
             r"\bgraft\b|metallic|"
-            r"\bpeg\b|gastrostomy|katheter|schrittmacher|prothese|fremdmaterial|sternalcerclage|drainage|magensonde|tubus"
+            r"\bpeg\b|gastrostomy|katheter|schrittmacher|prothese|fremdmaterial|sternalcerclage|drainage|magensonde|tubus|"
+            r"\bzvk\b"
         ),
         veto=_c(r"port\s*-?\s*a\s*-?\s*cath\s+was removed|catheter was removed"),
+        gone=_c(r"removed|extracted|explanted|entfernt|explantiert"),
     ),
     "Arterial wall calcification": FindingRule(
         _c(
@@ -51,9 +56,11 @@ RULES: dict[str, FindingRule] = {
             r"(?:aorta|gefäß|arteri)\w*\W+(?:\w+\W+){0,4}verkalk|kalkplaque"
         ),
         # Coronary-only clauses belong to the coronary finding; "aorta and coronary arteries" counts for both.
-        # The manual labels leave abdominal-aorta and valve calcification out.
+        # The manual labels leave abdominal-aorta and valve calcification out, unless the clause names a thoracic
+        # part of the aorta too.
         veto=_c(
-            r"abdominal aort|pleural|valve|klappe|bauchaorta|"
+            r"pleural|^(?!.*(?:ascend|\barch|arcus|descend|thoracic aort|thoracoabdominal|aortenbogen))"
+            r".*(?:abdominal aort|valve|klappe|bauchaorta)|"
             r"^(?!.*(?:aort|arch|arcus|carotid|subclavian|iliac|brachiocephalic|vascular|vessel|gefäß)).*"
             r"(?:coronar|koronar|\blad\b|\blcx\b|\brca\b|descending artery|circumflex|lymph|nodul|granulom)"
         ),
@@ -69,18 +76,20 @@ RULES: dict[str, FindingRule] = {
     ),
     "Pericardial effusion": FindingRule(
         _c(
-            r"pericardial (?:effusion|fluid)|(?:effusion|fluid)\W+(?:\w+\W+){0,4}pericard|hydropericard|"
+            r"pericardial (?:effusion|fluid)|(?<!pleural )(?<!pleural-)(?:effusion|fluid)\W+(?:\w+\W+){0,16}pericard|"
+            r"hydropericard|"
             r"perikarderguss|perikardial\w* erguss|pericardial effusion-thickening|pericardial thickening-effusion"
         )
     ),
     "Coronary artery wall calcification": FindingRule(
         _c(
             r"coronar\w*\W+(?:\w+\W+){0,8}(?:calcif|plaque|atherom|atheroscl)|"
-            r"(?:calcif|plaque|atherom|atheroscl)\w*\W+(?:\w+\W+){0,8}coronar|"
+            r"(?:calcif|plaque|atherom|atheroscl)\w*\W+(?:\w+\W+){0,12}coronar|"
             r"\b(?:lad|lcx|rca|left anterior descending|circumflex)\b\W+(?:\w+\W+){0,6}calcif|"
+            r"(?:calcif|plaque|atherom|atheroscl)\w*\W+(?:\w+\W+){0,12}"
+            r"(?:lad|lcx|rca|left anterior descending|circumflex)\b|"
             r"koronar\w*\W+(?:\w+\W+){0,4}(?:verkalk|sklero|kalk)|koronarsklerose|koronarkalk"
         ),
-        veto=_c(r"stent|bypass"),
     ),
     "Hiatal hernia": FindingRule(_c(r"hiat\w* hernia|hernia\w*\W+(?:\w+\W+){0,4}hiat|hiatushernie|hiatusgleithernie")),
     # CT-RATE's manual labels mark any described lymph node as present, millimetric or "not reaching
@@ -92,33 +101,47 @@ RULES: dict[str, FindingRule] = {
         _c(r"emphysem|bulla|bullous|blebs?\b|emphysem|lungenemphysem"),
         veto=_c(r"subcutaneous|subkutan|mediastinal emphysema|soft tissue|weichteil|cutaneous"),
     ),
-    "Atelectasis": FindingRule(_c(r"atelecta|atelekta|dystelekta|collapse")),
+    # Fibroatelectasis is a fibrotic sequela in the manual labels, not atelectasis.
+    "Atelectasis": FindingRule(_c(r"(?<!fibro)(?<!fibro-)atelecta|atelekta|dystelekta|collapse")),
     "Lung nodule": FindingRule(
-        _c(r"nodul|micronodul|\bnodes? in the lung|rundherd|herdbefund|knötchen|noduli|lung mass"),
-        veto=_c(_EXTRA_PULMONARY + r"|lymph|nodular (?:thickening|calcif|pleural)|pleural nodular|goiter"),
+        # "Nodular" describing another finding (nodular consolidation, ground glass, density, infiltration) or a
+        # reticulonodular pattern is not a nodule in the manual labels.
+        _c(
+            r"(?<!reticulo)nodul(?!ar[\s-]+(?:consolidat|ground|glass|densit|infiltrat|opacit|thicken|calcif|pleural))|"
+            r"\bnodes? in the lung|rundherd|herdbefund|knötchen|noduli|lung mass"
+        ),
+        veto=_c(_EXTRA_PULMONARY + r"|lymph|pleural nodular|goiter"),
     ),
-    # In the manual labels, density increases explained as sequelae or atelectasis belong to those findings, and a
-    # ground-glass nodule is a nodule, not "Lung opacity"; ground glass, infiltration and other densities count.
+    # In the manual labels, fibrotic or scar densities belong to the sequela finding and a ground-glass nodule is a
+    # nodule, not "Lung opacity"; "(pneumonic) infiltration" names a diagnosis, not the label (the synthetic
+    # generator renders it as consolidation too). Ground glass and other densities count, linear, dependent and
+    # atelectatic density increases included (they carry both labels). Densities of bone, metal, skin or fat and a
+    # tumour infiltrating a neighbour do not.
     "Lung opacity": FindingRule(
         _c(
             r"opacit|ground[\s-]*glass|density increase|increased density|increase in density|attenuation increase|"
-            r"infiltrat|milchglas|verdichtung|trübung"
+            r"milchglas|verdichtung|trübung"
         ),
         veto=_c(
-            r"sclerotic|bone|vertebra|breast|liver|fat|knochen|calcific density|sequel|fibro|pleuroparenchymal|"
-            r"linear|band|atelecta|scar|ground[\s-]*glass nodule|soft tissue|narb|residu|thymic|mass"
+            r"sclerotic|bone|vertebra|breast|liver|fat|knochen|calcific density|fibro|pleuroparenchymal|scar|"
+            r"ground[\s-]*glass nodule|soft tissue|narb|residu|thymic|mass|metal|skin|subcutan|leuk|"
+            r"infiltrating|infiltration into|pneumonisch"
         ),
     ),
     "Pulmonary fibrotic sequela": FindingRule(
         _c(
-            r"fibro|sequel|scar|parenchymal band|fibrotic|linear atelecta|residu|narb|fibros|fibrotisch|"
+            r"fibro|sequel|scar|(?:parenchymal|subpleural) band|fibrotic|residu|narb|fibros|fibrotisch|"
             r"pleuroparenchymal|reticulat|honeycomb"
         ),
-        veto=_c(r"fibroadenoma|fibroid|thyroid|liver|pleural plaque"),
+        # Linear (plate) atelectasis alone is atelectasis in the manual labels; a residual mass is not a scar.
+        veto=_c(
+            r"fibroadenoma|fibroid|pleural plaque|residu\w*[\s-]+(?:mass|relapse|tumou?r|lesion)|" + _EXTRA_PULMONARY
+        ),
     ),
     "Pleural effusion": FindingRule(
         _c(
-            r"pleural (?:effusion|fluid)|(?:effusion|fluid)\W+(?:\w+\W+){0,5}pleura|hydrothorax|hydropneumothorax|"
+            r"pleural (?:effusion|fluid)|(?:effusion|fluid)\W+(?:\w+\W+){0,10}(?:pleura|hemithora)|"
+            r"(?:bilateral|both sides)\W+(?:\w+\W+){0,3}effusion|hydrothorax|hydropneumothorax|"
             r"hydropnomothorax|pleuraerguss|pleuraergüsse|\berguss|effusion-thickening|thickening-effusion"
         ),
         veto=_c(r"pericard|perikard"),
@@ -126,16 +149,19 @@ RULES: dict[str, FindingRule] = {
     "Mosaic attenuation pattern": FindingRule(_c(r"mosaic|mosaik")),
     "Peribronchial thickening": FindingRule(
         _c(
-            r"peribronchial\W+(?:\w+\W+){0,3}thicken|bronch\w* wall thicken|thickening\W+(?:\w+\W+){0,4}"
-            r"(?:peribronch|bronchial wall)|peribronchial cuffing|bronchialwandverdickung|peribronchial\w* verdick"
+            r"peribronch\w*\W+(?:\w+\W+){0,4}thick|bronch\w* wall thicken|thick\w*\W+(?:\w+\W+){0,4}"
+            r"(?:peribronch|bronchial wall)|peribronchial cuffing|bronchialwandverdickung|peribronchial\w* verdick|"
+            r"verdickt\w*\W+(?:\w+\W+){0,2}bronchialw|"
+            r"peribronch\w*\W+(?:\w+\W+){0,2}densit|densit\w*\W+(?:\w+\W+){0,5}peribronch"
         )
     ),
-    "Consolidation": FindingRule(_c(r"consolidat|konsolid")),
+    "Consolidation": FindingRule(_c(r"consolidat|konsolid|pneumonisch\w* infiltrat")),
     "Bronchiectasis": FindingRule(_c(r"bronchiecta|bronchiekta")),
     "Interlobular septal thickening": FindingRule(
         _c(
-            r"(?:interlobular|septal|septum|septa)\W+(?:\w+\W+){0,3}thicken|thicken\w*\W+(?:\w+\W+){0,4}"
-            r"(?:interlobular|septa)|septenverdick|septale\w* verdick|crazy[\s-]*paving"
+            r"(?:interlobular|septal|septum|septa|interstiti\w*)\W+(?:\w+\W+){0,3}thick|thick\w*\W+(?:\w+\W+){0,6}"
+            r"(?:interlobular|septa|interstiti)|septenverdick|septale\w* verdick|verdickt\w*\W+(?:\w+\W+){0,2}septen|"
+            r"crazy[\s-]*paving"
         )
     ),
 }

@@ -1,8 +1,10 @@
 """Offline rule-based labeler for the 18 CT-RATE abnormalities (English and German reports).
 
-Each report is split into sentences and clauses; every trigger mention (see `label_rules`) is classified as
+Each report is split into sentences and clauses (`clauses.clause_spans`, the same split the per-anatomy normal
+flags use); every trigger mention (see `label_rules`) is classified within its clause (`clauses.mention_status`) as
 affirmed, negated ("no ...", "... was not observed", "kein ...", "ohne ..."), resolved/historical ("resolved",
-"no longer", "history of"), or uncertain ("possible", "cannot be excluded", "suspicious for", "V.a.").
+"no longer", "history of"; a device after "status post" stays present), or uncertain ("possible", "cannot be
+excluded", "suspicious for", "V.a.").
 
 How mentions become labels:
 - 1 if any mention is affirmed (in findings or impression); an affirmed mention is not cancelled by a negated
@@ -22,42 +24,11 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from .clauses import AFFIRMED, NEGATED, RESOLVED, UNCERTAIN, clause_spans, mention_status  # noqa: F401 (re-exported)
 from .findings import CTRATE_FINDINGS
 from .label_rules import RULES
 from .regex_gate import Gate, gate_lower
 from .sentences import sentence_spans
-
-_CLAUSE_SPLIT = re.compile(
-    r";|:\s|,\s*(?=(?:but|however|whereas|while|although|which|and\s+(?:no|there|a|an|the)|there|no|kein\w*)\b)"
-    r"|\s(?=(?:but|however|whereas|although|except|apart from|aber|jedoch|während)\b)",
-    re.IGNORECASE,
-)
-_PRE_NEG = re.compile(
-    r"\b(?:no|not|without|neither|nor|absence of|free of|negative for|rule out|kein\w*|ohne|nicht|weder|frei von)\b"
-    r"(?P<gap>(?:\W+\w+){0,9}?)\W*$",
-    re.IGNORECASE,
-)
-_NEG_BREAK = re.compile(r"\b(?:but|however|except|apart from|other than|besides|aber|jedoch|außer)\b", re.I)
-_POST_NEG = re.compile(
-    r"\b(?:not\s+(?:been\s+)?(?:observed|detected|seen|found|present|identified|visuali[sz]ed|evident|noted|"
-    r"demonstrated|determined|monitored|encountered|recognized|apparent|distinguished)|no longer|absent|"
-    r"nicht\s+(?:mehr\s+)?(?:nachweisbar|abgrenzbar|erkennbar|vorhanden|sichtbar)|"
-    r"ausgeschlossen)",
-    re.IGNORECASE,
-)
-_RESOLVED = re.compile(
-    r"\b(?:resolved|disappeared|no longer|completely regressed|fully regressed|regressed completely|"
-    r"history of|status post|removed|vollständig rückläufig|nicht mehr|z\.\s?n\.)",
-    re.IGNORECASE,
-)
-_UNCERTAIN = re.compile(
-    r"\b(?:possibl\w*|probabl\w*|suspicio\w*|suspect\w*|questionabl\w*|may|might|could|likely|equivocal|"
-    r"cannot be (?:excluded|ruled out)|not (?:be )?(?:excluded|ruled out)|differential|"
-    r"v\.\s?a\.|verdacht\w*|fraglich\w*|möglich\w*|wahrscheinlich\w*|nicht auszuschließen|dd\b)|\?",
-    re.IGNORECASE,
-)
-
-AFFIRMED, UNCERTAIN, NEGATED, RESOLVED = "affirmed", "uncertain", "negated", "resolved"
 
 
 @dataclass
@@ -78,33 +49,33 @@ class LabelResult:
 def _clauses(text: str) -> Iterable[str]:
     for a, b in sentence_spans(text):
         sent = text[a:b]
-        pos = 0
-        for m in _CLAUSE_SPLIT.finditer(sent):
-            if m.start() > pos:
-                yield sent[pos : m.start()]
-            pos = m.end()
-        if pos < len(sent):
-            yield sent[pos:]
+        for s, e in clause_spans(sent):
+            yield sent[s:e]
 
 
-def _status(clause: str, start: int, end: int) -> str:
-    before, after = clause[:start], clause[end:]
-    neg = _PRE_NEG.search(before)
-    if neg and not _NEG_BREAK.search(neg.group("gap")):
-        return NEGATED
-    if _POST_NEG.search(after):
-        return NEGATED
-    if _RESOLVED.search(clause):
-        return RESOLVED
-    if _UNCERTAIN.search(clause):
-        return UNCERTAIN
-    return AFFIRMED
+_status = mention_status  # the name the gate tests rebuild the pre-gate labeler with
+
+
+def _rule_status(rule, clause: str, m: re.Match, gone: re.Pattern | None = None) -> str:
+    """`mention_status`, except that a device rule's mention stays present after "status post" unless removed."""
+    status = mention_status(clause, m.start(), m.end())
+    gone = gone or rule.gone
+    if status == RESOLVED and gone is not None and not gone.search(clause):
+        return AFFIRMED
+    return status
+
+
+def _lc(p: re.Pattern | None) -> re.Pattern | None:
+    """The pattern without IGNORECASE, for text that `gate_lower` lower-cased (same matches, several times faster;
+    the rules hold no upper-case literal, checked in the gate tests)."""
+    return None if p is None else re.compile(p.pattern, p.flags & ~re.IGNORECASE)
 
 
 # Literal gates (see `regex_gate`): a rule's trigger is searched only in clauses holding one of the substrings that
 # every match of it needs; rules with none of them anywhere in the report are dropped first. Skips ~90% of the
 # searches and finds the same mentions as searching every clause with every rule.
 _GATED = [(name, rule, Gate(rule.triggers).literals) for name, rule in RULES.items()]
+_LOWER = {name: tuple(map(_lc, (r.triggers, r.veto, r.need, r.gone))) for name, r in RULES.items()}
 
 
 def find_mentions(text: str, section: str = "findings", gated: bool = True) -> list[Mention]:
@@ -118,19 +89,41 @@ def find_mentions(text: str, section: str = "findings", gated: bool = True) -> l
         rules = [g for g in _GATED if g[2] is None or any(map(has, g[2]))]
     for clause in _clauses(text):
         low = (clause.lower() if low_text is not None else gate_lower(clause)) if gated else None
-        has = low.__contains__ if low is not None else None
-        for name, rule, lits in rules:
-            if has is not None and lits is not None and not any(map(has, lits)):
-                continue
+        for name, status in _scan(clause, low, rules):
+            out.append(Mention(name, status, section, clause.strip()))
+    return out
+
+
+def _scan(clause: str, low: str | None, rules: list) -> list[tuple[str, str]]:
+    """Rules on one clause; with `low` (its `gate_lower`) the gates apply and the patterns run case-sensitively on
+    `low` (same offsets); without it, case-insensitively on the clause."""
+    out = []
+    if low is None:
+        for name, rule, _ in rules:
             m = rule.triggers.search(clause)
-            if not m:
-                continue
-            if rule.veto is not None and rule.veto.search(clause):
+            if not m or (rule.veto is not None and rule.veto.search(clause)):
                 continue
             if rule.need is not None and not rule.need.search(clause):
                 continue
-            out.append(Mention(name, _status(clause, m.start(), m.end()), section, clause.strip()))
+            out.append((name, _rule_status(rule, clause, m)))
+        return out
+    has = low.__contains__
+    for name, rule, lits in rules:
+        if lits is not None and not any(map(has, lits)):
+            continue
+        trig, veto, need, gone = _LOWER[name]
+        m = trig.search(low)
+        if not m or (veto is not None and veto.search(low)):
+            continue
+        if need is not None and not need.search(low):
+            continue
+        out.append((name, _rule_status(rule, low, m, gone)))
     return out
+
+
+def clause_mentions(clause: str) -> list[tuple[str, str]]:
+    """(finding, status) of every finding mentioned in one clause (from `clauses.clause_spans`)."""
+    return _scan(clause, gate_lower(clause), _GATED)
 
 
 class RuleLabeler:
