@@ -56,12 +56,17 @@ def test_rouge_l_is_rouge_score_mean():
     assert rouge_l(["Größe über"], ["Größe über"], "de") == pytest.approx(1.0)
 
 
-def test_bertscore_matches_bert_score_package():
+@pytest.fixture(scope="module")
+def minilm_scorer():
+    return BertScorer()
+
+
+def test_bertscore_matches_bert_score_package(minilm_scorer):
     import bert_score
 
     from radfinder.models.text import minilm_dir
 
-    ours = BertScorer()
+    ours = minilm_scorer
     p, r, f = ours.score(CANDS, REFS)
     bp, br, bf = bert_score.score(CANDS, REFS, model_type=str(minilm_dir()), num_layers=ours.layer, device="cpu")
     np.testing.assert_allclose(p, bp.numpy(), atol=1e-4)
@@ -85,7 +90,7 @@ EDGE_PAIRS = [  # (candidate, reference)
 ]
 
 
-def test_bertscore_edge_cases_match_bert_score_package(monkeypatch):
+def test_bertscore_edge_cases_match_bert_score_package(monkeypatch, minilm_scorer):
     import bert_score
     import bert_score.utils as bsu
 
@@ -101,7 +106,7 @@ def test_bertscore_edge_cases_match_bert_score_package(monkeypatch):
         return encode(tokenizer, sent)
 
     monkeypatch.setattr(bsu, "sent_encode", sent_encode)
-    ours = BertScorer()
+    ours = minilm_scorer
     cands, refs = [c for c, _ in EDGE_PAIRS], [r for _, r in EDGE_PAIRS]
     p, r, f = ours.score(cands, refs)
     # batch_size=1: bert-score pads the pairs of a batch with similarity 0, which caps a negative best match of a
