@@ -64,19 +64,22 @@ def soft_contrastive_worker(rank: int, world: int, init_file: str) -> None:
             text = torch.randn(n, d, generator=g, dtype=torch.float64) + image
             w = torch.rand(n, n, generator=g, dtype=torch.float64) * (torch.rand(n, n, generator=g) < 0.5)
             w = w + torch.eye(n, dtype=torch.float64)
+            v = torch.rand(n, n, generator=g, dtype=torch.float64) + torch.eye(n, dtype=torch.float64)
             lo, hi = sum(sizes[:rank]), sum(sizes[: rank + 1])
-            for intra in (0.0, 0.4):
+            for intra, t2i in ((0.0, None), (0.4, None), (0.4, v)):
                 for block in ("rows", "full"):
-                    what = f"sizes={sizes} intra={intra} targets={block}"
+                    what = f"sizes={sizes} intra={intra} targets={block} t2i={t2i is not None}"
                     ref_in = [image.clone().requires_grad_(True), text.clone().requires_grad_(True),
                               torch.tensor(0.1, dtype=torch.float64, requires_grad=True)]  # fmt: skip
-                    ref = soft_contrastive_loss(ref_in[0], ref_in[1], w, ref_in[2], intra, local=True)
+                    ref = soft_contrastive_loss(ref_in[0], ref_in[1], w, ref_in[2], intra, targets_t2i=t2i,
+                                                local=True)  # fmt: skip
                     ref_grads = torch.autograd.grad(ref, ref_in)
                     im = image[lo:hi].clone().requires_grad_(True)
                     tx = text[lo:hi].clone().requires_grad_(True)
                     t = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
                     targets = w[lo:hi] if block == "rows" else w
-                    out = soft_contrastive_loss(im, tx, targets, t, intra)
+                    v_in = None if t2i is None else (t2i[lo:hi] if block == "rows" else t2i)
+                    out = soft_contrastive_loss(im, tx, targets, t, intra, targets_t2i=v_in)
                     out.backward()
                     _close(_sum_over_ranks(out), ref.detach(), what + " summed shares")
                     _close(im.grad, ref_grads[0][lo:hi], what + " d/d image")

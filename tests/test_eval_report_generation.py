@@ -56,12 +56,17 @@ def test_rouge_l_is_rouge_score_mean():
     assert rouge_l(["Größe über"], ["Größe über"], "de") == pytest.approx(1.0)
 
 
-def test_bertscore_matches_bert_score_package():
+@pytest.fixture(scope="module")
+def minilm_scorer():
+    return BertScorer()
+
+
+def test_bertscore_matches_bert_score_package(minilm_scorer):
     import bert_score
 
     from radfinder.models.text import minilm_dir
 
-    ours = BertScorer()
+    ours = minilm_scorer
     p, r, f = ours.score(CANDS, REFS)
     bp, br, bf = bert_score.score(CANDS, REFS, model_type=str(minilm_dir()), num_layers=ours.layer, device="cpu")
     np.testing.assert_allclose(p, bp.numpy(), atol=1e-4)
@@ -69,6 +74,50 @@ def test_bertscore_matches_bert_score_package():
     np.testing.assert_allclose(f, bf.numpy(), atol=1e-4)
     same = ours.score(REFS[:1], REFS[:1])[2]
     assert same[0] == pytest.approx(1.0, abs=1e-6)
+
+
+EDGE_PAIRS = [  # (candidate, reference)
+    ("", REFS[0]),  # empty candidate
+    (CANDS[1], ""),  # empty reference
+    ("", ""),
+    ("   ", REFS[2]),  # blank: no scored piece after stripping
+    ("Cardiomegaly.", REFS[0]),  # one word
+    (REFS[3], "Emphysema."),
+    ("\u2603", REFS[1]),  # a candidate of one unknown piece ([UNK] only)
+    ("Small \u2603 nodule in the \U0001F600 right upper lobe.", REFS[0]),  # unknown pieces among known ones
+    (REFS[2], REFS[2]),  # identical
+    ("nodule " * 600, "nodule " * 550 + "effusion " * 50),  # past 512 pieces: the differing end is truncated away
+]
+
+
+def test_bertscore_edge_cases_match_bert_score_package(monkeypatch, minilm_scorer):
+    import bert_score
+    import bert_score.utils as bsu
+
+    from radfinder.models.text import minilm_dir
+
+    # bert-score 0.3.13 encodes an empty text with `build_inputs_with_special_tokens([])`, which transformers 5's
+    # BertTokenizer no longer has; its result for BERT is [CLS] [SEP], given here. Everything else is bert-score's.
+    encode = bsu.sent_encode
+
+    def sent_encode(tokenizer, sent):
+        if sent.strip() == "":
+            return [tokenizer.cls_token_id, tokenizer.sep_token_id]
+        return encode(tokenizer, sent)
+
+    monkeypatch.setattr(bsu, "sent_encode", sent_encode)
+    ours = minilm_scorer
+    cands, refs = [c for c, _ in EDGE_PAIRS], [r for _, r in EDGE_PAIRS]
+    p, r, f = ours.score(cands, refs)
+    # batch_size=1: bert-score pads the pairs of a batch with similarity 0, which caps a negative best match of a
+    # text shorter than its batch's longest at 0 (a batch-dependent result; ours is the unpadded one)
+    bp, br, bf = bert_score.score(cands, refs, model_type=str(minilm_dir()), num_layers=ours.layer, device="cpu",
+                                  batch_size=1)  # fmt: skip
+    for got, want in ((p, bp), (r, br), (f, bf)):
+        np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
+    assert (p[:4] == 0).all() and (r[:4] == 0).all() and (f[:4] == 0).all()  # exactly 0, not a small value
+    assert p[6] > 0 and r[6] > 0  # [UNK] is scored, as bert-score scores it
+    assert f[8] == pytest.approx(1.0, abs=1e-6) and f[9] == pytest.approx(1.0, abs=1e-6)
 
 
 def test_clinical_efficacy_against_sklearn():

@@ -80,7 +80,8 @@ def test_swca_trains_and_its_loss_decreases(cohort, tmp_path):
     cfg = toy_train_config(cohort, batch={"micro": 4, "accum": 2}, optim={"lr": 3e-3, "warmup_steps": 1},
                            schedule={"epochs": 30, "max_steps": 12},
                            losses={"b_init": -2.0, "t_init": 2.0, "weights": weights,
-                                   "options": {"swca": {"alpha": 1.0, "beta": 0.5, "gamma": 0.5}}})
+                                   "options": {"swca": {"alpha": 0.5, "beta": 0.5, "gamma": 0.5,
+                                                        "volume_weight": 0.5}}})
     res = train(cfg, tmp_path / "run")
     lines = _log(tmp_path / "run")
     assert res.steps == 12 and all("swca" in x and "siglip" not in x for x in lines)

@@ -19,7 +19,8 @@ def test_swca_two_processes_match_one_process(tmp_path):
     common = {"precision": "fp64", "schedule": {"epochs": 1, "max_steps": 1},
               "distributed": {"backend": "gloo", "timeout_s": 120},
               "losses": {"b_init": -2.0, "weights": {"swca": 1.0, "prompt": 8.0},
-                         "options": {"swca": {"beta": 0.5, "gamma": 0.5, "intra_weight": 0.3}}}}
+                         "options": {"swca": {"alpha": 0.5, "beta": 0.5, "gamma": 0.5,
+                                                   "volume_weight": 0.5, "intra_weight": 0.3}}}}
     dist_cfg = toy_train_config(cohort, batch={"micro": 2, "accum": 2}, **common)
     one_cfg = toy_train_config(cohort, batch={"micro": 4, "accum": 2}, **common)
     run_two_ranks(dist_cfg, tmp_path)

@@ -59,8 +59,9 @@ METHODS: dict[str, DemoMethod] = {
                             ("retrieval", "zero-shot", "localization")),
     # configs/train/scale-vlp-demo.yaml's losses (a test keeps them equal)
     "scale-vlp": DemoMethod("scale-vlp", {"swca": 1.0, "prompt": 8.0}, ("retrieval", "zero-shot"),
-                            losses={"options": {"swca": {"alpha": 1.0, "beta": 0.5, "gamma": 0.5,
-                                                         "intra_weight": 0.0}}, "t_init": 2.659},
+                            losses={"options": {"swca": {"alpha": 0.5, "beta": 0.5, "gamma": 0.5,
+                                                         "volume_weight": 0.5, "intra_weight": 0.0}},
+                                    "t_init": 2.659},
                             snippets=False),
     "fvlm": DemoMethod("fvlm", dict(FVLM_WEIGHTS), ("anatomy_zero_shot",), anatomy=True, snippets=False),
 }  # fmt: skip

@@ -6,10 +6,16 @@
   and single punctuation marks (`tokenize`).
 - **ROUGE-L**: the `rouge-score` package's LCS F-measure, mean over report pairs (its default tokenizer for
   English; for other languages a tokenizer that keeps non-ASCII letters, since the default drops them).
-- **BERTScore** (Zhang et al.): greedy cosine matching of contextual token embeddings, no idf weighting, no baseline
-  rescaling, special tokens not scored. The model is the offline all-MiniLM-L6-v2 bundled with radfinder (its last
-  layer): values are *not* comparable with published BERTScores (RoBERTa-large, rescaled), only between systems
-  scored here.
+- **BERTScore** (Zhang et al.), with the rules of the `bert-score` package (0.3.13) at `idf=False`, no baseline
+  rescaling (tested against it on edge cases): greedy cosine matching of contextual token embeddings; every word
+  piece is scored except the tokenizer's [CLS] and [SEP] (an unknown piece, [UNK], is scored like any other), and
+  every piece including [CLS] and [SEP] is a match target; precision = recall = F1 = 0 when either text has no
+  scored piece (empty or blank); F1 = 0 where precision + recall = 0. Each text is truncated to the tokenizer's
+  `model_max_length` word pieces (512 for MiniLM and at most 512 here), [CLS] and [SEP] included, the end dropped,
+  as `bert-score` truncates. Unlike `bert-score`, pairs are not padded to their batch's longest text (its padding
+  has similarity 0 and caps a negative best match at 0): ours equals `bert-score` with `batch_size=1`. The model
+  is the offline all-MiniLM-L6-v2 bundled with radfinder (its last layer): values are *not* comparable with
+  published BERTScores (RoBERTa-large, rescaled), only between systems scored here.
 - **Clinical efficacy**: the rule labeler's 18 findings on generated and reference reports; per-finding precision,
   recall and F1 of the generated labels against the reference labels, macro F1 over the findings with at least one
   positive reference in the evaluated set (the others are listed as skipped). A reference whose labeler output is
@@ -112,7 +118,8 @@ class BertScorer:
         """Per text: (tokens, D) unit embeddings and a (tokens,) bool mask of the scored (non-special) tokens."""
         torch = self._torch
         out = []
-        special = set(self.tokenizer.all_special_ids)
+        # bert-score gives [CLS] and [SEP] weight 0 and every other piece weight 1 (idf=False), [UNK] included
+        special = {self.tokenizer.cls_token_id, self.tokenizer.sep_token_id} - {None}
         for s in range(0, len(texts), self.batch_size):
             chunk = [t.strip() for t in texts[s : s + self.batch_size]]
             enc = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
@@ -132,12 +139,17 @@ class BertScorer:
         re_ = self._embed(list(references))
         p, r, f = [], [], []
         for (hc, mc), (hr, mr) in zip(ce, re_, strict=True):
-            sim = hc @ hr.T  # every token of each text, special ones included as match targets
-            prec = float(sim.max(1)[mc].mean()) if mc.any() else 0.0
-            rec = float(sim.max(0)[mr].mean()) if mr.any() else 0.0
+            if not mc.any() or not mr.any():  # a side without a scored piece: all three are 0 (as bert-score)
+                p.append(0.0)
+                r.append(0.0)
+                f.append(0.0)
+                continue
+            sim = hc @ hr.T  # every token of each text, [CLS] and [SEP] included as match targets
+            prec = float(sim.max(1)[mc].mean())
+            rec = float(sim.max(0)[mr].mean())
             p.append(prec)
             r.append(rec)
-            f.append(2 * prec * rec / (prec + rec) if prec + rec > 0 else 0.0)
+            f.append(2 * prec * rec / (prec + rec) if prec + rec != 0 else 0.0)
         return np.array(p), np.array(r), np.array(f)
 
 

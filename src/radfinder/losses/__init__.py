@@ -37,7 +37,7 @@ from .siglip import SigLipLoss, batch_bias_init, siglip_loss
 from .siglip_dist import siglip_loss_distributed
 from .siglip_terms import SiglipOutput
 from .soft_contrastive import soft_contrastive_loss
-from .soft_targets import report_soft_targets, soft_targets, spatial_similarity
+from .soft_targets import VolumeProfiles, report_soft_targets, soft_target_pair, soft_targets, spatial_similarity
 
 __all__ = [
     "DEFAULT_GROUP_WEIGHTS",
@@ -72,10 +72,12 @@ __all__ = [
     "register_leaves",
     "register_objective",
     "report_soft_targets",
+    "VolumeProfiles",
     "select_prompts",
     "siglip_loss",
     "siglip_loss_distributed",
     "soft_contrastive_loss",
+    "soft_target_pair",
     "soft_targets",
     "spatial_similarity",
 ]

@@ -10,9 +10,11 @@ Objectives (registration order = the order of summation and logging):
 * `localization`: a live per-micro-batch term, each snippet against its own scan's depth cells, mean over the
   global batch's snippets (1.5 (3));
 * `swca`: SCALE-VLP-style soft-weighted contrast (`soft_contrastive_loss`, docs/soft_contrastive.md) on image/text
-  with soft targets from the batch's report-derived labels (knowledge term) and, when beta > 0, the anatomies the
-  reports call abnormal (spatial term). Its temperature reuses SigLIP's learnable log-scale: temperature =
-  exp(-t) (so `losses.t_init` sets it; ln(1/0.07) = 2.659 gives CLIP's 0.07).
+  with soft targets `alpha I + (1 - alpha) rownorm(beta S + gamma K)` (`soft_target_pair`, the true pair keeps
+  `alpha` of each row at any batch size) from the batch's report-derived labels (knowledge term K) and, when
+  beta > 0, the anatomies the reports call abnormal mixed with their volumes (`volume_weight`: organ masks and cited
+  depth cells, batch field `swca_volume`; spatial term S). Its temperature reuses SigLIP's learnable log-scale:
+  temperature = exp(-t) (so `losses.t_init` sets it; ln(1/0.07) = 2.659 gives CLIP's 0.07).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
+from ..features.volume_profile import split_profile_rows
 from ..text.ontology import knowledge_similarity
 from .collectives import all_gather_rows
 from .localization import gaussian_localization_loss
@@ -31,7 +35,7 @@ from .prompt import prompt_bce_loss, select_prompts
 from .registry import LossSettings, Objective, ObjectiveContext, StepTerm, register_leaves, register_objective
 from .siglip_dist import siglip_loss_distributed
 from .soft_contrastive import soft_contrastive_loss
-from .soft_targets import soft_targets, spatial_similarity
+from .soft_targets import VolumeProfiles, labels_known, soft_target_pair, spatial_similarity
 
 # ---------------------------------------------------------------------------------------------------- leaves
 
@@ -148,29 +152,47 @@ def _n_snippets(mbs: Sequence[Any]) -> float:
 
 # ---------------------------------------------------------------------------------------------------- swca
 
-SWCA_DEFAULTS = {"alpha": 1.0, "beta": 0.0, "gamma": 0.5, "intra_weight": 0.0, "max_log_scale": math.log(100.0)}
+SWCA_DEFAULTS = {"alpha": 0.5, "beta": 0.0, "gamma": 0.5, "volume_weight": 0.5, "intra_weight": 0.0,
+                 "max_log_scale": math.log(100.0)}  # fmt: skip
 
 
-def swca_targets(ctx: ObjectiveContext) -> torch.Tensor:
-    """(B_global, B_global) soft targets of the global batch from its report-derived labels (and anatomies)."""
-    opt = {**SWCA_DEFAULTS, **ctx.settings.options.get("swca", {})}
+def _volume(ctx: ObjectiveContext) -> VolumeProfiles:
+    rows = all_gather_rows(ctx.batch_field("swca_volume").to(torch.float64)).cpu().numpy()
+    return VolumeProfiles(*split_profile_rows(rows))
+
+
+def swca_options(settings: LossSettings) -> dict[str, Any]:
+    given = settings.options.get("swca", {})
+    unknown = sorted(set(given) - set(SWCA_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"losses.options.swca: unknown option(s) {unknown}; known: {', '.join(SWCA_DEFAULTS)}")
+    return {**SWCA_DEFAULTS, **given}
+
+
+def swca_targets(ctx: ObjectiveContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image-to-text, text-to-image) (B_global, B_global) soft targets of the global batch from its report-derived
+    labels, the anatomies the reports call abnormal and their volumes."""
+    opt = swca_options(ctx.settings)
     labels = all_gather_rows(torch.cat([mb.labels for mb in ctx.micro_batches])).cpu().numpy()
     n = labels.shape[0]
     know = knowledge_similarity(labels, ctx.settings.label_names) if opt["gamma"] else None
     spatial = None
     if opt["beta"]:
         flags = all_gather_rows(ctx.batch_field("report_abnormal_anatomies").to(torch.uint8))
-        spatial = spatial_similarity(flags.cpu().numpy().astype(bool))
-    return soft_targets(n, alpha=opt["alpha"], beta=opt["beta"], gamma=opt["gamma"], spatial=spatial,
-                        knowledge=know)
+        volume = _volume(ctx) if opt["volume_weight"] else None
+        spatial = spatial_similarity(flags.cpu().numpy().astype(bool), volume=volume,
+                                     volume_weight=opt["volume_weight"])  # fmt: skip
+    return soft_target_pair(n, alpha=opt["alpha"], beta=opt["beta"], gamma=opt["gamma"], spatial=spatial,
+                            knowledge=know, known=labels_known(labels))  # fmt: skip
 
 
 def _swca(ctx: ObjectiveContext) -> StepTerm:
-    opt = {**SWCA_DEFAULTS, **ctx.settings.options.get("swca", {})}
+    opt = swca_options(ctx.settings)
     lv = ctx.leaves
-    w = swca_targets(ctx)
+    w, w_t2i = swca_targets(ctx)
     temperature = torch.exp(-lv["t"].clamp(max=opt["max_log_scale"]))
-    share = soft_contrastive_loss(lv["image"], lv["text"], w, temperature, intra_weight=opt["intra_weight"])
+    share = soft_contrastive_loss(lv["image"], lv["text"], w, temperature, intra_weight=opt["intra_weight"],
+                                  targets_t2i=w_t2i)  # fmt: skip
     return StepTerm(loss=share, value_sum=float(share.detach()))
 
 
@@ -186,6 +208,7 @@ register_objective(Objective(
     "localization", batch_fields=("snippets",), live=localization_sum, count=_n_snippets,
     description="intra-scan localization of report snippets, mean over snippets (live per micro-batch)"))
 register_objective(Objective(
-    "swca", leaves=("image", "text", "t"), batch_fields=("labels", "report_abnormal_anatomies"), loss=_swca,
+    "swca", leaves=("image", "text", "t"), batch_fields=("labels", "report_abnormal_anatomies", "swca_volume"),
+    loss=_swca,
     description="SCALE-VLP-style soft-weighted contrast with report-derived soft targets (temperature exp(-t))"))
 

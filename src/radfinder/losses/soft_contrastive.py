@@ -5,7 +5,8 @@ For image and text embeddings (B, D), L2-normalised inside, and non-negative sof
 
     logits = image . text^T / temperature
     P = rows of W divided by their sums          (image-to-text targets)
-    Q = rows of W^T divided by their sums        (text-to-image targets)
+    Q = rows of W^T divided by their sums        (text-to-image targets), or the rows of `targets_t2i` divided by
+        their sums when given (`soft_target_pair` builds both directions so that each keeps the true pair's share)
     L = ( CE(logits, P) + CE(logits^T, Q) ) / 2,  CE(X, P) = mean_i  -sum_j P_ij log softmax_j(X_i)
 
 With W = I this is CLIP's InfoNCE. Optional intra-modal terms (`intra_weight` > 0): image-image and text-text
@@ -30,11 +31,12 @@ from ._validate import LossInputError, as_scalar, check_shape
 from .collectives import all_gather_rows, all_gather_sizes, dist_active
 
 
-def _check_targets(w: torch.Tensor) -> None:
+def _check_targets(w: torch.Tensor, columns: bool = True, name: str = "targets") -> None:
     if not torch.isfinite(w).all() or (w < 0).any():
-        raise LossInputError("targets must be finite and non-negative")
-    if (w.sum(1) <= 0).any() or (w.sum(0) <= 0).any():
-        raise LossInputError("every row and column of targets needs a positive sum (add alpha * I)")
+        raise LossInputError(f"{name} must be finite and non-negative")
+    if (w.sum(1) <= 0).any() or (columns and (w.sum(0) <= 0).any()):
+        what = "row and column" if columns else "row"
+        raise LossInputError(f"every {what} of {name} needs a positive sum (add alpha * I)")
 
 
 def _row_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -64,6 +66,7 @@ def soft_contrastive_loss(
     temperature: torch.Tensor | float,
     intra_weight: float = 0.0,
     *,
+    targets_t2i: torch.Tensor | None = None,
     group: dist.ProcessGroup | None = None,
     local: bool = False,
 ) -> torch.Tensor:
@@ -81,6 +84,9 @@ def soft_contrastive_loss(
     zi, zt = F.normalize(image, dim=-1), F.normalize(text, dim=-1)
     temp = as_scalar("temperature", temperature, zi)
     w = targets.to(dtype=zi.dtype, device=zi.device).detach()
+    v = None if targets_t2i is None else targets_t2i.to(dtype=zi.dtype, device=zi.device).detach()
+    if v is not None:
+        check_shape("targets_t2i", v, 2, "(B, B)")
     b = zi.shape[0]
     if dist_active(group) and not local:
         sizes = all_gather_sizes(b, zi.device, group)
@@ -88,23 +94,30 @@ def soft_contrastive_loss(
         n = sum(sizes)
         lo = sum(sizes[:rank])
         zi_all, zt_all = all_gather_rows(zi, sizes, group, True), all_gather_rows(zt, sizes, group, True)
-        if tuple(w.shape) == (b, n):
-            w_all = all_gather_rows(w, sizes, group, False)
-        elif tuple(w.shape) == (n, n):
-            w_all = w
-        else:
+
+        def global_block(x: torch.Tensor, name: str) -> torch.Tensor:
+            if tuple(x.shape) == (b, n):
+                return all_gather_rows(x, sizes, group, False)
+            if tuple(x.shape) == (n, n):
+                return x
             raise LossInputError(
-                f"targets must be (B_local, B_global) = ({b}, {n}) or ({n}, {n}), got {tuple(w.shape)}"
+                f"{name} must be (B_local, B_global) = ({b}, {n}) or ({n}, {n}), got {tuple(x.shape)}"
             )
+
+        w_all = global_block(w, "targets")
+        v_all = None if v is None else global_block(v, "targets_t2i")
     else:
         n, lo = b, 0
-        zi_all, zt_all, w_all = zi, zt, w
-        if tuple(w.shape) != (b, b):
-            raise LossInputError(f"targets must be (B, B) = ({b}, {b}), got {tuple(w.shape)}")
-    _check_targets(w_all)
+        zi_all, zt_all, w_all, v_all = zi, zt, w, v
+        for x, name in ((w, "targets"), (v, "targets_t2i")):
+            if x is not None and tuple(x.shape) != (b, b):
+                raise LossInputError(f"{name} must be (B, B) = ({b}, {b}), got {tuple(x.shape)}")
+    _check_targets(w_all, columns=v_all is None)
+    if v_all is not None:
+        _check_targets(v_all, columns=False, name="targets_t2i")
     hi = lo + b
     p = w_all[lo:hi] / w_all[lo:hi].sum(1, keepdim=True)
-    wt = w_all.T
+    wt = w_all.T if v_all is None else v_all
     q = wt[lo:hi] / wt[lo:hi].sum(1, keepdim=True)
     i2t = _row_ce(zi @ zt_all.T / temp, p) / n
     t2i = _row_ce(zt @ zi_all.T / temp, q) / n

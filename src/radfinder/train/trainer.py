@@ -27,6 +27,7 @@ from ..errors import CheckpointError, ConfigError, RadfinderError
 from ..models.accel import maybe_compile
 from ..text.vocabulary import resolve_vocabulary
 from . import fvlm_fields as _fvlm_fields  # noqa: F401  (registers the fvlm objective's `anatomy` batch field)
+from . import swca_fields as _swca_fields  # noqa: F401  (registers the swca objective's `swca_volume` field)
 from .batches import CachedFeatures, MicroBatch, make_micro_batch
 from .checkpoint import (
     capture_rng,
