@@ -26,7 +26,6 @@ from ..errors import ConfigError
 from .encode import VolumeEncoding, encode_text, encode_volume
 from .model import ScanInput
 
-
 BUILTIN_BANK = "built-in prompt bank"  # `PromptBank.source` of the bank a calibration is fitted with
 
 

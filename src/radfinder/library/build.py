@@ -1,8 +1,9 @@
 """`build_library` / `add_to_library`: embed every volume of a dataset into a library folder.
 
 Per volume: the volume embedding (`projection_image`), the disease embedding and the 18 zero-shot finding
-probabilities (mean7 prompts; calibrated when the checkpoint has a `calibration.json`, see `api.classify`), one embedding per 12 mm depth cell with its world z and viewer slice, the report's
-embedding (`projection_text`) when it has one, its mined slice references placed on slices, and a thumbnail.
+probabilities (mean7 prompts; calibrated when the checkpoint has a `calibration.json`, see `api.classify`),
+one embedding per 12 mm depth cell with its world z and viewer slice, the report's embedding (`projection_text`)
+when it has one, its mined slice references placed on slices, and a thumbnail.
 
 Resumable: each study is committed as soon as it is embedded; a rerun skips every key already stored. Shardable
 like feature extraction: under `torchrun` (or with an explicit `shard=(i, n)`) each process embeds its own

@@ -2,10 +2,10 @@
 
 For each finding with at least one positive and one negative labelled study, the query is the finding's first
 positive zero-shot prompt sentence (e.g. "Lung nodule."), searched as `Library.search` does (over the scans: the
-finding's zero-shot score; over the reports: similarity to the stored reports' embeddings); precision@k is the share of the top k
-results whose label for that finding is 1. The chance level is the share of labelled-positive studies among all
-labelled studies (the expected precision of a random ranking). Studies whose label is unknown (-1) are left out of
-both (they are neither hits nor misses). `split` restricts the ranking to the library's studies of one split
+finding's zero-shot score; over the reports: similarity to the stored reports' embeddings); precision@k is the
+share of the top k results whose label for that finding is 1. The chance level is the share of labelled-positive
+studies among all labelled studies (the expected precision of a random ranking). Studies whose label is unknown
+(-1) are left out of both (they are neither hits nor misses). `split` restricts the ranking to the library's studies of one split
 (e.g. the held-out split, when the library also holds the model's training studies).
 """
 

@@ -5,8 +5,9 @@ that names one of the vocabulary's findings ("Cardiomegaly.", "Pleural effusion 
 `library.query.match_finding`) is ranked by that finding's zero-shot score, the same positive-against-negative
 prompt scoring the zero-shot evaluation uses, on each study's disease embedding; the score shown is the finding's
 probability (calibrated on the training split when the checkpoint has a calibration, `ranking: "finding"`). Any
-other text compares the query's `projection_text` embedding with every volume embedding (`ranking: "similarity"`). `over="report"` compares it with the stored
-reports' embeddings instead (same text tower; useful where reports exist, and a reference for the image search).
+other text compares the query's `projection_text` embedding with every volume embedding (`ranking:
+"similarity"`). `over="report"` compares any query with the stored reports' embeddings instead (same text tower;
+useful where reports exist, and a reference for the image search).
 `search_like` compares a scan's volume embedding with the library's. A similarity score is the cosine.
 
 For a text query each result also gets the best depth cell for the sentence: its snippet embedding
@@ -63,6 +64,13 @@ def parse_filters(
             raise ConfigError(f"filter {text!r}: the threshold is a probability between 0 and 1")
         out.append((name, m["op"], value))
     return out
+
+
+def search_answer(res: dict[str, Any]) -> dict[str, Any]:
+    """What `radfinder search --json` prints and the server's /api/search answers: the results and how they were
+    ranked (`ranking`, `finding`, `present`, `calibrated`; a scan search has only the results)."""
+    keys = ("ranking", "finding", "present", "calibrated")
+    return {"results": res["results"], **{k: res[k] for k in keys if k in res}}
 
 
 def check_k(k: int) -> int:
