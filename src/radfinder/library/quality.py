@@ -5,8 +5,8 @@ positive zero-shot prompt sentence (e.g. "Lung nodule."), searched as `Library.s
 finding's zero-shot score; over the reports: similarity to the stored reports' embeddings); precision@k is the
 share of the top k results whose label for that finding is 1. The chance level is the share of labelled-positive
 studies among all labelled studies (the expected precision of a random ranking). Studies whose label is unknown
-(-1) are left out of both (they are neither hits nor misses). `split` restricts the ranking to the library's studies of one split
-(e.g. the held-out split, when the library also holds the model's training studies).
+(-1) are left out of both (they are neither hits nor misses). `split` restricts the ranking to the library's
+studies of one split (e.g. the held-out split, when the library also holds the model's training studies).
 """
 
 from __future__ import annotations
