@@ -91,6 +91,7 @@ def test_classify_is_calibrated_only_with_a_calibration_file(tmp_path_factory, t
 
 def test_calibrate_fits_the_classify_margins_against_the_reports_rule_labels(tmp_path_factory, tmp_path):
     from radfinder.data.registry import load_dataset
+    from radfinder.eval.calibration import calibration_inputs
     from radfinder.text.labeler import RuleLabeler
 
     tiny = tiny_library(tmp_path_factory)
@@ -100,11 +101,14 @@ def test_calibrate_fits_the_classify_margins_against_the_reports_rule_labels(tmp
     cal = calibrate(model, records)
     assert (ckpt / CALIBRATION_FILE).is_file() and model.calibration is cal
     assert load_model(ckpt, device="cpu").calibration.findings == cal.findings
+    # what the fit saw: the margins classify computes on each scan, the rule labels of each record's own report
+    margins, y, names, _ = calibration_inputs(model, records)
     labeler = RuleLabeler()
-    scores = [{s.finding: s.margin for s in classify(model, r.path)} for r in records]
-    for j, f in enumerate(cal.findings):
-        margins = [sc[f] for sc in scores]
-        y = [labeler.label(r.findings, r.impressions).labels[f] for r in records]
-        a, b = fit_platt(margins, y)
-        assert cal.scale[j] == pytest.approx(a, rel=1e-3, abs=1e-3) and cal.bias[j] == pytest.approx(b, abs=1e-3)
-        assert cal.meta["positives"][f] == sum(v == 1 for v in y)
+    for i, r in enumerate(records):
+        by_name = {s.finding: s.margin for s in classify(model, r.path)}
+        np.testing.assert_allclose(margins[i], [by_name[f] for f in names], atol=1e-5)
+        assert list(y[i]) == [labeler.label(r.findings, r.impressions).labels[f] for f in names]
+    refit = FindingCalibration.fit(margins, y, names)
+    np.testing.assert_allclose(cal.scale, refit.scale)
+    assert cal.meta["positives"] == {f: int((y[:, j] == 1).sum()) for j, f in enumerate(names)}
+    assert cal.meta["splits"] == ["test"] and cal.meta["n"] == len(records)

@@ -26,14 +26,12 @@ def zero_shot_margins(disease: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> 
     return img @ mean_prompt_embeddings(pos).T - img @ mean_prompt_embeddings(neg).T
 
 
-def fit_calibration(
+def calibration_inputs(
     model, train_records: Sequence[Any], *, features=None, labels: np.ndarray | None = None,
     emb: EmbeddedVolumes | None = None, findings: Sequence[str] | None = None, show_progress: bool = False,
-) -> FindingCalibration:
-    """Platt scale and bias per finding on `train_records` (see the module doc). `labels`: (N, F) 1/0/-1 labels
-    derived from these records' reports (default: the rule labeler on each record's findings and impressions);
-    `emb`: their embeddings when already computed; `features`: a feature cache to embed from."""
-    from .generation.fit import embed_records, model_hash, report_labels
+) -> tuple[np.ndarray, np.ndarray, list[str], list[Any]]:
+    """(margins (N, F), labels (N, F), findings, records used) of `fit_calibration`."""
+    from .generation.fit import embed_records, report_labels
     from .tasks import prompt_embeddings
 
     names = list(findings) if findings is not None else list(
@@ -45,7 +43,20 @@ def fit_calibration(
         emb = embed_records(model, recs, features, show_progress)
     y = report_labels(recs, findings=names) if labels is None else np.asarray(labels, np.float64)
     pos, neg = prompt_embeddings(model, names)
-    margins = zero_shot_margins(emb.disease, pos, neg)
+    return zero_shot_margins(emb.disease, pos, neg), y, names, recs
+
+
+def fit_calibration(
+    model, train_records: Sequence[Any], *, features=None, labels: np.ndarray | None = None,
+    emb: EmbeddedVolumes | None = None, findings: Sequence[str] | None = None, show_progress: bool = False,
+) -> FindingCalibration:
+    """Platt scale and bias per finding on `train_records` (see the module doc). `labels`: (N, F) 1/0/-1 labels
+    derived from these records' reports (default: the rule labeler on each record's findings and impressions);
+    `emb`: their embeddings when already computed; `features`: a feature cache to embed from."""
+    from .generation.fit import model_hash
+
+    margins, y, names, recs = calibration_inputs(model, train_records, features=features, labels=labels, emb=emb,
+                                                 findings=findings, show_progress=show_progress)  # fmt: skip
     meta = {"model_hash": model_hash(model), "model_source": str(getattr(model, "source", "") or ""),
             "splits": sorted({str(r.split) for r in recs}), "prompts": "mean7",
             "labels": "rule labeler on each record's own report" if labels is None else "given (report-derived)"}
