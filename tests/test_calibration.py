@@ -112,3 +112,23 @@ def test_calibrate_fits_the_classify_margins_against_the_reports_rule_labels(tmp
     np.testing.assert_allclose(cal.scale, refit.scale)
     assert cal.meta["positives"] == {f: int((y[:, j] == 1).sum()) for j, f in enumerate(names)}
     assert cal.meta["splits"] == ["test"] and cal.meta["n"] == len(records)
+
+
+def test_cli_calibrate_writes_what_the_api_fits(tmp_path_factory, tmp_path, capsys):
+    from radfinder.cli import main
+    from radfinder.data.registry import load_dataset
+
+    tiny = tiny_library(tmp_path_factory)
+    capsys.readouterr()
+    rc = main(["calibrate", str(tiny["ckpt"]), "--data", str(tiny["manifest"]), "--kind", "manifest", "--split",
+               "test", "--out", str(tmp_path / "cal"), "--device", "cpu", "--json"])  # fmt: skip
+    assert rc == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["calibration"] == str(tmp_path / "cal" / CALIBRATION_FILE)
+    got = read_calibration(tmp_path / "cal")
+    want = calibrate(load_model(tiny["ckpt"], device="cpu"), load_dataset("manifest", tiny["manifest"], "test"),
+                     save=False)  # fmt: skip
+    np.testing.assert_allclose(got.scale, want.scale, rtol=1e-6)
+    np.testing.assert_allclose(got.bias, want.bias, rtol=1e-6)
+    assert not (tiny["ckpt"] / CALIBRATION_FILE).exists()  # --out: the shared checkpoint is left alone
+    assert main(["calibrate", str(tmp_path / "nope"), "--data", str(tiny["manifest"])]) == 2

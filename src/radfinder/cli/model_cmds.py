@@ -155,6 +155,8 @@ def calibrate_cmd(
     kind: str = typer.Option("ctrate", "--kind", "-k", help="Dataset kind: ctrate, manifest, ..."),
     split: str = typer.Option("train", "--split", help="The TRAINING split (never the one you evaluate on)."),
     features: Path | None = typer.Option(None, "--features", "-f", help="Feature cache of this checkpoint's encoder."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Folder for calibration.json (default CHECKPOINT, "
+                                                               "where load_model reads it)."),
     limit: int = typer.Option(0, "--limit", help="Use only the first N records (smoke runs)."),
     device: str = typer.Option("auto", "--device", help=_DEVICE_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the calibration as JSON."),
@@ -170,11 +172,13 @@ def calibrate_cmd(
     opts = {"mode": "first_all"} if spec.name == "ctrate" else {}
     model = load_model(checkpoint, device=device)
     records = load_dataset(spec.name, data, split or None, limit=limit or None, **opts)
-    cal = calibrate(model, records, checkpoint, features=features, show_progress=not json_out)
+    target = Path(out) if out is not None else Path(checkpoint)
+    target.mkdir(parents=True, exist_ok=True)
+    cal = calibrate(model, records, target, features=features, show_progress=not json_out)
     if json_out:
-        print_json({"calibration": str(Path(checkpoint) / "calibration.json"), **cal.to_json()})
+        print_json({"calibration": str(target / "calibration.json"), **cal.to_json()})
         return
-    typer.echo(f"calibration fitted on {cal.meta['n']} {split} studies -> {Path(checkpoint) / 'calibration.json'}")
+    typer.echo(f"calibration fitted on {cal.meta['n']} {split} studies -> {target / 'calibration.json'}")
     for f, a, b in zip(cal.findings, cal.scale, cal.bias, strict=True):
         typer.echo(f"  {f:<36} scale {a:>9.2f}  bias {b:>+7.2f}  ({cal.meta['positives'][f]} positive reports)")
 
