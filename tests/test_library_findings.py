@@ -68,6 +68,7 @@ def test_a_calibrated_checkpoint_ranks_and_scores_with_its_calibration(tiny, sca
     # a negative scale reverses what the finding's margin means: the ranking must follow the calibration
     scale = np.full(18, 30.0)
     scale[CTRATE_FINDINGS.index("Emphysema")] = -30.0
+    scale[CTRATE_FINDINGS.index("Cardiomegaly")] = 0.0  # flat (no positive train report): ties broken by the margin
     FindingCalibration(CTRATE_FINDINGS, scale, np.full(18, -1.0)).save(ckpt)
     model = load_model(ckpt, device="cpu")
     build_library(ckpt, tiny["manifest"], tmp_path / "lib", kind="manifest", model=model, show_progress=False)
@@ -81,6 +82,10 @@ def test_a_calibrated_checkpoint_ranks_and_scores_with_its_calibration(tiny, sca
         for r in res["results"]:
             assert r["score"] == pytest.approx(want[r["study"]], rel=1e-4)
             assert r["findings"][finding] == pytest.approx(want[r["study"]], rel=1e-4)  # stored = calibrated
+    flat = lib.search("Cardiomegaly.", k=5)["results"]
+    margin = {n: s["Cardiomegaly"].margin for n, s in scans.items()}
+    assert [r["study"] for r in flat] == sorted(margin, key=lambda n: -margin[n])
+    assert {round(r["score"], 9) for r in flat} == {round(1 / (1 + np.exp(1.0)), 9)}
 
 
 def test_the_ranking_never_reads_stored_reports_or_labels(tiny, tmp_path):

@@ -101,6 +101,7 @@ class Library:
         # concurrent text queries (the server's worker threads) share one text-tower pass
         self._queries: Coalescer[str, tuple[np.ndarray, np.ndarray]] = Coalescer(self._encode_queries, max_batch=64)
         self._finding_logits: tuple[np.ndarray, np.ndarray, bool] | None = None
+        self._finding_margins = np.zeros((0, len(self.findings)))
 
     def close(self) -> None:
         self.store.close()
@@ -205,14 +206,18 @@ class Library:
                 prompts = prompt_embeddings(model, self.findings)
             margins = disease.astype(np.float64) @ (prompts.positive - prompts.negative).T
             logits, calibrated = calibrated_logits(model, margins, self.findings)
+            self._finding_margins = margins
             self._finding_logits = (ids, logits, calibrated)
         return self._finding_logits
 
     def _ranked_finding(self, fq: FindingQuery, k: int | None, filters) -> list[tuple[int, float]]:
         """(id, probability) best first: p(finding) for a positive query, 1 - p for a negated one."""
         ids, logits, _ = self.finding_logits()
-        z = logits[:, self.findings.index(fq.finding)] * (1.0 if fq.present else -1.0)
-        order = np.argsort(-z, kind="stable")
+        col, sign = self.findings.index(fq.finding), (1.0 if fq.present else -1.0)
+        z = logits[:, col] * sign
+        # ties of the calibrated logit (a finding the train reports never mention gets a flat calibration) are
+        # broken by the raw margin, so the order still follows what the model sees
+        order = np.lexsort((-sign * self._finding_margins[:, col], -z))
         hits = []
         for j in order:
             i = int(ids[j])
