@@ -249,34 +249,33 @@ def comparison_markdown(methods: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-DELTA_COLUMNS = (  # (task, metric, header, scale, unit): the differences shown in methods.md
-    ("retrieval", "R@10", "R@10", 100.0, " pts"),
-    ("retrieval", "median_rank", "median rank", 1.0, ""),
-    ("zero_shot", "macro_auroc", "zero-shot macro AUROC", 1.0, ""),
-    ("anatomy_zero_shot", "macro_auroc", "anatomy zero-shot macro AUROC", 1.0, ""),
-    ("localization", "mae_mm", "localization MAE", 1.0, " mm"),
+DELTA_COLUMNS = (  # (task, metric, header, scale, format, unit): the differences shown in methods.md
+    ("retrieval", "R@10", "R@10", 100.0, "+.1f", " pts"),
+    ("retrieval", "median_rank", "median rank", 1.0, "+.1f", ""),
+    ("zero_shot", "macro_auroc", "zero-shot macro AUROC", 1.0, "+.3f", ""),
+    ("anatomy_zero_shot", "macro_auroc", "anatomy zero-shot macro AUROC", 1.0, "+.3f", ""),
+    ("localization", "mae_mm", "localization MAE", 1.0, "+.1f", " mm"),
 )
 
 
 def delta_markdown(methods: dict[str, dict[str, Any]]) -> str:
     """Each compared method's difference from its reference with the paired 95% CI ("-": no shared metric)."""
 
-    def fmt(v: float, scale: float, unit: str) -> str:
-        return f"{scale * v:+.3f}{unit}" if scale == 1.0 and not unit else f"{scale * v:+.1f}{unit}"
-
-    def cell(d: dict[str, Any] | None, scale: float, unit: str) -> str:
+    def cell(d: dict[str, Any] | None, scale: float, fmt: str, unit: str) -> str:
         if not d or d.get("difference") is None:
             return "-"
         ci = d.get("ci95")
-        text = fmt(d["difference"], scale, unit)
-        return text if not ci or ci[0] is None else f"{text} [{fmt(ci[0], scale, '')}, {fmt(ci[1], scale, '')}]"
+        text = f"{format(scale * d['difference'], fmt)}{unit}"
+        if not ci or ci[0] is None:
+            return text
+        return f"{text} [{format(scale * ci[0], fmt)}, {format(scale * ci[1], fmt)}]"
 
     lines = ["| method | reference | " + " | ".join(c[2] for c in DELTA_COLUMNS) + " |",
              "|" + " --- |" * (len(DELTA_COLUMNS) + 2)]  # fmt: skip
     for name, res in methods.items():
         for key, delta in res.items():
             if key.startswith("delta_vs_"):
-                row = [cell((delta.get(t) or {}).get(m), sc, u) for t, m, _, sc, u in DELTA_COLUMNS]
+                row = [cell((delta.get(t) or {}).get(m), sc, f, u) for t, m, _, sc, f, u in DELTA_COLUMNS]
                 lines.append(f"| {name} | {key.removeprefix('delta_vs_')} | " + " | ".join(row) + " |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
