@@ -63,6 +63,26 @@ def test_comparison_table_marks_tasks_a_method_lacks():
     assert rows[3] == "| fvlm | - | - | - | 0.871 | - |"
 
 
+def test_difference_table_and_references():
+    from radfinder.demo.methods import delta_markdown, reference_of
+
+    names = ["radfinder", "scale-vlp", "fvlm", "radfinder+fvlm"]
+    assert [reference_of(n, names) for n in names] == [None, "radfinder", "radfinder+fvlm", "radfinder"]
+    assert reference_of("fvlm", ["radfinder", "fvlm"]) is None  # nothing shared, no combination run
+    table = delta_markdown({
+        "radfinder": {"retrieval": {"R@10": 0.27}},
+        "scale-vlp": {"delta_vs_radfinder": {
+            "retrieval": {"R@10": {"difference": -0.05, "ci95": [-0.1, 0.01]}},
+            "zero_shot": {"macro_auroc": {"difference": 0.0123, "ci95": [-0.02, 0.031]}}}},
+        "fvlm": {"delta_vs_radfinder+fvlm": {"anatomy_zero_shot": {"macro_auroc": {"difference": -0.004,
+                                                                                   "ci95": None}}}},
+    })  # fmt: skip
+    rows = table.splitlines()
+    assert rows[2] == "| scale-vlp | radfinder | -5.0 pts [-10.0, +1.0] | - | +0.012 [-0.020, +0.031] | - | - |"
+    assert rows[3] == "| fvlm | radfinder+fvlm | - | - | - | -0.004 | - |"
+    assert delta_markdown({"radfinder": {}}) == ""
+
+
 def test_changing_methods_reruns_the_comparison_only(tmp_path, monkeypatch):
     from radfinder.demo import pipeline
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 
@@ -40,6 +41,14 @@ def test_demo_pipeline_runs_resumes_and_evaluate_cli_agrees(tmp_path):
     assert (out / "model" / "generator_bank.json").is_file() and (out / "report_generation_examples.md").is_file()
     assert any("metric (held-out valid split)" in line for line in logs)
     assert logs[-1].startswith("browse:  radfinder serve") and str(out / "library") in logs[-1]  # issue 14.7
+    # the library's finding-sentence search figures sit beside the others (issue 20.4)
+    lib_prec = json.loads((out / "library_precision.json").read_text())["image"]
+    fs = m["library"]["finding_search"]
+    assert fs["mean_precision_at_10"] == lib_prec["mean_precision"] and fs["mean_chance"] == lib_prec["mean_chance"]
+    assert fs["calibrated"] is True and (out / "model" / "calibration.json").is_file()
+    assert m["retrieval"]["median_rank_over_gallery"] == pytest.approx(
+        m["retrieval"]["median_rank"] / m["retrieval"]["n_gallery"])
+    _no_valid_report_reaches_training(out, s)
 
     # resume: nothing runs again
     logs.clear()
@@ -59,12 +68,26 @@ def test_demo_pipeline_runs_resumes_and_evaluate_cli_agrees(tmp_path):
     mm = json.loads((out / "metrics.json").read_text())
     assert list(mm["methods"]) == methods.split(",")
     assert mm["methods"]["radfinder"]["retrieval"]["R@10"] == m["retrieval"]["R@10"]  # top level = first method
-    assert set(mm["methods"]["scale-vlp"]) == {"retrieval", "zero_shot"}  # no localization objective, no score
-    assert set(mm["methods"]["fvlm"]) == {"anatomy_zero_shot"}
+    # no localization objective, no score; the paired differences from RadFinder cover the shared tasks only
+    assert set(mm["methods"]["scale-vlp"]) == {"retrieval", "zero_shot", "delta_vs_radfinder"}
+    assert set(mm["methods"]["scale-vlp"]["delta_vs_radfinder"]) == {"retrieval", "zero_shot"}
+    d = mm["methods"]["scale-vlp"]["delta_vs_radfinder"]["zero_shot"]["macro_auroc"]
+    assert d["difference"] == pytest.approx(mm["methods"]["scale-vlp"]["zero_shot"]["macro_auroc"]
+                                            - m["zero_shot"]["macro_auroc"], abs=1e-9)
+    assert d["ci95"][0] <= d["ci95"][1] and d["n_boot"] == s.n_boot
+    # fVLM shares no task with RadFinder: it is paired with radfinder+fvlm on the anatomy-level zero-shot task
+    assert set(mm["methods"]["fvlm"]) == {"anatomy_zero_shot", "delta_vs_radfinder+fvlm"}
+    assert set(mm["methods"]["fvlm"]["delta_vs_radfinder+fvlm"]) == {"anatomy_zero_shot"}
     assert mm["methods"]["fvlm"]["anatomy_zero_shot"]["macro_auroc"] is not None
-    assert set(mm["methods"]["radfinder+fvlm"]) == {"retrieval", "zero_shot", "localization", "anatomy_zero_shot"}
-    rows = [r for r in (out / "methods.md").read_text().splitlines() if r.startswith("| ") and "---" not in r]
+    assert set(mm["methods"]["radfinder+fvlm"]) == {"retrieval", "zero_shot", "localization", "anatomy_zero_shot",
+                                                   "delta_vs_radfinder"}  # fmt: skip
+    assert mm["methods_seconds"]["total"] >= max(v for k, v in mm["methods_seconds"].items() if k != "total")
+    md = (out / "methods.md").read_text()
+    rows = [r for r in md.split("## Difference")[0].splitlines() if r.startswith("| ") and "---" not in r]
     assert len(rows) == 5  # header + one row per method
+    deltas = [r for r in md.split("## Difference")[1].splitlines() if r.startswith("| ") and "---" not in r]
+    assert [r.split(" | ")[:2] for r in deltas[1:]] == [["| scale-vlp", "radfinder"], ["| fvlm", "radfinder+fvlm"],
+                                                        ["| radfinder+fvlm", "radfinder"]]  # fmt: skip
 
     # `radfinder evaluate` on the demo's checkpoint and features sees every held-out volume, report and snippet
     # (counted here from the cohort's files, not from the demo's own evaluation, which runs the same code); the
@@ -88,6 +111,34 @@ def test_demo_pipeline_runs_resumes_and_evaluate_cli_agrees(tmp_path):
     pairs = [json.loads(line) for line in (out / "mining" / "pairs.jsonl").read_text().splitlines() if line.strip()]
     assert cli["localization"]["n_snippets"] == sum(p["key"] in first.values() for p in pairs) > 0
     assert (ev / "report.html").is_file()
+
+
+def _no_valid_report_reaches_training(out, s):
+    """Everything the demo's training reads (records, their reports and labels, snippets, the label table) and
+    what it fits on the train split (generator bank, calibration) comes from train-split patients only."""
+    from radfinder.data.ctrate import load_ctrate
+    from radfinder.demo.config import train_config_dict
+    from radfinder.train.config import TrainConfig
+    from radfinder.train.data import build_sources
+
+    valid = load_ctrate(out / "cohort", split="valid", mode="dup_all")
+    valid_keys, valid_patients = {r.key for r in valid}, {r.patient for r in valid}
+    train = load_ctrate(out / "cohort", split="train", mode="first_all")
+    cfg = TrainConfig.model_validate(train_config_dict(s, out, out / "encoder-standardized", len(train)))
+    (source,) = build_sources(cfg.data.datasets)
+    assert source.records and {r.split for r in source.records} == {"train"}
+    assert not {r.key for r in source.records} & valid_keys
+    assert not {r.patient for r in source.records} & valid_patients
+    own = {r.key: r.report_text for r in source.records}
+    assert set(source.snippets) <= set(own)
+    for key, snippets in source.snippets.items():  # each snippet is cut from its own (train) report
+        words = set(re.findall(r"[a-z]+", own[key].lower()))
+        assert all(set(re.findall(r"[a-z]+", sn.text.lower())) <= words for sn in snippets), key
+    with (out / "mining" / "train_labels.csv").open(newline="") as fh:
+        names = {row["VolumeName"].removesuffix(".nii.gz") for row in csv.DictReader(fh)}
+    assert names and not names & valid_keys
+    assert json.loads((out / "model" / "generator_bank.json").read_text())["meta"]["train_split"] == ["train"]
+    assert json.loads((out / "model" / "calibration.json").read_text())["meta"]["splits"] == ["train"]
 
 
 @pytest.mark.slow

@@ -98,3 +98,29 @@ def test_changing_only_n_boot_reruns_the_evaluation_alone(tmp_path, monkeypatch)
     assert calls[4:] == []
     with pytest.raises(ConfigError, match="other settings \\(seed\\)"):
         pipeline.run_demo(tmp_path, DemoSettings(n_boot=50, seed=1), log=log)
+
+
+def test_the_cli_and_the_settings_share_the_default_cohort_size():
+    import inspect
+
+    from radfinder.cli.demo_cmds import demo
+    from radfinder.demo.config import DemoSettings
+
+    option = inspect.signature(demo).parameters["studies"].default
+    assert option.default == DemoSettings().studies == DemoSettings.studies
+
+
+def test_the_default_cohort_gives_every_seed_at_least_120_valid_scans():
+    """The demo's held-out split is drawn per patient (valid with probability valid_fraction): counted with the
+    cohort planner itself (cheap: no volume is rendered) for seeds 0..9."""
+    from radfinder.data.synth.cohort import plan_cohort
+    from radfinder.demo.config import DemoSettings
+
+    s = DemoSettings()
+    for seed in range(10):
+        plans = plan_cohort(s.studies, seed, valid_fraction=s.valid_fraction, res="demo")
+        assert len(plans) == s.studies
+        n_valid = sum(p["split"] == "valid" for p in plans)
+        assert n_valid >= 120, (seed, n_valid)
+        assert {p["patient"] for p in plans if p["split"] == "valid"}.isdisjoint(
+            p["patient"] for p in plans if p["split"] == "train")

@@ -181,3 +181,45 @@ def test_missing_browser_skips_locally_and_fails_in_ci(monkeypatch):
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI=true"):
         me._browser_or_skip()
+
+
+def test_a_search_is_a_url_that_loads_updates_and_reloads(server, driver):
+    """/?q=...&k=... runs that search on load (finding sentence: ranked by the finding's zero-shot probability, as
+    the API answers); a new search from the form is written into the address; reload and back give the same."""
+    from urllib.parse import parse_qs, urlparse
+
+    from selenium.webdriver.common.by import By
+
+    def cards():
+        return [c.get_attribute("data-study") for c in driver.find_elements(By.CSS_SELECTOR, ".result-card")]
+
+    lib = Library(server["library"], model=server["model"])
+    want = [r["study"] for r in lib.search("Pleural effusion.", k=3)["results"]]
+    driver.get(server["url"] + "?q=Pleural%20effusion.&k=3")
+    _wait(driver, lambda d: len(cards()) == 3, "search from the URL ran")
+    assert cards() == want
+    assert driver.find_element(By.ID, "q").get_attribute("value") == "Pleural effusion."
+    assert driver.find_element(By.ID, "k").get_attribute("value") == "3"
+    ranking = driver.find_element(By.ID, "ranking")
+    assert ranking.get_attribute("data-ranking") == "finding" and "Pleural effusion" in ranking.text
+
+    box = driver.find_element(By.ID, "q")
+    box.clear()
+    box.send_keys("normal chest CT")
+    k = driver.find_element(By.ID, "k")
+    k.clear()
+    k.send_keys("4")
+    driver.find_element(By.ID, "search-btn").click()
+    _wait(driver, lambda d: len(cards()) == 4, "second search")
+    query = parse_qs(urlparse(driver.current_url).query)
+    assert query == {"q": ["normal chest CT"], "k": ["4"]}
+    assert driver.find_element(By.ID, "ranking").get_attribute("data-ranking") == "similarity"
+    second = cards()
+    assert second == [r["study"] for r in lib.search("normal chest CT", k=4)["results"]]
+
+    driver.refresh()
+    _wait(driver, lambda d: len(cards()) == 4, "reloaded search")
+    assert cards() == second
+    driver.back()
+    _wait(driver, lambda d: len(cards()) == 3, "back to the first search")
+    assert cards() == want and parse_qs(urlparse(driver.current_url).query)["q"] == ["Pleural effusion."]

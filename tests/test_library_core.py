@@ -115,8 +115,13 @@ def test_filters_keep_only_matching_studies(lib):
 def test_cli_search_json_matches_the_api_and_reports_errors(tiny, lib, capsys):
     out = _json(capsys, ["search", str(tiny["library"]), QUERIES["hernia"], "--over", "report", "--top", "2",
                          "--device", "cpu", "--json"])  # fmt: skip
-    assert out == {"results": lib.search(QUERIES["hernia"], k=2, over="report")["results"]}
+    assert out == {"results": lib.search(QUERIES["hernia"], k=2, over="report")["results"], "ranking": "similarity",
+                   "finding": None, "present": None, "calibrated": False}  # fmt: skip
     assert set(out["results"][0]) >= {"study", "score", "depth_mm", "findings"}
+    named = _json(capsys, ["search", str(tiny["library"]), "Hiatal hernia.", "--top", "2", "--device", "cpu",
+                           "--json"])  # fmt: skip
+    assert (named["ranking"], named["finding"], named["present"]) == ("finding", "Hiatal hernia", True)
+    assert [r["study"] for r in named["results"]] == [r["study"] for r in lib.search("Hiatal hernia.", 2)["results"]]
     like = _json(capsys, ["search", str(tiny["library"]), "--like", str(tiny["manifest"].parent / "normal.nii.gz"),
                           "--top", "1", "--device", "cpu", "--json"])  # fmt: skip
     assert like["results"][0]["study"] == "normal"

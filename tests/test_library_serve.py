@@ -48,7 +48,13 @@ def test_search_api_shape_and_k_limits(client, lib):
     results = r.json()["results"]
     assert len(results) == 5 and results[0]["study"] == "effusion"  # k defaults to 10, 5 studies exist
     assert set(results[0]) >= {"study", "score", "depth_mm", "findings"} and len(results[0]["findings"]) == 18
-    assert r.json() == {"results": lib.search("large right pleural effusion", k=10, over="report")["results"]}
+    res = lib.search("large right pleural effusion", k=10, over="report")
+    assert r.json() == {"results": res["results"], "ranking": "similarity", "finding": None, "present": None,
+                        "calibrated": False}  # = `radfinder search --json`
+    named = client.get("/api/search", params={"q": "No pleural effusion.", "k": 3}).json()
+    want = lib.search("No pleural effusion.", k=3)
+    assert (named["ranking"], named["finding"], named["present"]) == ("finding", "Pleural effusion", False)
+    assert [r["study"] for r in named["results"]] == [r["study"] for r in want["results"]]
     assert len(client.get("/api/search", params={"q": "x", "k": 2}).json()["results"]) == 2
     for k in (0, 101):
         bad = client.get("/api/search", params={"q": "x", "k": k})

@@ -8,10 +8,11 @@
     report = generate_report(model, enc)                   # findings + impression (a bank fitted on train)
 
 Every scan goes through the checkpoint's own preprocessing spec (`model.preprocess_spec`). The CLI commands
-`radfinder embed / classify / localize / generate / generate-fit` mirror these functions.
+`radfinder embed / classify / calibrate / localize / generate / generate-fit` mirror these functions.
 """
 
-from .classify import FindingScore, PromptEmbeddings, classify, prompt_embeddings
+from .calibrate import calibrate
+from .classify import FindingScore, PromptEmbeddings, calibrated_logits, classify, prompt_embeddings
 from .depth import SourceSlice, cell_depths, nearest_source_slice, source_z_range
 from .encode import VolumeEncoding, encode_query, encode_text, encode_volume, encode_window_array
 from .generate import ReportGenerator, fit_generator, generate_report, prepare_generator
@@ -25,6 +26,8 @@ __all__ = [
     "SentenceLocation",
     "SourceSlice",
     "VolumeEncoding",
+    "calibrate",
+    "calibrated_logits",
     "cell_depths",
     "classify",
     "depth_probabilities",

@@ -6,6 +6,11 @@ With x the scan's disease embedding (`projection_image_copy`), cos_pos / cos_neg
 averages, the probability is the softmax over the two cosines with no temperature:
 p = sigmoid(cos_pos - cos_neg) (`zero_shot_probabilities`, the evaluation protocol); `margin` = cos_pos - cos_neg.
 (The official single-prompt example instead scales the margin by exp(t); `margin` lets a caller do that.)
+
+When the checkpoint carries a calibration (`calibration.json`, fitted on a train split's reports:
+`radfinder.models.calibration`), `probability` is the calibrated sigmoid(scale * margin + bias) of the finding and
+`calibrated` is True; without one it is the raw sigmoid(margin) above, which for a trained model sits near 0.5 for
+every finding and says little on its own (`calibrated` False). The ranking of scans by either is the same.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from ..errors import ConfigError
 from .encode import VolumeEncoding, encode_text, encode_volume
 from .model import ScanInput
 
+BUILTIN_BANK = "built-in prompt bank"  # `PromptBank.source` of the bank a calibration is fitted with
+
 
 @dataclass(frozen=True)
 class PromptEmbeddings:
@@ -35,10 +42,11 @@ class PromptEmbeddings:
 @dataclass(frozen=True)
 class FindingScore:
     finding: str
-    probability: float  # p(finding present) = sigmoid(cos_positive - cos_negative)
+    probability: float  # p(finding present): calibrated when `calibrated`, else sigmoid(margin)
     margin: float  # cos_positive - cos_negative
     cos_positive: float
     cos_negative: float
+    calibrated: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -101,8 +109,28 @@ def classify(
     img = l2_normalize(enc.disease[None].astype(np.float64))[0]
     cos_pos = prompts.positive @ img
     cos_neg = prompts.negative @ img
-    probs = zero_shot_probabilities(enc.disease[None], prompts.positive, prompts.negative)[0]
+    # the calibration was fitted on the built-in prompts' margins: other prompts get raw probabilities
+    cal = finding_calibration(model, prompts.findings) if prompts.source == BUILTIN_BANK else None
+    if cal is not None:
+        probs = cal.probabilities(cos_pos - cos_neg, prompts.findings)
+    else:
+        probs = zero_shot_probabilities(enc.disease[None], prompts.positive, prompts.negative)[0]
     return [
-        FindingScore(name, float(p), float(cp - cn), float(cp), float(cn))
+        FindingScore(name, float(p), float(cp - cn), float(cp), float(cn), cal is not None)
         for name, p, cp, cn in zip(prompts.findings, probs, cos_pos, cos_neg, strict=True)
     ]
+
+
+def finding_calibration(model, findings: Sequence[str]):
+    """The model's `FindingCalibration` when it covers every one of `findings`, else None (raw probabilities)."""
+    cal = getattr(model, "calibration", None)
+    return cal if cal is not None and cal.covers(findings) else None
+
+
+def calibrated_logits(model, margins: np.ndarray, findings: Sequence[str]) -> tuple[np.ndarray, bool]:
+    """(logits, calibrated) for zero-shot margins (..., F) of the built-in prompts of `findings`: scale * margin +
+    bias of the model's calibration where it has one covering them, else the margin itself (the raw protocol's
+    logit). The probability is sigmoid(logit) either way (`models.calibration.sigmoid`)."""
+    cal = finding_calibration(model, findings)
+    m = np.asarray(margins, np.float64)
+    return (m, False) if cal is None else (cal.logits(m, findings), True)

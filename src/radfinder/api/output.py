@@ -67,6 +67,8 @@ def scores_table(scores: Sequence[FindingScore]) -> str:
     width = max(len("finding"), *(len(s.finding) for s in scores))
     lines = [f"{'finding':<{width}}  {'p(present)':>10}  {'margin':>8}", "-" * (width + 22)]
     lines += [f"{s.finding:<{width}}  {s.probability:>10.4f}  {s.margin:>+8.4f}" for s in scores]
+    if scores and not scores[0].calibrated:
+        lines.append("(uncalibrated: sigmoid of the margin; `radfinder calibrate` fits per-finding probabilities)")
     return "\n".join(lines)
 
 

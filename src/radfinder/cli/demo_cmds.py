@@ -14,7 +14,7 @@ from .common import print_json
 @app.command("demo")
 def demo(
     out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="Output folder (re-running resumes it)."),
-    studies: int = typer.Option(200, "--studies", "-n", help="Synthetic studies to generate."),
+    studies: int = typer.Option(DemoSettings.studies, "--studies", "-n", help="Synthetic studies to generate."),
     seed: int = typer.Option(0, "--seed", help="Seed of the cohort and of every random choice."),
     encoder: str = typer.Option(
         DemoSettings.encoder,

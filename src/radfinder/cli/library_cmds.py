@@ -121,9 +121,12 @@ def search_cmd(
     filter_: list[str] = typer.Option([], "--filter", help="FINDING>0.5 on the zero-shot probability (repeatable)."),
     over: str = typer.Option("image", "--over", help="image: compare with the scans; report: with stored reports."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, ..."),
-    json_out: bool = typer.Option(False, "--json", help='Print {"results": [...]} as JSON (the API\'s answer).'),
+    json_out: bool = typer.Option(False, "--json", help='Print {"results": [...], "ranking": ...} as JSON (the '
+                                                          "API's answer)."),
 ) -> None:
-    """Ranked studies for a sentence (or a scan): cosine score, best depth cell, zero-shot finding probabilities."""
+    """Ranked studies for a sentence (or a scan), best depth cell and zero-shot finding probabilities. A sentence
+    that names a finding ("Cardiomegaly.", "No pleural effusion.") is ranked by that finding's zero-shot
+    probability (calibrated when the checkpoint has a calibration); other text by cosine similarity."""
     from ..errors import ConfigError
     from ..library import Library
 
@@ -132,8 +135,14 @@ def search_cmd(
     lib = Library(library, device=device)
     res = lib.search(text, k=top, filters=filter_, over=over) if like is None else lib.search_like(like, top, filter_)
     if json_out:
-        print_json({"results": res["results"]})
+        from ..library.search import search_answer
+
+        print_json(search_answer(res))
         return
+    if res.get("ranking") == "finding":
+        what = res["finding"] if res["present"] else f"no {res['finding']}"
+        typer.echo(f"ranked by p({what}) from the scans' zero-shot scores"
+                   + ("" if res["calibrated"] else " (uncalibrated: run `radfinder calibrate`)"))  # fmt: skip
     for n, r in enumerate(res["results"], 1):
         where = f"  depth {r['depth_mm']:.0f} mm (slice {r['slice']})" if r["depth_mm"] is not None else ""
         top3 = sorted(r["findings"].items(), key=lambda kv: -kv[1])[:3]

@@ -151,10 +151,46 @@ def classify_cmd(
     scores = classify(model, scan, finding or None, prompts, chunk_size=chunk_size)
     if json_out:
         print_json({"model": checkpoint, **weights_provenance(model), "scan": str(scan),
-                    "spec_hash": model.preprocess_spec.hash(),
-                    "protocol": "mean7", "findings": [s.as_dict() for s in scores]})  # fmt: skip
+                    "spec_hash": model.preprocess_spec.hash(), "protocol": "mean7",
+                    "calibrated": bool(scores and scores[0].calibrated),
+                    "findings": [s.as_dict() for s in scores]})  # fmt: skip
         return
     typer.echo(scores_table(scores))
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    checkpoint: str = typer.Argument(..., help=_CKPT_HELP),
+    data: Path = typer.Option(..., "--data", "-d", help="Dataset folder (or manifest file)."),
+    kind: str = typer.Option("ctrate", "--kind", "-k", help="Dataset kind: ctrate, manifest, ..."),
+    split: str = typer.Option("train", "--split", help="The TRAINING split (never the one you evaluate on)."),
+    features: Path | None = typer.Option(None, "--features", "-f", help="Feature cache of this checkpoint's encoder."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Folder for calibration.json (default CHECKPOINT, "
+                                                               "where load_model reads it)."),
+    limit: int = typer.Option(0, "--limit", help="Use only the first N records (smoke runs)."),
+    device: str = typer.Option("auto", "--device", help=_DEVICE_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print the calibration as JSON."),
+) -> None:
+    """Fit per-finding zero-shot probabilities (Platt scale and bias on the margin) on a training split against
+    its reports' rule-labeler labels; saved as CHECKPOINT/calibration.json, used by classify, libraries and serve."""
+    from ..api import calibrate, load_model
+    from ..data.registry import dataset_kind, load_dataset
+
+    if not Path(checkpoint).is_dir():
+        raise ConfigError(f"{checkpoint} is not a checkpoint directory")
+    spec = dataset_kind(kind)
+    opts = {"mode": "first_all"} if spec.name == "ctrate" else {}
+    model = load_model(checkpoint, device=device)
+    records = load_dataset(spec.name, data, split or None, limit=limit or None, **opts)
+    target = Path(out) if out is not None else Path(checkpoint)
+    target.mkdir(parents=True, exist_ok=True)
+    cal = calibrate(model, records, target, features=features, show_progress=not json_out)
+    if json_out:
+        print_json({"calibration": str(target / "calibration.json"), **cal.to_json()})
+        return
+    typer.echo(f"calibration fitted on {cal.meta['n']} {split} studies -> {target / 'calibration.json'}")
+    for f, a, b in zip(cal.findings, cal.scale, cal.bias, strict=True):
+        typer.echo(f"  {f:<36} scale {a:>9.2f}  bias {b:>+7.2f}  ({cal.meta['positives'][f]} positive reports)")
 
 
 @app.command("localize")

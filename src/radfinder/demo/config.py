@@ -30,7 +30,11 @@ COMPARISON_ONLY = ("methods",)
 class DemoSettings:
     """Sizes of one demo run (the defaults fit 2 CPU cores in about 15 minutes)."""
 
-    studies: int = 200
+    # patients go to the valid split with probability valid_fraction (0.3), so the valid split's size varies with
+    # the seed; 450 studies give every seed 0..9 at least 122 valid scans (`plan_cohort`, counted in
+    # tests/test_demo_units.py), enough for retrieval and method comparisons to resolve differences, where 200
+    # gave 63 for seed 0
+    studies: int = 450
     seed: int = 0
     valid_fraction: float = 0.3
     workers: int | None = None

@@ -243,9 +243,11 @@ def train_fvlm(out: str | Path, s: DemoSettings, log: Log = print, *, weights: d
 
 
 def evaluate_fvlm(out: str | Path, s: DemoSettings, log: Log = print, *, model_dir: str | Path | None = None,
-                  run_name: str = "train-fvlm", encoder: str | None = None) -> dict[str, Any]:
+                  run_name: str = "train-fvlm", encoder: str | None = None,
+                  cases_out: str | Path | None = None) -> dict[str, Any]:
     """Anatomy-level zero-shot AUROC on the held-out valid split against the cohort's ground-truth labels
-    (`methods.fvlm.anatomy_zero_shot.*` in the demo's metrics.json)."""
+    (`methods.fvlm.anatomy_zero_shot.*` in the demo's metrics.json). `cases_out`: write the scored cases there
+    (`eval.paired`: keys, azs_scores, azs_labels) for a paired comparison with another method."""
     import numpy as np
 
     from ..eval.anatomy_embed import anatomy_zero_shot_metrics, run_anatomy_zero_shot
@@ -260,5 +262,11 @@ def evaluate_fvlm(out: str | Path, s: DemoSettings, log: Log = print, *, model_d
     labels = np.stack([r.labels for r in valid])
     res, counts = run_anatomy_zero_shot(model, valid, feat_dir, labels, n_boot=s.n_boot, seed=0)
     azs = anatomy_zero_shot_metrics(res, counts)
+    if cases_out is not None:
+        from ..eval.paired import save_cases
+
+        cls = res.classification
+        save_cases(cases_out, {"keys": np.asarray([r.key for r in valid], dtype=str), "azs_scores": cls.scores,
+                               "azs_labels": cls.labels})  # fmt: skip
     log(f"  fVLM anatomy-level zero-shot macro AUROC (valid, {azs['n_findings']} findings): {azs['macro_auroc']:.3f}")
     return {"anatomy_zero_shot": azs, "model": str(model_dir)}

@@ -16,6 +16,13 @@ own: its loss weights, the loss options of its config file, and the evaluation t
 `DIR/metrics.json` gets `methods.<method>.<task>.<metric>` (task keys as at its top level: `retrieval`,
 `zero_shot`, `localization`, plus `anatomy_zero_shot`); the top-level keys stay the main run's, which is RadFinder's
 and must come first in `--methods`. `DIR/methods.md` holds the side-by-side table.
+
+Each other method is also compared with a reference on every metric both have, by a paired bootstrap over the
+held-out studies (`eval.paired`: both methods scored on the same resampled studies, `n_boot` resamples):
+`methods.<method>.delta_vs_<reference>.<task>.<metric>` = {"difference" (method minus reference), "ci95",
+"p_not_above_zero", ...}. The reference is RadFinder's main run; fVLM, which shares no task with it, is compared with
+`radfinder+fvlm` on the anatomy-level zero-shot task when that combination is in `--methods`. The stage's wall time
+is `methods_seconds` (per method and in total) in metrics.json.
 """
 
 from __future__ import annotations
@@ -163,6 +170,38 @@ def _train_on_demo_features(out: Path, s: DemoSettings, m: DemoMethod, log: Log)
     return latest_checkpoint(run_dir) / "model"
 
 
+def _cases_path(out: Path, name: str) -> Path:
+    """Where a method's evaluation left its scored cases (`eval.paired.CASES_FILE`)."""
+    from ..eval.paired import CASES_FILE
+
+    return out / "eval" / CASES_FILE if name == MAIN_METHOD else _run_dir(out, name) / "eval" / CASES_FILE
+
+
+def method_cases(out: Path, name: str) -> dict[str, Any] | None:
+    """A method's scored cases (its evaluation's and, for anatomy methods, the anatomy zero-shot's), or None."""
+    from ..eval.paired import load_cases
+
+    cases: dict[str, Any] = {}
+    for path in (_cases_path(out, name), _run_dir(out, name) / "anatomy_cases.npz"):
+        if path.is_file():
+            part = load_cases(path)
+            if cases and list(part["keys"]) != list(cases["keys"]):
+                raise ConfigError(f"{path}: scored other studies than {name}'s evaluation")
+            cases.update(part)
+    return cases or None
+
+
+def reference_of(name: str, names: list[str]) -> str | None:
+    """The method `name` is compared with: RadFinder's main run, or for fVLM (no task in common with it) the
+    `radfinder+fvlm` combination when it was run; None for the main run itself."""
+    if name == MAIN_METHOD:
+        return None
+    if not set(resolve_method(name).tasks) & set(resolve_method(MAIN_METHOD).tasks):
+        combined = f"{MAIN_METHOD}+{name}"
+        return combined if combined in names else None
+    return MAIN_METHOD
+
+
 def run_method(out: Path, s: DemoSettings, name: str, main_summary: dict[str, Any], log: Log) -> dict[str, Any]:
     """Train (unless it is the main run) and evaluate one method; its `methods.<name>` entry."""
     m = resolve_method(name)
@@ -179,7 +218,9 @@ def run_method(out: Path, s: DemoSettings, name: str, main_summary: dict[str, An
     log(f"  {name}: trained {info.get('steps')} steps, final loss {info.get('final_loss')}")
     result = {}
     if "anatomy_zero_shot" in m.tasks:
-        result["anatomy_zero_shot"] = evaluate_fvlm(out, s, log, model_dir=info["model"])["anatomy_zero_shot"]
+        result["anatomy_zero_shot"] = evaluate_fvlm(out, s, log, model_dir=info["model"],
+                                                    cases_out=_run_dir(out, name) / "anatomy_cases.npz",
+                                                    )["anatomy_zero_shot"]
     result.update(_evaluate(out, s, Path(info["model"]), features, m.tasks, _run_dir(out, name) / "eval", title))
     return result
 
@@ -209,19 +250,73 @@ def comparison_markdown(methods: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+DELTA_COLUMNS = (  # (task, metric, header, scale, format, unit): the differences shown in methods.md
+    ("retrieval", "R@10", "R@10", 100.0, "+.1f", " pts"),
+    ("retrieval", "median_rank", "median rank", 1.0, "+.1f", ""),
+    ("zero_shot", "macro_auroc", "zero-shot macro AUROC", 1.0, "+.3f", ""),
+    ("anatomy_zero_shot", "macro_auroc", "anatomy zero-shot macro AUROC", 1.0, "+.3f", ""),
+    ("localization", "mae_mm", "localization MAE", 1.0, "+.1f", " mm"),
+)
+
+
+def delta_markdown(methods: dict[str, dict[str, Any]]) -> str:
+    """Each compared method's difference from its reference with the paired 95% CI ("-": no shared metric)."""
+
+    def cell(d: dict[str, Any] | None, scale: float, fmt: str, unit: str) -> str:
+        if not d or d.get("difference") is None:
+            return "-"
+        ci = d.get("ci95")
+        text = f"{format(scale * d['difference'], fmt)}{unit}"
+        if not ci or ci[0] is None:
+            return text
+        return f"{text} [{format(scale * ci[0], fmt)}, {format(scale * ci[1], fmt)}]"
+
+    lines = ["| method | reference | " + " | ".join(c[2] for c in DELTA_COLUMNS) + " |",
+             "|" + " --- |" * (len(DELTA_COLUMNS) + 2)]  # fmt: skip
+    for name, res in methods.items():
+        for key, delta in res.items():
+            if key.startswith("delta_vs_"):
+                row = [cell((delta.get(t) or {}).get(m), sc, f, u) for t, m, _, sc, f, u in DELTA_COLUMNS]
+                lines.append(f"| {name} | {key.removeprefix('delta_vs_')} | " + " | ".join(row) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def stage_methods(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
+    import time
+
+    from ..eval.paired import paired_deltas
+
+    t_stage = time.perf_counter()
     names = parse_methods(s.methods)
     path = out / "metrics.json"
     summary = json.loads(path.read_text())
-    results = {}
+    results: dict[str, dict[str, Any]] = {}
+    seconds: dict[str, float] = {}
     for name in names:
         log(f"  method {name} ...")
+        t0 = time.perf_counter()
         results[name] = run_method(out, s, name, summary, log)
+        seconds[name] = round(time.perf_counter() - t0, 1)
+    for name in names:
+        ref = reference_of(name, names)
+        a, b = method_cases(out, name), method_cases(out, ref) if ref else None
+        if a is not None and b is not None:
+            deltas = paired_deltas(a, b, n_boot=s.n_boot, seed=0)
+            if deltas:
+                results[name][f"delta_vs_{ref}"] = deltas
     summary["methods"] = results
+    summary["methods_seconds"] = {**seconds, "total": round(time.perf_counter() - t_stage, 1)}
     path.write_text(json.dumps(summary, indent=2) + "\n")
     table = comparison_markdown(results)
-    (out / "methods.md").write_text("# Methods on the held-out valid split\n\n" + table + "\n")
+    deltas_md = delta_markdown(results)
+    text = "# Methods on the held-out valid split\n\n" + table + "\n"
+    if deltas_md:
+        text += ("\n## Difference from the reference (paired bootstrap over the held-out studies)\n\n"
+                 f"Method minus reference, 95% CI from {s.n_boot} resamples of the studies, both methods scored on "
+                 "the same resamples.\n\n" + deltas_md + "\n")  # fmt: skip
+    text += f"\nWall time of the comparison stage: {summary['methods_seconds']['total']:.0f} s.\n"
+    (out / "methods.md").write_text(text)
     if len(names) > 1:
-        for line in table.splitlines():
+        for line in (table + ("\n\n" + deltas_md if deltas_md else "")).splitlines():
             log("  " + line)
-    return {"methods": names, "table": str(out / "methods.md")}
+    return {"methods": names, "table": str(out / "methods.md"), "seconds": seconds}

@@ -228,11 +228,27 @@ def stage_train(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
     (out / "model").symlink_to(model_dir.relative_to(out))
     info = result.as_dict()
     info["model"] = str(model_dir)
+    info["calibration"] = _calibrate(out, s, model_dir, log)
     return {
         k: v
         for k, v in info.items()
-        if k in ("steps", "total_steps", "epochs", "final_loss", "seconds", "samples_per_s", "model")
+        if k in ("steps", "total_steps", "epochs", "final_loss", "seconds", "samples_per_s", "model", "calibration")
     }
+
+
+def _calibrate(out: Path, s: DemoSettings, model_dir: Path, log: Log) -> dict[str, Any]:
+    """Per-finding zero-shot probabilities fitted on the TRAIN split (its reports' rule-labeler labels, never the
+    cohort truth) and saved with the checkpoint (calibration.json): the library and the viewer then show
+    probabilities a reader can take at face value, where the raw ones all sit near 0.5."""
+    from ..api import calibrate
+    from ..models.pretrained import from_pretrained
+
+    model = from_pretrained(model_dir)
+    model.source = str(model_dir)
+    with small_model_threads(s.device):
+        cal = calibrate(model, _records(out, "train"), model_dir, features=out / "features")
+    log(f"  zero-shot probabilities calibrated on {cal.meta['n']} train reports -> {model_dir / 'calibration.json'}")
+    return {"n": cal.meta["n"], "file": str(model_dir / "calibration.json")}
 
 
 def _standardized_init(out: Path, log: Log) -> Path:
@@ -299,9 +315,20 @@ def stage_library(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
     try:
         image = finding_precision(lib, k=10, over="image")  # the model reads the scans
         report = finding_precision(lib, k=10, over="report")  # reference: the stored reports' own text
+        calibrated = bool(lib.meta.get("calibrated"))
     finally:
         lib.close()
     (out / "library_precision.json").write_text(json.dumps({"image": image, "report": report}, indent=2) + "\n")
+    metrics_path = out / "metrics.json"
+    if metrics_path.is_file():  # the headline figures beside the others (the evaluate stage wrote the file)
+        from ..preprocess.cache import atomic_write_bytes
+
+        summary = json.loads(metrics_path.read_text())
+        summary["library"] = {"studies": info["studies"], "finding_search": {
+            "k": image["k"], "mean_precision_at_10": image["mean_precision"], "mean_chance": image["mean_chance"],
+            "report_mean_precision_at_10": report["mean_precision"], "findings_scored": len(image["findings"]),
+            "ranking": "zero-shot probability of the named finding", "calibrated": calibrated}}  # fmt: skip
+        atomic_write_bytes(metrics_path, (json.dumps(summary, indent=2) + "\n").encode())
 
     def fmt(v):
         return "n/a" if v is None else f"{v:.2f}"

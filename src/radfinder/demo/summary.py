@@ -29,6 +29,8 @@ def summarize(metrics: dict[str, Any]) -> dict[str, Any]:
             **{k: v for k, v in (t2v.get("recall") or {}).items()},
             **{f"chance_{k}": v for k, v in (t2v.get("chance") or {}).items()},
             "median_rank": t2v.get("median_rank"),
+            "median_rank_over_gallery": t2v.get("median_rank_over_gallery"),
+            "chance_median_rank_over_gallery": t2v.get("chance_median_rank_over_gallery"),
             "mean_rank": t2v.get("mean_rank"),
             "ci": t2v.get("ci"),
             "volume_to_text": {**(v2t.get("recall") or {}), "median_rank": v2t.get("median_rank")},
@@ -67,16 +69,24 @@ def _f(v: Any, pct: bool = False) -> str:
 def results_table(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(metric, model, reference) rows: chance / baselines next to the model."""
     r, z, loc = summary["retrieval"], summary["zero_shot"], summary["localization"]
-    return [
+    rows = [
         (f"text-to-volume R@1 ({r.get('n_queries')} reports)", _f(r.get("R@1"), True),
          f"chance {_f(r.get('chance_R@1'), True)}"),
         ("text-to-volume R@10", _f(r.get("R@10"), True), f"chance {_f(r.get('chance_R@10'), True)}"),
-        ("text-to-volume median rank", _f(r.get("median_rank")), f"chance {(r.get('n_gallery') or 0) / 2 + 0.5:.1f}"),
+        (f"text-to-volume median rank (gallery {r.get('n_gallery')})", _f(r.get("median_rank")),
+         f"chance {(r.get('n_gallery') or 0) / 2 + 0.5:.1f}"),
+        ("text-to-volume median rank / gallery size", _f(r.get("median_rank_over_gallery")),
+         f"chance {_f(r.get('chance_median_rank_over_gallery'))}"),
         (f"zero-shot macro AUROC ({z.get('n_findings')} findings)", _f(z.get("macro_auroc")), "chance 0.500"),
         (f"localization MAE, mm ({loc.get('n_snippets')} snippets)", _f(loc.get("mae_mm")),
          f"middle {_f(loc.get('baseline_middle_mae_mm'))} / random {_f(loc.get('baseline_random_mae_mm'))}"),
         ("localization within 12 mm", _f(loc.get("acc_within_12mm"), True), ""),
     ]  # fmt: skip
+    lib = _get(summary, "library", "finding_search")
+    if lib:  # written by the library stage, after the evaluation
+        rows.append((f"library finding search precision@10 ({lib.get('findings_scored')} findings)",
+                     _f(lib.get("mean_precision_at_10")), f"chance {_f(lib.get('mean_chance'))}"))  # fmt: skip
+    return rows
 
 
 def format_table(summary: dict[str, Any]) -> str:

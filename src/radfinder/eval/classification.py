@@ -60,6 +60,10 @@ class ClassificationResult:
     ci_level: float = 0.95
     n_boot: int = 0
     seed: int = 0
+    # the scored cases themselves (cases, findings), for paired comparisons of two models (`eval.paired`)
+    scores: np.ndarray | None = field(default=None, repr=False)
+    labels: np.ndarray | None = field(default=None, repr=False)
+    names: list[str] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -129,7 +133,7 @@ def evaluate_scores(
     macro = float(np.mean([m.auroc for m in findings.values()]))
     macro_youden = {k: float(np.mean([getattr(m.youden, k) for m in findings.values()])) for k in THRESHOLD_METRICS}
     result = ClassificationResult(
-        findings, skipped, macro, None, macro_youden, int(s.shape[0]), ci_level, int(n_boot), int(seed)
+        findings, skipped, macro, None, macro_youden, int(s.shape[0]), ci_level, int(n_boot), int(seed), s, y, names
     )
     if n_boot > 0:
         per = _bootstrap_aurocs(s[:, kept_cols], y[:, kept_cols], n_boot, seed)  # (B, F)

@@ -146,5 +146,10 @@ def evaluate(
             metrics["localization"]["per_cited_image"] = per_line
     for name, extra in res.extra.items():
         metrics[name] = extra
+    # the scored cases themselves, so that two models evaluated on the same split can be compared pairwise
+    from .paired import CASES_FILE, case_arrays, save_cases
+
+    save_cases(Path(out_dir) / CASES_FILE, case_arrays(records, res, emb.keys))
+    metrics["report"]["cases"] = str(Path(out_dir) / CASES_FILE)
     write_metrics_json(paths.metrics_json, metrics)
     return metrics

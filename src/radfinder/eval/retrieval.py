@@ -134,6 +134,11 @@ class RetrievalResult:
             "recall": {f"R@{k}": clean_number(v) for k, v in self.recall.items()},
             "chance": {f"R@{k}": clean_number(v) for k, v in self.chance.items()},
             "median_rank": clean_number(self.median_rank),
+            # the median rank as a share of the gallery: unlike R@k against chance, a bigger gallery does not
+            # flatter it (a random ranking gives about 0.5 whatever the gallery size)
+            "median_rank_over_gallery": clean_number(self.median_rank / self.n_gallery if self.n_gallery else None),
+            "chance_median_rank_over_gallery": clean_number((self.n_gallery + 1) / 2 / self.n_gallery
+                                                            if self.n_gallery else None),
             "mean_rank": clean_number(self.mean_rank),
             "ci": {name: ci_dict(v) for name, v in self.ci.items()},
             "ci_level": self.ci_level,

@@ -1,8 +1,9 @@
 """`build_library` / `add_to_library`: embed every volume of a dataset into a library folder.
 
 Per volume: the volume embedding (`projection_image`), the disease embedding and the 18 zero-shot finding
-probabilities (mean7 prompts), one embedding per 12 mm depth cell with its world z and viewer slice, the report's
-embedding (`projection_text`) when it has one, its mined slice references placed on slices, and a thumbnail.
+probabilities (mean7 prompts; calibrated when the checkpoint has a `calibration.json`, see `api.classify`),
+one embedding per 12 mm depth cell with its world z and viewer slice, the report's embedding (`projection_text`)
+when it has one, its mined slice references placed on slices, and a thumbnail.
 
 Resumable: each study is committed as soon as it is embedded; a rerun skips every key already stored. Shardable
 like feature extraction: under `torchrun` (or with an explicit `shard=(i, n)`) each process embeds its own
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..api import classify, encode_text, encode_volume, load_model, prompt_embeddings
+from ..api.classify import finding_calibration
 from ..data.records import StudyRecord
 from ..data.registry import dataset_kind, load_dataset
 from ..errors import CheckpointError
@@ -135,6 +137,8 @@ def _open_for_writing(out: Path, ckpt: Path, ckpt_hash: str, model, index_kind: 
         "findings": list(CTRATE_FINDINGS), "index_kind": index_kind,
         "localization_tau": float(model.config.localization_tau),
         "cell_mm": float(model.preprocess_spec.depth_cell_mm),
+        # whether the stored finding probabilities are calibrated (the checkpoint's calibration.json) or raw
+        "calibrated": finding_calibration(model, CTRATE_FINDINGS) is not None,
     })  # fmt: skip
     return store
 

@@ -1,11 +1,12 @@
 """`finding_precision`: does searching the library for a finding's sentence rank the studies that have it first?
 
 For each finding with at least one positive and one negative labelled study, the query is the finding's first
-positive zero-shot prompt sentence (e.g. "Lung nodule is present."); precision@k is the share of the top k
-results whose label for that finding is 1. The chance level is the share of labelled-positive studies among all
-labelled studies (the expected precision of a random ranking). Studies whose label is unknown (-1) are left out of
-both (they are neither hits nor misses). `split` restricts the ranking to the library's studies of one split
-(e.g. the held-out split, when the library also holds the model's training studies).
+positive zero-shot prompt sentence (e.g. "Lung nodule."), searched as `Library.search` does (over the scans: the
+finding's zero-shot score; over the reports: similarity to the stored reports' embeddings); precision@k is the
+share of the top k results whose label for that finding is 1. The chance level is the share of labelled-positive
+studies among all labelled studies (the expected precision of a random ranking). Studies whose label is unknown
+(-1) are left out of both (they are neither hits nor misses). `split` restricts the ranking to the library's
+studies of one split (e.g. the held-out split, when the library also holds the model's training studies).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ def finding_precision(library: Library, findings: list[str] | None = None, k: in
     rows = {r.id: r for r in library.store.rows([int(i) for i in ids], embeddings=False)}
     if split is not None:
         rows = {i: r for i, r in rows.items() if r.split == split}
-    total = int(library.index(over).ntotal)
     per = {}
     for name in names:
         col = library.findings.index(name)
@@ -36,8 +36,8 @@ def finding_precision(library: Library, findings: list[str] | None = None, k: in
         if n_pos == 0 or n_pos == len(labels):
             continue
         sentence = bank.zero_shot_pairs(name)[0][0]
-        q, _ = library.text_embeddings(sentence)
-        ranked = [i for i, _ in library._ranked(q, over, total, []) if i in labels]  # every study, best first
+        hits, _ = library.rank(sentence, over, None, [])
+        ranked = [i for i, _ in hits if i in labels]  # every study, best first
         kk = min(k, len(labels))
         prec = float(np.mean([labels[i] == 1 for i in ranked[:kk]]))
         per[name] = {"sentence": sentence, "k": kk, "precision": prec, "chance": n_pos / len(labels),

@@ -1,9 +1,14 @@
 """`Library`: search a built library by text or by scan, and the per-study views the web page shows.
 
-Text search (`over="image"`, the default) compares the query's `projection_text` embedding with every volume
-embedding: the model reads the scans, reports are not consulted. `over="report"` compares it with the stored
-reports' embeddings instead (same text tower; useful where reports exist, and a reference for the image search).
-`search_like` compares a scan's volume embedding with the library's. The score is the cosine similarity.
+Text search (`over="image"`, the default) reads the scans' embeddings only, never a stored report or label. A query
+that names one of the vocabulary's findings ("Cardiomegaly.", "Pleural effusion is present.", "No emphysema.":
+`library.query.match_finding`) is ranked by that finding's zero-shot score, the same positive-against-negative
+prompt scoring the zero-shot evaluation uses, on each study's disease embedding; the score shown is the finding's
+probability (calibrated on the training split when the checkpoint has a calibration, `ranking: "finding"`). Any
+other text compares the query's `projection_text` embedding with every volume embedding (`ranking:
+"similarity"`). `over="report"` compares any query with the stored reports' embeddings instead (same text tower;
+useful where reports exist, and a reference for the image search).
+`search_like` compares a scan's volume embedding with the library's. A similarity score is the cosine.
 
 For a text query each result also gets the best depth cell for the sentence: its snippet embedding
 (`projection_text_copy`) against the study's depth-cell embeddings, as `radfinder.api.localize` does.
@@ -19,12 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from ..api import depth_probabilities, encode_query, encode_volume, load_model
+from ..api import calibrated_logits, depth_probabilities, encode_query, encode_volume, load_model, prompt_embeddings
 from ..errors import CheckpointError, ConfigError
+from ..models.calibration import sigmoid
 from .batching import Coalescer
 from .build import INDEX_FILES, checkpoint_hash
 from .index import load_index, normalize
 from .index import search as index_search
+from .query import FindingQuery, match_finding
 from .store import LibraryError, LibraryStore, StudyRow
 
 OVER = ("image", "report")
@@ -59,6 +66,13 @@ def parse_filters(
     return out
 
 
+def search_answer(res: dict[str, Any]) -> dict[str, Any]:
+    """What `radfinder search --json` prints and the server's /api/search answers: the results and how they were
+    ranked (`ranking`, `finding`, `present`, `calibrated`; a scan search has only the results)."""
+    keys = ("ranking", "finding", "present", "calibrated")
+    return {"results": res["results"], **{k: res[k] for k in keys if k in res}}
+
+
 def check_k(k: int) -> int:
     if not 1 <= int(k) <= MAX_K:
         raise ConfigError(f"k must be between 1 and {MAX_K}, got {k}")
@@ -86,6 +100,8 @@ class Library:
         self._text_cache_size = text_cache
         # concurrent text queries (the server's worker threads) share one text-tower pass
         self._queries: Coalescer[str, tuple[np.ndarray, np.ndarray]] = Coalescer(self._encode_queries, max_batch=64)
+        self._finding_logits: tuple[np.ndarray, np.ndarray, bool] | None = None
+        self._finding_margins = np.zeros((0, len(self.findings)))
 
     def close(self) -> None:
         self.store.close()
@@ -121,7 +137,7 @@ class Library:
         return {"library": str(self.root), "studies": self.store.count(), "checkpoint": self.meta["checkpoint"],
                 "checkpoint_hash": self.meta["checkpoint_hash"], "hub": self.meta.get("hub"),
                 "spec_hash": self.meta["spec_hash"], "dim": self.dim, "findings": self.findings,
-                "indexes": self.meta.get("indexes"),
+                "indexes": self.meta.get("indexes"), "calibrated": self.meta.get("calibrated"),
                 "failures": self.store.failures()}  # fmt: skip
 
     def text_embeddings(self, text: str) -> tuple[np.ndarray, np.ndarray]:
@@ -181,15 +197,63 @@ class Library:
                            slice=int(row.depth_slices[cell]))
         return out
 
+    def finding_logits(self) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(ids (N,), logits (N, F), calibrated) of every study's zero-shot findings, from the stored disease
+        embeddings and the checkpoint's prompts and calibration (computed once per opened library)."""
+        if self._finding_logits is None:
+            model = self.model
+            ids, disease = self.store.vectors("disease", self.dim)
+            with self._lock:
+                prompts = prompt_embeddings(model, self.findings)
+            margins = disease.astype(np.float64) @ (prompts.positive - prompts.negative).T
+            logits, calibrated = calibrated_logits(model, margins, self.findings)
+            self._finding_margins = margins
+            self._finding_logits = (ids, logits, calibrated)
+        return self._finding_logits
+
+    def _ranked_finding(self, fq: FindingQuery, k: int | None, filters) -> list[tuple[int, float]]:
+        """(id, probability) best first: p(finding) for a positive query, 1 - p for a negated one."""
+        ids, logits, _ = self.finding_logits()
+        col, sign = self.findings.index(fq.finding), (1.0 if fq.present else -1.0)
+        z = logits[:, col] * sign
+        # ties of the calibrated logit (a finding the train reports never mention gets a flat calibration) are
+        # broken by the raw margin, so the order still follows what the model sees
+        order = np.lexsort((-sign * self._finding_margins[:, col], -z))
+        hits = []
+        for j in order:
+            i = int(ids[j])
+            if filters and not self._passes(i, filters):
+                continue
+            hits.append((i, float(sigmoid(z[j]))))
+            if k is not None and len(hits) >= k:
+                break
+        return hits
+
+    def rank(self, text: str, over: str = "image", k: int | None = None, filters=None):
+        """(hits [(id, score)] best first, finding query or None); k None: every study."""
+        fq = match_finding(text, self.findings) if over == "image" else None
+        if fq is not None:
+            return self._ranked_finding(fq, k, filters), fq
+        q, _ = self.text_embeddings(text)
+        return self._ranked(q, over, k if k is not None else max(1, int(self.index(over).ntotal)), filters), None
+
     def search(self, text: str, k: int = 10, filters=None, over: str = "image") -> dict[str, Any]:
-        """{"results": [{"study", "score", "depth_mm", "findings", ...}, ...]} best first."""
+        """{"results": [{"study", "score", "depth_mm", "findings", ...}, ...]} best first; `ranking` says how
+        (see the module doc), `finding` / `present` which finding a finding query named."""
         k = check_k(k)
+        if over not in OVER:
+            raise ConfigError(f"over must be one of {', '.join(OVER)}, got {over!r}")
         parsed = parse_filters(filters, self.findings)
-        q, s = self.text_embeddings(text)
-        hits = self._ranked(q, over, k, parsed)
+        hits, fq = self.rank(text, over, k, parsed)
+        _, s = self.text_embeddings(text)
         rows = self.store.rows([i for i, _ in hits], embeddings=True)
-        return {"query": text, "over": over,
-                "results": [self._result(r, sc, s) for r, (_, sc) in zip(rows, hits, strict=True)]}
+        out: dict[str, Any] = {"query": text, "over": over, "ranking": "similarity" if fq is None else "finding",
+                               "finding": None if fq is None else fq.finding,
+                               "present": None if fq is None else fq.present,
+                               "calibrated": bool(self.finding_logits()[2] if fq is not None
+                                                  else self.meta.get("calibrated"))}  # fmt: skip
+        out["results"] = [self._result(r, sc, s) for r, (_, sc) in zip(rows, hits, strict=True)]
+        return out
 
     def search_like(self, scan, k: int = 10, filters=None) -> dict[str, Any]:
         """Studies whose volume embedding is closest to that of `scan` (a path or `Volume`)."""

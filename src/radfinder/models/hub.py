@@ -29,7 +29,7 @@ from .hub_files import COMMIT, PROVENANCE_FILE, file_digest, verify_folder
 # What each loader reads; nothing else of a repo is downloaded (a repo may hold training logs, other formats, ...).
 ALLOW_PATTERNS: dict[str, list[str]] = {
     # `read_pretrained_dir`: radfinder checkpoints and the official export (tokenizer at the root or in text/)
-    "checkpoint": ["config.json", "model.safetensors", "preprocess.json", "labels.json", "text/*",
+    "checkpoint": ["config.json", "model.safetensors", "preprocess.json", "labels.json", "calibration.json", "text/*",
                    "tokenizer*", "vocab*", "merges.txt", "special_tokens_map.json", "added_tokens.json"],
     # `build_text_backbone` / `load_tokenizer`: a transformers model folder (single or sharded safetensors)
     "text": ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer*", "vocab*", "merges.txt",

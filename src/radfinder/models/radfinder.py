@@ -23,6 +23,7 @@ from ..preprocess.spec import resolve_spec
 from ..text.sentences import split_sentences
 from ..text.vocabulary import CTRATE18, read_vocabulary
 from .anatomy_head import AnatomyEmbeddings, AnatomyHead, FvlmTemperature
+from .calibration import read_calibration
 from .combiner import FeatureCombiner, pad_feature_grids, windows_to_grids
 from .config import AnatomyHeadConfig, RadFinderConfig, resolve_model_config
 from .heads import ProjectionHead, SigLIPScale
@@ -133,6 +134,10 @@ class RadFinderModel(nn.Module):
             self.add_anatomy_head(cfg.anatomy)
         self.preprocess_spec = resolve_spec(None)  # replaced by the checkpoint's own spec on load
         self.label_vocabulary = CTRATE18  # what each position of a label vector means (saved as labels.json)
+        # per-finding zero-shot calibration fitted after training on a train split (models.calibration); it is
+        # read from the checkpoint's calibration.json and never written by save_pretrained: new weights need a
+        # new fit
+        self.calibration = None
         self._tokenizer = tokenizer
         if self._tokenizer is None and text_weights:
             self._tokenizer = self._default_tokenizer()
@@ -345,6 +350,7 @@ class RadFinderModel(nn.Module):
         load_pretrained_weights(model, parts.weights)
         model.preprocess_spec = parts.spec
         model.label_vocabulary = read_vocabulary(parts.directory)
+        model.calibration = read_calibration(parts.directory)
         model.checkpoint_dir = parts.directory
         if parts.source is not None:
             model.hub_sources["checkpoint"] = parts.source.as_dict()

@@ -4,7 +4,7 @@ Routes (every error answers {"error": message} with a 4xx status):
   GET  /                                   the page (HTML/JS/CSS from package resources: nothing from a CDN)
   GET  /static/{name}                      only the page's own assets, by exact name
   GET  /api/info                           library summary
-  GET  /api/search?q=TEXT&k=10[&over=image|report][&filter=Lung nodule>0.5]   {"results": [...]}
+  GET  /api/search?q=TEXT&k=10[&over=image|report][&filter=Lung nodule>0.5]   {"results": [...], "ranking": ...}
   GET  /api/study/{id}                     report, mined references with slices, findings, depth cells
   GET  /api/study/{id}/heat?q=TEXT         the sentence's score per 12 mm depth cell
   GET  /api/study/{id}/slice/{i}?window=lung|mediastinum|bone    PNG
@@ -36,7 +36,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ..api import classify, encode_volume, localize, prompt_embeddings
 from ..errors import CheckpointError, RadfinderError
 from ..io import load_volume
-from ..library.search import Library
+from ..library.search import Library, search_answer
 from ..library.slices import WINDOWS, SliceLayout, render_slice
 from ..library.store import LibraryError
 from .uploads import UploadError, UploadLimits, read_upload
@@ -120,7 +120,7 @@ def create_app(library: Library, *, limits: UploadLimits | None = None, volume_c
 
     @app.get("/api/search")
     def search(q: str, k: int = 10, over: str = "image", filter: list[str] = Query(default=[])) -> dict:  # noqa: A002
-        return {"results": library.search(q, k=k, filters=filter, over=over)["results"]}  # = `search --json`
+        return search_answer(library.search(q, k=k, filters=filter, over=over))  # = `search --json`
 
     def _study_volume(study_id: int):
         row = library.study(study_id)
@@ -140,6 +140,7 @@ def create_app(library: Library, *, limits: UploadLimits | None = None, volume_c
         out.pop("path", None)
         layout = SliceLayout.of(row.source_shape, np.asarray(row.source_affine))
         out["slice_z_mm"] = list(layout.z_mm)
+        out["calibrated"] = bool(library.meta.get("calibrated"))  # what the finding probabilities are
         return out
 
     @app.get("/api/study/{study_id}/heat")
@@ -189,6 +190,7 @@ def create_app(library: Library, *, limits: UploadLimits | None = None, volume_c
         out: dict[str, Any] = {
             "token": token, "filename": file.filename, "shape": list(vol.array.shape), "n_slices": layout.n_slices,
             "slice_z_mm": list(layout.z_mm), "findings": {s.finding: s.probability for s in scores}, "heat": None,
+            "calibrated": bool(scores and scores[0].calibrated),
         }  # fmt: skip
         if loc is not None:
             valid = enc.depth_valid

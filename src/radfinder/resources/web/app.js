@@ -36,24 +36,58 @@ async function loadInfo() {
   } catch (e) { showError(e.message); }
 }
 
-async function runSearch(ev) {
+// A search is a URL (/?q=...&k=...[&over=report]): the page runs the one in its address on load and writes each
+// new search into the address bar, so a search can be bookmarked, shared, reloaded and walked with back/forward.
+function searchParams() {
+  const params = new URLSearchParams({ q: $("q").value.trim(), k: $("k").value || "10" });
+  if ($("over").value !== "image") params.set("over", $("over").value);
+  return params;
+}
+
+function formFromURL() {
+  const u = new URLSearchParams(window.location.search);
+  $("q").value = u.get("q") || "";
+  if (u.get("k")) $("k").value = u.get("k");
+  $("over").value = u.get("over") === "report" ? "report" : "image";
+  return !!$("q").value.trim();
+}
+
+function rankingLine(data) {
+  if (data.ranking === "finding") {
+    const what = data.present ? data.finding : `no ${data.finding}`;
+    return `ranked by the scans' zero-shot probability of ${what}` +
+      (data.calibrated ? " (calibrated on the training reports)" : " (uncalibrated)");
+  }
+  if (data.ranking !== "similarity") return "";
+  return `ranked by similarity of the sentence to each ${$("over").value === "report" ? "stored report" : "scan"}`;
+}
+
+async function runSearch(ev, urlMode) {
   if (ev) ev.preventDefault();
   showError("");
   const q = $("q").value.trim();
   if (!q) return;
-  const params = new URLSearchParams({ q, k: $("k").value || "10", over: $("over").value });
+  const params = searchParams();
+  const url = `/?${params}`;
+  if (urlMode === "replace") window.history.replaceState({ q }, "", url);
+  else if (urlMode !== "none" && `${window.location.pathname}${window.location.search}` !== url) {
+    window.history.pushState({ q }, "", url);
+  }
   const box = $("results");
   box.textContent = "searching…";
   try {
     const data = await getJSON(`/api/search?${params}`);
     box.textContent = "";
-    if (!data.results.length) box.textContent = "no results";
+    const line = rankingLine(data);
+    if (line) box.appendChild(el("div", { id: "ranking", class: "muted", "data-ranking": data.ranking || "" }, line));
+    if (!data.results.length) box.appendChild(el("div", {}, "no results"));
     data.results.forEach((r, i) => {
       const card = el("div", { class: "result-card", "data-study": r.study, "data-id": r.id });
       card.appendChild(el("img", { src: `/api/study/${r.id}/thumbnail`, alt: r.study }));
       const body = el("div");
       body.appendChild(el("div", { class: "title" }, `${i + 1}. ${r.study}`));
-      body.appendChild(el("div", { class: "score" }, `score ${r.score.toFixed(3)}`));
+      const label = data.ranking === "finding" ? `p(${data.present ? "" : "no "}${data.finding})` : "score";
+      body.appendChild(el("div", { class: "score" }, `${label} ${r.score.toFixed(3)}`));
       if (r.depth_mm !== null) body.appendChild(el("div", { class: "muted" }, `best depth ${r.depth_mm.toFixed(0)} mm (slice ${r.slice})`));
       for (const [name, p] of topFindings(r.findings, 3)) body.appendChild(el("span", { class: "tag" }, `${name} ${p.toFixed(2)}`));
       card.appendChild(body);
@@ -87,9 +121,13 @@ function setSlice(i) {
   $("slice-label").textContent = `slice ${state.slice} / ${state.nSlices - 1}` + (z !== undefined ? ` · z ${z.toFixed(1)} mm` : "");
 }
 
-function renderFindings(findings) {
+function renderFindings(findings, calibrated) {
   const box = $("findings");
   box.textContent = "";
+  // raw zero-shot probabilities sit near 0.5 for every finding: say so instead of letting them pass for odds
+  box.appendChild(el("div", { id: "calibration-note", class: "muted", "data-calibrated": String(!!calibrated) },
+    calibrated ? "probabilities calibrated on the training split's reports"
+      : "uncalibrated scores (sigmoid of the prompt margin): compare studies, do not read them as odds"));
   for (const [name, p] of topFindings(findings, 100)) {
     const row = el("div", { class: "finding", "data-finding": name });
     row.appendChild(el("span", { class: "name" }, name));
@@ -165,7 +203,7 @@ async function openStudy(id, q, startSlice) {
   showError("");
   try {
     const s = await getJSON(`/api/study/${id}`);
-    renderFindings(s.findings);
+    renderFindings(s.findings, s.calibrated);
     renderReport(s);
     let heat = null;
     if (q) heat = await getJSON(`/api/study/${id}/heat?${new URLSearchParams({ q })}`);
@@ -187,7 +225,7 @@ async function runUpload(ev) {
   try {
     const r = await getJSON("/api/upload", { method: "POST", body: form });
     $("upload-status").textContent = `classified ${r.filename}`;
-    renderFindings(r.findings);
+    renderFindings(r.findings, r.calibrated);
     $("report").textContent = "(uploaded scan: no report)";
     renderHeat(r.heat);
     showViewer(`upload: ${r.filename}`, `/api/upload/${r.token}`, r.n_slices, r.slice_z_mm, r.heat ? r.heat.best_slice : null);
@@ -205,5 +243,7 @@ document.addEventListener("DOMContentLoaded", () => {
     state.window = b.dataset.window;
     setSlice(state.slice);
   }));
+  window.addEventListener("popstate", () => { if (formFromURL()) runSearch(null, "none"); });
   loadInfo();
+  if (formFromURL()) runSearch(null, "replace");
 });
