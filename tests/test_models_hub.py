@@ -17,9 +17,8 @@ from helpers_hub import add_snapshot, blob_of
 from radfinder.api import load_model
 from radfinder.cli import main
 from radfinder.errors import CheckpointError, RadfinderError
-from radfinder.models import RadFinderModel
+from radfinder.models import RadFinderModel, hub_files
 from radfinder.models import hub as hubmod
-from radfinder.models import hub_files
 from radfinder.models.hub import ALLOW_PATTERNS, PROVENANCE_FILE, HubError, parse_hub_id, resolve_weights
 
 REPO = "lmb-freiburg/radfinder"
