@@ -260,5 +260,7 @@ def evaluate_fvlm(out: str | Path, s: DemoSettings, log: Log = print, *, model_d
     labels = np.stack([r.labels for r in valid])
     res, counts = run_anatomy_zero_shot(model, valid, feat_dir, labels, n_boot=s.n_boot, seed=0)
     azs = anatomy_zero_shot_metrics(res, counts)
-    log(f"  fVLM anatomy-level zero-shot macro AUROC (valid, {azs['n_findings']} findings): {azs['macro_auroc']:.3f}")
+    uncut = (azs.get("uncut") or {}).get("macro_auroc")
+    log(f"  fVLM anatomy-level zero-shot macro AUROC (valid, {azs['n_findings']} findings): {azs['macro_auroc']:.3f}"
+        + ("" if uncut is None else f"; uncut anatomies only {uncut:.3f}"))
     return {"anatomy_zero_shot": azs, "model": str(model_dir)}
