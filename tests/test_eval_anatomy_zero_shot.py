@@ -17,16 +17,31 @@ from radfinder.eval.anatomy_zero_shot import (
 )
 from radfinder.text.findings import CTRATE_FINDINGS
 
+# fVLM's released evaluation (eval.py of its CT-RATE code), finding -> (anatomy, positive prompt), transcribed by
+# hand from the release; every negative is "Not " + the positive.
+RELEASED = {
+    "Emphysema": ("lung", "Emphysema."), "Atelectasis": ("lung", "Atelectatic."), "Lung nodule": ("lung", "Nodule."),
+    "Lung opacity": ("lung", "Opacity."), "Pulmonary fibrotic sequela": ("lung", "Pulmonary fibrotic sequela."),
+    "Pleural effusion": ("lung", "Pleural effusion."),
+    "Mosaic attenuation pattern": ("lung", "Mosaic attenuation pattern."),
+    "Peribronchial thickening": ("lung", "Peribronchial thickening."), "Consolidation": ("lung", "Consolidation."),
+    "Bronchiectasis": ("lung", "Bronchiectasis."),
+    "Interlobular septal thickening": ("lung", "Interlobular septal thickening."),
+    "Cardiomegaly": ("heart", "Cardiomegaly."), "Pericardial effusion": ("heart", "Pericardial effusion."),
+    "Coronary artery wall calcification": ("heart", "Coronary artery wall calcification."),
+    "Hiatal hernia": ("esophagus", "Hiatal hernia."),
+    "Arterial wall calcification": ("aorta", "Arterial wall calcification."),
+}
 
-def test_prompts_and_mapping():
+
+def test_prompts_and_mapping_are_the_released_ones():
     prompts = anatomy_prompts()
     assert len(prompts) == 16
     assert unmapped_findings() == ["Medical material", "Lymphadenopathy"]
-    by = {p.finding: p for p in prompts}
-    assert (by["Emphysema"].positive, by["Emphysema"].negative) == ("Emphysema.", "Not Emphysema.")
-    assert (by["Atelectasis"].positive, by["Atelectasis"].negative) == ("Atelectatic.", "Not Atelectatic.")
-    assert by["Cardiomegaly"].anatomy == "heart" and by["Hiatal hernia"].anatomy == "esophagus"
-    assert by["Arterial wall calcification"].anatomy == "aorta" and by["Pleural effusion"].anatomy == "lung"
+    got = {p.finding: (p.anatomy, p.positive) for p in prompts}
+    assert got == RELEASED
+    assert all(p.negative == "Not " + p.positive for p in prompts)
+    assert [p.finding for p in prompts] == [f for f in CTRATE_FINDINGS if f in RELEASED]  # in CT-RATE order
     assert {p.anatomy for p in prompts} == set(ANATOMIES)
 
 
@@ -77,6 +92,30 @@ def test_auroc_per_finding_and_macro_against_sklearn():
     # temperature does not change AUROC
     res2 = evaluate_anatomy_zero_shot(img, pos, neg, labels, valid=valid, n_boot=0, temperature=0.07)
     assert res2.macro_auroc == pytest.approx(res.macro_auroc, abs=1e-12)
+
+
+def test_cut_anatomies_are_scored_and_uncut_leaves_them_out():
+    """valid = the anatomy has voxels, cut = the crop cuts it: the headline AUROC keeps the cut studies, `uncut`
+    drops them; both against scikit-learn on the matching rows."""
+    img, pos, neg, labels, valid, a_idx, cols = _data(n=160, seed=3)
+    cut = np.random.default_rng(9).random(valid.shape) < 0.3
+    res = evaluate_anatomy_zero_shot(img, pos, neg, labels, valid=valid, cut=cut, n_boot=0)
+    probs = anatomy_zero_shot_probabilities(img, pos, neg, a_idx)
+    for k, (a, c) in enumerate(zip(a_idx, cols, strict=True)):
+        name = CTRATE_FINDINGS[c]
+        scored = valid[:, a] & (labels[:, c] >= 0)
+        uncut = scored & ~cut[:, a]
+        assert res.classification.findings[name].n == int(scored.sum())
+        assert res.uncut.findings[name].n == int(uncut.sum()) < int(scored.sum())
+        assert res.per_finding_auroc()[name] == pytest.approx(roc_auc_score(labels[scored, c], probs[scored, k]))
+        assert res.uncut.findings[name].auroc == pytest.approx(roc_auc_score(labels[uncut, c], probs[uncut, k]))
+    d = res.to_dict()
+    assert d["uncut"]["macro_auroc"] == pytest.approx(res.uncut.macro_auroc)
+    assert d["macro_auroc"] == pytest.approx(res.macro_auroc) and res.uncut.macro_auroc != res.macro_auroc
+    # without cut flags there is no uncut figure; cut must be (N, A)
+    assert evaluate_anatomy_zero_shot(img, pos, neg, labels, valid=valid, n_boot=0).uncut is None
+    with pytest.raises(EvalInputError, match="cut"):
+        evaluate_anatomy_zero_shot(img, pos, neg, labels, valid=valid, cut=cut[:, :2], n_boot=0)
 
 
 def test_bad_inputs():

@@ -58,13 +58,19 @@ def test_fvlm_trains_logs_per_anatomy_and_saves_its_head(cohort, tmp_path, monke
     assert model.anatomy_head is not None and model.config.anatomy.names == ["lung", "heart", "esophagus", "aorta"]
     records = load_manifest(cohort["manifest"], split="train")
     result, counts = run_anatomy_zero_shot(model, records, cohort["features"], n_boot=0)
-    assert counts["scans"] == 24 and counts["valid_scans"]["lung"] == 24 and counts["valid_scans"]["aorta"] < 24
+    # the toy cohort cuts the aorta now and then: scored from its tokens all the same, and left out of `uncut`
+    assert counts["scans"] == 24 and counts["valid_scans"] == {a: 24 for a in ("lung", "heart", "esophagus", "aorta")}
+    assert 0 < counts["cut_scans"]["aorta"] < 24 and counts["cut_scans"]["lung"] == 0
+    n_aortic = result.classification.findings["Arterial wall calcification"].n
+    assert result.uncut.findings["Arterial wall calcification"].n < n_aortic
+    assert result.uncut.findings["Emphysema"].n == result.classification.findings["Emphysema"].n
     assert 0.0 <= result.macro_auroc <= 1.0  # a smoke check on training data, not an evaluation
     # the registered evaluation task gives the same numbers (the toy cache is not from the model's own encoder)
     monkeypatch.setattr("radfinder.eval.evaluate.open_matching_store", lambda path, model: FeatureStore.open(path))
     res, _ = run_tasks(model, records, ["anatomy_zero_shot"], features=cohort["features"], n_boot=0)
     got = res.extra["anatomy-zero-shot"]
     assert got["macro_auroc"] == pytest.approx(result.macro_auroc) and got["valid_scans"] == counts["valid_scans"]
+    assert got["uncut"]["macro_auroc"] == pytest.approx(result.uncut.macro_auroc)
     ctx = TaskContext(model, records, None, None, TaskResults())  # no feature cache given
     assert get_task("fvlm-zero-shot").run(ctx) is None and "anatomy-zero-shot" in ctx.results.skipped
 

@@ -1,5 +1,5 @@
-"""fVLM loss: against a slow float64 loop written from the issue's text (values and gradients), its edge cases,
-the content-derived text ids, the learnable temperature, and the disease-aware extension."""
+"""fVLM loss: against a slow float64 loop of the target rule of fVLM's released code (values and gradients), its
+edge cases, the content-derived text ids, the learnable temperature, and the disease-aware extension."""
 
 from __future__ import annotations
 
@@ -30,10 +30,32 @@ def _soft_ce(mat, t):
     return out / n
 
 
+def released_targets(rows, a, normal, text_ids, finding_ids=None):
+    """The target rule of fVLM's released pre-training code, as a plain float64 loop: semantic[p][q] = (both
+    normal) OR (identical text) (OR, with finding ids, both abnormal with equal finding sets); semantic's diagonal
+    set to 0; identity added; each row divided by its sum."""
+    n = len(rows)
+    sem = [[0.0] * n for _ in range(n)]
+    for p in range(n):
+        for q in range(n):
+            i, j = rows[p], rows[q]
+            both_normal = bool(normal[i, a]) and bool(normal[j, a])
+            same_text = int(text_ids[i, a]) == int(text_ids[j, a])
+            same = both_normal or same_text
+            if finding_ids is not None:
+                both_abnormal = not bool(normal[i, a]) and not bool(normal[j, a])
+                same = same or (both_abnormal and int(finding_ids[i, a]) == int(finding_ids[j, a]))
+            sem[p][q] = 1.0 if same else 0.0
+    for p in range(n):
+        sem[p][p] = 0.0
+    t = [[sem[p][q] + (1.0 if p == q else 0.0) for q in range(n)] for p in range(n)]
+    constant = all(v == t[0][0] for r in t for v in r)
+    return [[v / sum(r) for v in r] for r in t], constant
+
+
 def reference_loop(image, text, valid, normal, text_ids, temperature, finding_ids=None):
-    """Written from the text: per anatomy with an abnormal valid row, T_ij = [i=j] + [both normal] + [ids equal]
-    (+ [both abnormal and equal finding sets]), rows / their sums, L_a = (CE(S, T) + CE(S^T, T)) / 2, skip constant
-    T, sum over anatomies."""
+    """Per anatomy with an abnormal valid row: the released targets, L_a = (CE(S, T) + CE(S^T, T)) / 2 with S the
+    cosine logits over temperature, constant targets skipped, sum over anatomies."""
     b, a_n, _ = image.shape
     total = image.sum() * 0.0
     per = []
@@ -42,25 +64,14 @@ def reference_loop(image, text, valid, normal, text_ids, temperature, finding_id
         if not rows or all(bool(normal[i, a]) for i in rows):
             per.append(0.0)
             continue
+        t, constant = released_targets(rows, a, normal, text_ids, finding_ids)
+        if constant:
+            per.append(0.0)
+            continue
         zi = [image[i, a] / torch.sqrt((image[i, a] ** 2).sum()) for i in rows]
         zt = [text[i, a] / torch.sqrt((text[i, a] ** 2).sum()) for i in rows]
         n = len(rows)
-        t = [[0.0] * n for _ in range(n)]
-        for p in range(n):
-            for q in range(n):
-                i, j = rows[p], rows[q]
-                v = float(p == q) + float(bool(normal[i, a]) and bool(normal[j, a]))
-                v += float(int(text_ids[i, a]) == int(text_ids[j, a]))
-                if finding_ids is not None:
-                    both_abn = not bool(normal[i, a]) and not bool(normal[j, a])
-                    v += float(both_abn and int(finding_ids[i, a]) == int(finding_ids[j, a]))
-                t[p][q] = v
-        if all(v == t[0][0] for r in t for v in r):
-            per.append(0.0)
-            continue
-        t = [[v / sum(r) for v in r] for r in t]
         s = [[(zi[p] * zt[q]).sum() / temperature for q in range(n)] for p in range(n)]
-
         st = [[s[q][p] for q in range(n)] for p in range(n)]
         la = (_soft_ce(s, t) + _soft_ce(st, t)) / 2
         per.append(float(la.detach()))
@@ -102,22 +113,39 @@ def test_matches_float64_loop_values_and_gradients(seed, disease_aware):
     assert out.rows.tolist() == valid.sum(0).tolist()
 
 
-def test_targets_are_added_not_ored():
-    """Two valid rows, both normal and with identical text, plus one abnormal row: the diagonal of a normal row is
-    3 and its normal partner gets 2, so the target row is (3, 2, 0) / 5; or-ing would give (1, 1, 0) / 2."""
-    image = torch.eye(3, dtype=torch.float64)[:, None, :]
-    text = image.clone()
-    valid = torch.ones(3, 1, dtype=torch.bool)
-    normal = torch.tensor([[True], [True], [False]])
-    ids = torch.tensor([[5], [5], [7]])
-    temp = 1.0
-    got = fvlm_loss(image, text, valid, normal, ids, temp)
-    s = torch.eye(3, dtype=torch.float64)  # cosine logits of orthonormal embeddings
-    t = torch.tensor([[3.0, 2, 0], [2, 3, 0], [0, 0, 2]], dtype=torch.float64)
-    t = t / t.sum(1, keepdim=True)
-    logp = torch.log_softmax(s, 1)
-    ce = -(t * logp).sum(1).mean()  # S is symmetric here, so both directions are equal
-    torch.testing.assert_close(got, ce, rtol=1e-12, atol=1e-12)
+def _explicit_ce(image, targets):
+    """Both directions' soft CE for orthonormal embeddings (cosine logits = identity, symmetric) at temperature 1."""
+    s = image[:, 0, :] @ image[:, 0, :].T
+    return -(targets * torch.log_softmax(s, 1)).sum(1).mean()
+
+
+def test_targets_are_ored_not_added():
+    """Rows: two normal with identical text, a third normal with other words, one abnormal. Or-ed, every normal
+    row's partners weigh as much as its own pair: (1, 1, 1, 0) / 3, whether the partner shares the text or not;
+    adding would give (3, 2, 1, 0) / 6 and bring back instance discrimination among normals."""
+    image = torch.eye(4, dtype=torch.float64)[:, None, :]
+    valid = torch.ones(4, 1, dtype=torch.bool)
+    normal = torch.tensor([[True], [True], [True], [False]])
+    ids = torch.tensor([[5], [5], [6], [7]])
+    got = fvlm_loss(image, image.clone(), valid, normal, ids, 1.0)
+    t = torch.tensor([[1.0, 1, 1, 0], [1, 1, 1, 0], [1, 1, 1, 0], [0, 0, 0, 1]], dtype=torch.float64)
+    want = _explicit_ce(image, t / t.sum(1, keepdim=True))
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    added = torch.tensor([[3.0, 2, 1, 0], [2, 3, 1, 0], [1, 1, 2, 0], [0, 0, 0, 2]], dtype=torch.float64)
+    assert abs(got.item() - _explicit_ce(image, added / added.sum(1, keepdim=True)).item()) > 1e-3
+
+
+def test_disease_aware_term_is_ored_too():
+    """Two abnormal rows with identical text and equal finding sets (two reasons) and a third with the same
+    finding set but other words (one reason) all weigh 1; the normal row stays alone."""
+    image = torch.eye(4, dtype=torch.float64)[:, None, :]
+    valid = torch.ones(4, 1, dtype=torch.bool)
+    normal = torch.tensor([[False], [False], [False], [True]])
+    ids = torch.tensor([[5], [5], [6], [9]])
+    fids = torch.tensor([[3], [3], [3], [0]])
+    got = fvlm_loss(image, image.clone(), valid, normal, ids, 1.0, finding_ids=fids)
+    t = torch.tensor([[1.0, 1, 1, 0], [1, 1, 1, 0], [1, 1, 1, 0], [0, 0, 0, 1]], dtype=torch.float64)
+    torch.testing.assert_close(got, _explicit_ce(image, t / t.sum(1, keepdim=True)), rtol=1e-12, atol=1e-12)
 
 
 def test_zero_and_differentiable_when_nothing_qualifies():

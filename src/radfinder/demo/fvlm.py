@@ -268,5 +268,7 @@ def evaluate_fvlm(out: str | Path, s: DemoSettings, log: Log = print, *, model_d
         cls = res.classification
         save_cases(cases_out, {"keys": np.asarray([r.key for r in valid], dtype=str), "azs_scores": cls.scores,
                                "azs_labels": cls.labels})  # fmt: skip
-    log(f"  fVLM anatomy-level zero-shot macro AUROC (valid, {azs['n_findings']} findings): {azs['macro_auroc']:.3f}")
+    uncut = (azs.get("uncut") or {}).get("macro_auroc")
+    log(f"  fVLM anatomy-level zero-shot macro AUROC (valid, {azs['n_findings']} findings): {azs['macro_auroc']:.3f}"
+        + ("" if uncut is None else f"; uncut anatomies only {uncut:.3f}"))
     return {"anatomy_zero_shot": azs, "model": str(model_dir)}

@@ -6,9 +6,11 @@ Registered as the evaluation task `anatomy-zero-shot` (`radfinder evaluate CKPT 
 --features CACHE ...`): it needs a model with an anatomy head and a feature cache with anatomy coverage; its
 metrics land in `metrics.json["anatomy-zero-shot"]` (`macro_auroc`, `per_finding_auroc`, valid scans per anatomy).
 
-A scan's anatomy counts (valid) when its segmentation gives it at least one token and, with `exclude_cut` (the
-model config's `anatomy.exclude_cut`), the crop or field of view does not cut it; findings of an invalid anatomy
-leave that scan out of the finding's AUROC.
+A scan's anatomy is scored when its segmentation gives it at least one token (fVLM's release scores every study
+whose organ mask has voxels). An anatomy that the preprocessing crop cuts is embedded from its visible tokens;
+the metrics give the figures over all scored scans (the headline) and over the uncut ones alone (`uncut`). The
+model config's `anatomy.exclude_cut` governs training only, as in fVLM (its random crops drop cut organs from the
+loss, its evaluation does not).
 """
 
 from __future__ import annotations
@@ -35,18 +37,17 @@ from .registry import EvalTask, TaskContext, register_task
 @torch.no_grad()
 def embed_anatomies(
     model, records: Sequence[Any], features: str | Path | FeatureStore, *, batch: int = 16,
-    exclude_cut: bool | None = None, show_progress: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(N, A, P) L2-normalised anatomy embeddings (zero where invalid) and valid (N, A) of `records`, in order."""
+    show_progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, A, P) L2-normalised anatomy embeddings of `records`, in order (zero where absent), present (N, A) (the
+    anatomy has tokens: it is embedded from them, cut or not) and cut (N, A) (the preprocessing crop cuts it)."""
     if getattr(model, "anatomy_head", None) is None:
         raise ConfigError("this model has no anatomy head; train one with the fvlm objective (config `anatomy`)")
     store = features if isinstance(features, FeatureStore) else FeatureStore.open(features)
     names = list(model.anatomy_head.names)
-    if exclude_cut is None:
-        exclude_cut = bool(model.config.anatomy.exclude_cut)
     device = next(model.parameters()).device
     dtype = next(model.anatomy_head.parameters()).dtype
-    embs, valids = [], []
+    embs, presents, cuts = [], [], []
     starts = range(0, len(records), batch)
     for s in progress(starts, total=len(starts), desc="anatomy embeddings", enabled=show_progress):
         parts = [study_tokens(store.read(r.key), names) for r in records[s : s + batch]]
@@ -54,15 +55,14 @@ def embed_anatomies(
         e = parts[0][0].shape[1]
         tok = np.zeros((len(parts), n, e), np.float32)
         cov = np.zeros((len(parts), len(names), n), np.float32)
-        valid = np.zeros((len(parts), len(names)), bool)
-        for i, (t, c, present, cut) in enumerate(parts):
+        for i, (t, c, _, _) in enumerate(parts):
             tok[i, : t.shape[0]] = t
             cov[i, :, : c.shape[0]] = c.T
-            valid[i] = present & (~cut if exclude_cut else True)
         out = model.encode_anatomy(torch.from_numpy(tok).to(device, dtype), torch.from_numpy(cov).to(device, dtype))
         embs.append(out.embeddings.float().cpu().numpy())
-        valids.append(valid)
-    return np.concatenate(embs), np.concatenate(valids)
+        presents.append(np.stack([p[2] for p in parts]))
+        cuts.append(np.stack([p[3] for p in parts]))
+    return np.concatenate(embs), np.concatenate(presents), np.concatenate(cuts)
 
 
 @torch.no_grad()
@@ -79,29 +79,36 @@ def run_anatomy_zero_shot(
     model, records: Sequence[Any], features: str | Path | FeatureStore, labels: np.ndarray | None = None, *,
     n_boot: int = DEFAULT_N_BOOT, seed: int = 0, show_progress: bool = False,
 ) -> tuple[AnatomyZeroShotResult, dict[str, Any]]:
-    """Anatomy-level zero-shot AUROC of `model` on `records` (labels: (N, 18) 1/0/-1; default the records' own),
-    and counts of valid scans per anatomy."""
+    """Anatomy-level zero-shot AUROC of `model` on `records` (labels: (N, 18) 1/0/-1; default the records' own;
+    the result's `uncut` over the uncut anatomies alone), and per anatomy the scored scans (`valid_scans`: with
+    tokens) and the cut ones among them (`cut_scans`)."""
     names = list(model.anatomy_head.names) if getattr(model, "anatomy_head", None) is not None else []
-    img, valid = embed_anatomies(model, records, features, show_progress=show_progress)
+    img, valid, cut = embed_anatomies(model, records, features, show_progress=show_progress)
     # findings of anatomies the model does not embed are not scored (listed as unmapped)
     mapping = {f: (a if a in names else None) for f, a in FINDING_ANATOMY.items()}
     pos, neg, _ = prompt_embeddings(model, mapping=mapping)
     y = np.stack([np.asarray(r.labels) for r in records]) if labels is None else np.asarray(labels)
     t = float(model.anatomy_temperature().detach()) if model.anatomy_temperature is not None else 1.0
-    res = evaluate_anatomy_zero_shot(img, pos, neg, y, anatomies=names, valid=valid, n_boot=n_boot, seed=seed,
-                                     temperature=t, mapping=mapping)  # fmt: skip
+    res = evaluate_anatomy_zero_shot(img, pos, neg, y, anatomies=names, valid=valid, cut=valid & cut,
+                                     n_boot=n_boot, seed=seed, temperature=t, mapping=mapping)  # fmt: skip
     counts = {n: int(valid[:, i].sum()) for i, n in enumerate(names)}
-    return res, {"valid_scans": counts, "scans": len(records)}
+    cut_counts = {n: int((valid & cut)[:, i].sum()) for i, n in enumerate(names)}
+    return res, {"valid_scans": counts, "cut_scans": cut_counts, "scans": len(records)}
 
 
 def anatomy_zero_shot_metrics(res: AnatomyZeroShotResult, counts: dict[str, Any]) -> dict[str, Any]:
-    """The headline dict of an anatomy-level zero-shot result (the demo's `methods.<m>.anatomy_zero_shot`)."""
+    """The headline dict of an anatomy-level zero-shot result (the demo's `methods.<m>.anatomy_zero_shot`): the
+    figures over every scored scan, and under `uncut` those over the scans whose anatomy is not cut."""
     d = res.to_dict()
-    return {"macro_auroc": d["macro_auroc"], "macro_auroc_ci": d.get("macro_auroc_ci"),
-            "n_findings": d.get("n_findings"), "n_cases": d.get("n_cases"),
-            "per_finding_auroc": {k: v.get("auroc") for k, v in (d.get("per_finding") or {}).items()},
-            "per_finding": d.get("per_finding"), "skipped": d.get("skipped"), "unmapped": d.get("unmapped"),
-            "anatomy_of": d.get("anatomy_of"), **counts}  # fmt: skip
+    out = {"macro_auroc": d["macro_auroc"], "macro_auroc_ci": d.get("macro_auroc_ci"),
+           "n_findings": d.get("n_findings"), "n_cases": d.get("n_cases"),
+           "per_finding_auroc": {k: v.get("auroc") for k, v in (d.get("per_finding") or {}).items()},
+           "per_finding": d.get("per_finding"), "skipped": d.get("skipped"), "unmapped": d.get("unmapped"),
+           "anatomy_of": d.get("anatomy_of"), **counts}  # fmt: skip
+    if "uncut" in d:
+        u = d["uncut"]
+        out["uncut"] = {**u, "per_finding_auroc": {k: v.get("auroc") for k, v in u["per_finding"].items()}}
+    return out
 
 
 def _task(ctx: TaskContext) -> dict[str, Any] | None:

@@ -8,12 +8,17 @@ in anatomy a(f):
     p(f | n) = softmax( [cos(img[n, a], neg_f), cos(img[n, a], pos_f)] / temperature )[1]
              = sigmoid( (cos_pos - cos_neg) / temperature )
 
-The temperature only rescales (AUROC does not depend on it). A study whose anatomy a(f) is not valid (absent or cut
-by the crop) is left out of finding f's AUROC. Per-finding AUROC, macro AUROC over the scored findings and the
-Youden-J metrics come from `radfinder.eval.classification.evaluate_scores`.
+The temperature only rescales (AUROC does not depend on it). Per-finding AUROC, macro AUROC over the scored
+findings and the Youden-J metrics come from `radfinder.eval.classification.evaluate_scores`.
 
-Prompt wording: fVLM's code shows "Emphysema."/"Not Emphysema." and "Atelectatic."/"Not Atelectatic."; the other
-findings follow the same "{name}." / "Not {name}." pattern with the CT-RATE finding name.
+Which studies count: every study whose anatomy a(f) has voxels (`valid`); fVLM's release scores every such study
+(it crops a window around the organ's mask rather than dropping an organ the field of view cuts). A cut anatomy is
+embedded from its visible part. With `cut` given, the result also holds the same figures over the uncut studies
+alone (`AnatomyZeroShotResult.uncut`), so the effect of the cut ones shows.
+
+Prompt wording: the pairs of fVLM's released evaluation, "{name}." / "Not {name}." with the finding's name except
+for Atelectasis ("Atelectatic."), Lung nodule ("Nodule.") and Lung opacity ("Opacity."); `PROMPT_NAMES` holds the
+exceptions.
 """
 
 from __future__ import annotations
@@ -31,8 +36,9 @@ from radfinder.text.anatomy import FINDING_ANATOMY
 from radfinder.text.findings import CTRATE_FINDINGS
 
 ANATOMIES: tuple[str, ...] = ("lung", "heart", "esophagus", "aorta")
-# fVLM's own wording where it is not the finding name.
-PROMPT_NAMES: dict[str, str] = {"Atelectasis": "Atelectatic"}
+# fVLM's released wording where it is not the finding's CT-RATE name (its evaluation prompts the lung anatomy,
+# so "Lung" is dropped from two of them).
+PROMPT_NAMES: dict[str, str] = {"Atelectasis": "Atelectatic", "Lung nodule": "Nodule", "Lung opacity": "Opacity"}
 
 
 @dataclass(frozen=True)
@@ -90,9 +96,13 @@ def anatomy_zero_shot_probabilities(
 
 @dataclass
 class AnatomyZeroShotResult:
+    """classification: over every study whose anatomy has voxels; uncut: the same over the studies whose anatomy
+    is not cut (None when no cut flags were given)."""
+
     classification: ClassificationResult
     prompts: list[AnatomyPrompt]
     unmapped: list[str]
+    uncut: ClassificationResult | None = None
 
     @property
     def macro_auroc(self) -> float:
@@ -106,6 +116,14 @@ class AnatomyZeroShotResult:
         d["unmapped"] = list(self.unmapped)
         d["anatomy_of"] = {p.finding: p.anatomy for p in self.prompts}
         d["macro_auroc"] = clean_number(self.macro_auroc)
+        if self.uncut is not None:
+            u = self.uncut.to_dict()
+            d["uncut"] = {"macro_auroc": clean_number(self.uncut.macro_auroc), "macro_auroc_ci": u["macro_auroc_ci"],
+                          "n_findings": u["n_findings"],
+                          "per_finding": {k: {"n": v["n"], "n_pos": v["n_pos"], "n_neg": v["n_neg"],
+                                              "auroc": v["auroc"], "auroc_ci": v["auroc_ci"]}
+                                          for k, v in u["per_finding"].items()},
+                          "skipped": u["skipped"]}  # fmt: skip
         return d
 
 
@@ -117,6 +135,7 @@ def evaluate_anatomy_zero_shot(
     *,
     anatomies: Sequence[str] = ANATOMIES,
     valid: Any = None,
+    cut: Any = None,
     findings: Sequence[str] = CTRATE_FINDINGS,
     mapping: dict[str, str | None] | None = None,
     temperature: float = 1.0,
@@ -128,8 +147,9 @@ def evaluate_anatomy_zero_shot(
 
     image_emb: (N, A, D) anatomy embeddings in the order of `anatomies`; pos_emb / neg_emb: (F, D) embeddings of
     `anatomy_prompts(findings, mapping)` (F = mapped findings, in that order); labels: (N, len(findings)) 1/0/-1
-    for every finding (unmapped columns are ignored); valid: (N, A) bool, False = anatomy absent or cut (those
-    studies are excluded for the findings of that anatomy).
+    for every finding (unmapped columns are ignored); valid: (N, A) bool, False = the anatomy has no voxels (those
+    studies are left out of the findings of that anatomy); cut: (N, A) bool, True = the anatomy is cut (still
+    scored; with it the result's `uncut` leaves those studies out as well).
     """
     prompts = anatomy_prompts(findings, mapping)
     a_index = {a: i for i, a in enumerate(anatomies)}
@@ -144,10 +164,20 @@ def evaluate_anatomy_zero_shot(
     idx = [a_index[p.anatomy] for p in prompts]
     probs = anatomy_zero_shot_probabilities(img, pos_emb, neg_emb, idx, temperature)
     y = y[:, cols].copy()
+    names = [p.finding for p in prompts]
     if valid is not None:
-        v = np.asarray(valid, dtype=bool)
-        if v.shape != img.shape[:2]:
-            raise EvalInputError(f"valid must be {img.shape[:2]} (N, A), got {v.shape}")
-        y[~v[:, idx]] = -1
-    res = evaluate_scores(probs, y, [p.finding for p in prompts], n_boot=n_boot, seed=seed, ci_level=ci_level)
-    return AnatomyZeroShotResult(res, prompts, unmapped_findings(findings, mapping))
+        y[~_flags(valid, "valid", img.shape[:2])[:, idx]] = -1
+    res = evaluate_scores(probs, y, names, n_boot=n_boot, seed=seed, ci_level=ci_level)
+    uncut = None
+    if cut is not None:
+        y_uncut = y.copy()
+        y_uncut[_flags(cut, "cut", img.shape[:2])[:, idx]] = -1
+        uncut = evaluate_scores(probs, y_uncut, names, n_boot=n_boot, seed=seed, ci_level=ci_level)
+    return AnatomyZeroShotResult(res, prompts, unmapped_findings(findings, mapping), uncut)
+
+
+def _flags(x: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    v = np.asarray(x, dtype=bool)
+    if v.shape != tuple(shape):
+        raise EvalInputError(f"{name} must be {tuple(shape)} (N, A), got {v.shape}")
+    return v

@@ -7,17 +7,22 @@ identify identical texts (equal id = identical text; derive them from content wi
 Per anatomy a with at least one abnormal row among its valid rows (rows = the valid studies):
 
     logits = image_a . text_a^T / temperature              (embeddings L2-normalised first)
-    T_ij   = [i = j] + [i and j both normal] + [text_ids equal]      (added, so a diagonal entry is 2 or 3)
+    S_ij   = [i and j both normal] OR [text_ids equal],  S_ii = 0
+    T      = I + S                                          (every entry 0 or 1, the diagonal exactly 1)
     T      = T / T.sum(1)                                   (each row divided by its sum)
     L_a    = (CE(logits, T) + CE(logits^T, T)) / 2,  CE(X, T) = mean_i  -sum_j T_ij log softmax_j(X_i)
 
-anatomies whose T is constant are skipped; the loss is sum_a L_a, and zero (still attached to the inputs) when no
-anatomy qualifies. The temperature divides and is used as given; `FvlmTemperature` owns it as a learnable parameter
-(initial 0.07, clamped to [0.001, 0.5] as in fVLM's code).
+The terms are or-ed as in fVLM's released pre-training code: every same-meaning partner weighs as much as the
+true pair, whatever the number of reasons it is one. (Adding them would weigh a normal row's own pair 3 and an
+identical normal partner 2 against 1 for a normal partner with other words, bringing back the instance
+discrimination among normals that the calibration removes.) Anatomies whose T is constant are skipped; the loss is
+sum_a L_a, and zero (still attached to the inputs) when no anatomy qualifies. The temperature divides and is used
+as given; `FvlmTemperature` owns it as a learnable parameter (initial 0.07, clamped to [0.001, 0.5] as in fVLM's
+code).
 
 Disease-aware extension (optional, `finding_ids`): two abnormal rows whose finding sets for that anatomy are equal
-(equal `finding_ids`, e.g. from `finding_set_ids`) count as false negatives too: T_ij gains one more
-[both abnormal and finding_ids equal] term.
+(equal `finding_ids`, e.g. from `finding_set_ids`) count as false negatives too: S_ij is or-ed with
+[both abnormal and finding_ids equal] (ours; fVLM's release has no such option).
 
 Distributed form: with an initialised process group every tensor is gathered (embeddings with gradients); each rank
 computes the image-to-text rows of its own images and the text-to-image rows of its own texts, each divided by the
@@ -114,14 +119,13 @@ def _check(image, text, valid, normal, text_ids, finding_ids) -> None:
 
 
 def _targets(normal: torch.Tensor, ids: torch.Tensor, fids: torch.Tensor | None, dtype) -> torch.Tensor:
-    n = normal.shape[0]
-    t = torch.eye(n, dtype=dtype, device=normal.device)
-    t = t + (normal[:, None] & normal[None, :]).to(dtype)
-    t = t + (ids[:, None] == ids[None, :]).to(dtype)
+    """I + S before row normalisation: S or-s the reasons for a false negative, so every entry is 0 or 1."""
+    same = (normal[:, None] & normal[None, :]) | (ids[:, None] == ids[None, :])
     if fids is not None:
         abn = ~normal
-        t = t + (abn[:, None] & abn[None, :] & (fids[:, None] == fids[None, :])).to(dtype)
-    return t
+        same = same | (abn[:, None] & abn[None, :] & (fids[:, None] == fids[None, :]))
+    eye = torch.eye(normal.shape[0], dtype=torch.bool, device=normal.device)
+    return (same | eye).to(dtype)
 
 
 def _soft_ce_rows(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -110,7 +110,8 @@ class AnatomyHeadConfig(_Strict):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     coverage_bias: bool = True  # add log(coverage) to the attention logits
     temperature_init: float = 0.07  # fVLM's learnable temperature (clamped to [0.001, 0.5])
-    # Exclude anatomies cut by the crop / field of view (fVLM); off keeps every anatomy that has a token.
+    # Leave anatomies cut by the preprocessing crop out of the training loss (fVLM drops organs its random crop
+    # cuts); off keeps every anatomy that has a token. Evaluation scores cut anatomies either way (as fVLM does).
     exclude_cut: bool = True
     # Encode per-anatomy texts without fVLM's "{Anatomy} shows no significant abnormalities." prefix (fVLM does).
     strip_template: bool = True
