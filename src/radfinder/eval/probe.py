@@ -88,16 +88,18 @@ def linear_probe(
     }
 
 
-def encoder_for_probe(name: str):
-    """A frozen window encoder by name: "histogram" (HU histograms), a shipped encoder ("pretrained-synthetic"),
-    or a `radfinder pretrain-encoder` output folder (`<run>/encoder`)."""
+def encoder_for_probe(name: str, spacing_mm: Sequence[float] | None = None):
+    """A frozen window encoder by name: a weight-free one ("histogram", "filterbank", "histogram+filterbank"; the
+    filter bank's scales need the spec's `spacing_mm`), a shipped encoder ("pretrained-synthetic"), or a
+    `radfinder pretrain-encoder` output folder (`<run>/encoder`). The weight-free encoders stay unstandardised
+    here: the probe standardises the scan vectors itself, on the train split."""
     from ..models.config import WindowEncoderConfig
-    from ..models.histogram import DEFAULT_HU_EDGES
     from ..models.radfinder import build_window_encoder
     from ..models.shipped import window_encoder_config
+    from ..models.weight_free import WEIGHT_FREE_ENCODERS, weight_free_config
 
-    if name == "histogram":
-        cfg = WindowEncoderConfig(kind="histogram", embed_dim=4 * (len(DEFAULT_HU_EDGES) + 1))
+    if name in WEIGHT_FREE_ENCODERS:
+        cfg = WindowEncoderConfig.model_validate(weight_free_config(name, spacing_mm=spacing_mm))
     else:
         cfg = WindowEncoderConfig.model_validate(window_encoder_config(name))
     return build_window_encoder(cfg).eval()
@@ -125,12 +127,13 @@ def probe_cohort(
 
     cohort = Path(cohort)
     studies = [json.loads(x) for x in (cohort / "truth.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
-    enc = encoder_for_probe(encoder)
+    spec_ = resolve_spec(spec)
+    enc = encoder_for_probe(encoder, spacing_mm=spec_.spacing)
     dev = resolve_device(device)
     enc.to(dev)
     tag = Path(encoder).name if Path(encoder).exists() else encoder
     root = Path(features) if features else cohort / f"features-{tag}"
-    store = FeatureStore(root, resolve_spec(spec), {"name": tag, "hash": state_dict_hash(enc)}, enc.feature_dim)
+    store = FeatureStore(root, spec_, {"name": tag, "hash": state_dict_hash(enc)}, enc.feature_dim)
     items = {st["study"]: ExtractItem(st["volumes"][0]["name"].removesuffix(".nii.gz"),
                                       str(cohort / st["volumes"][0]["path"])) for st in studies}  # fmt: skip
     # preprocessed volumes are kept beside the cohort, so a second encoder's probe does not preprocess again
