@@ -75,6 +75,7 @@ __all__ = [
     "WindowEncoderConfig",
     "WindowFeatures",
     "ResNet3dWindowEncoder",
+    "FilterBankWindowEncoder",
     "HistogramWindowEncoder",
     "load_astra_resnet152",
     "Light3DWindowEncoder",

@@ -231,9 +231,9 @@ class FilterBankWindowEncoder(WindowEncoder):
     # ---- per-cell pooling -------------------------------------------------------------------------------------
 
     def _levels(self, hu: torch.Tensor):
-        """(first grid, per scale: (the HU volume smoothed to that scale on its subsampled grid, its factor per axis). The first
-        grid is a box average of the input (its blur counted), each next one the previous one blurred further and
-        subsampled after the blur, so no grid is finer than its smoothing needs.)"""
+        """(first grid, [(HU smoothed to each scale on its subsampled grid, its factor per axis)]). The first grid
+        is a box average of the input (its blur counted), each next one the previous one blurred further and
+        subsampled after the blur, so no grid is finer than its smoothing needs."""
         f0 = self.factors[0]
         base = cur = F.avg_pool3d(hu.unsqueeze(1), f0).squeeze(1) if f0 != (1, 1, 1) else hu
         var = [((k * k - 1) / 12.0) * h * h for k, h in zip(f0, self.spacing_mm, strict=True)]  # box blur, mm^2
