@@ -250,16 +250,12 @@ class FilterBankWindowEncoder(WindowEncoder):
         return base, levels
 
     def _band_counts(self, base: torch.Tensor, lung: torch.Tensor) -> torch.Tensor:
-        """(n, R, bands, Sh, Sw, T) voxel counts per region, HU band and cell on the first grid (one bincount)."""
+        """(n, R, bands, Sh, Sw, T) voxel counts per region, HU band and cell on the first grid (one bincount);
+        `lung` (n, X, Y, Z) is the lung field on that grid."""
         n, x, y, z = base.shape
         sh, sw = self.spatial_grid
         t = self.depth_tokens
-        rep = [b // a for a, b in zip(lung.shape[1:], (x, y, z), strict=True)]
-        region = lung.to(torch.int64)
-        for axis, r in enumerate(rep):
-            if r > 1:
-                region = region.repeat_interleave(r, dim=1 + axis)
-        region = 1 - region  # 0: lung, 1: body
+        region = 1 - lung.to(torch.int64)  # 0: lung, 1: body
         cx = torch.arange(x, device=base.device) // (x // sh)
         cy = torch.arange(y, device=base.device) // (y // sw)
         cz = torch.arange(z, device=base.device) // (z // t)
@@ -280,27 +276,33 @@ class FilterBankWindowEncoder(WindowEncoder):
         hu = windows[:, 0].float() * (hi - lo) + lo  # (n, X, Y, Z)
         base, levels = self._levels(hu)
         f0 = self.factors[0]
-        # the lung field on the coarsest grid, from its (largest-scale) smoothed HU
+        # the lung field: enclosure is decided on the coarsest grid (its largest-scale smoothed HU), the air-like
+        # test per voxel of each grid on that smoothed HU interpolated to it, so the field follows the pleura and
+        # the mediastinum at the grid's own resolution instead of in coarse blocks
         coarse, fc = levels[-1]
-        air = coarse < LUNG_HU
-        lung = (air & (_enclosed(~air) >= 3)).to(hu.dtype)  # (n, cx, cy, cz)
-        bands = self._band_counts(base, lung)
+        enclosed = _enclosed(coarse >= LUNG_HU) >= 3  # (n, cx, cy, cz)
+
+        def lung_at(shape: tuple[int, ...], f: tuple[int, int, int]) -> torch.Tensor:
+            sm, inside = coarse.unsqueeze(1), enclosed.unsqueeze(1)
+            if f != fc:
+                sm = F.interpolate(sm, size=shape, mode="trilinear", align_corners=False)
+                for axis, r in enumerate(a // b for a, b in zip(fc, f, strict=True)):
+                    inside = inside.repeat_interleave(r, dim=2 + axis) if r > 1 else inside
+            return ((sm < LUNG_HU) & inside).to(hu.dtype)  # (n, 1, *shape)
+
+        bands = self._band_counts(base, lung_at(tuple(base.shape[1:]), f0)[:, 0])
         counts = bands.sum(2)
-        lung = lung.unsqueeze(1)
-        ck = tuple(a // b for a, b in zip(coarse.shape[1:], (*self.spatial_grid, self.depth_tokens), strict=True))
         sums, maxima = [], []
         for s, (img, f) in zip(self.scales_mm, levels, strict=True):
             meas = shape_measures(img, [h * k for h, k in zip(self.spacing_mm, f, strict=True)], s)
-            # reduce to the coarse grid first (the lung field is constant there), then split the regions
-            blk = tuple(a // b for a, b in zip(fc, f, strict=True))
-            per_voxel = math.prod(a // b for a, b in zip(fc, f0, strict=True))  # first-grid voxels per coarse voxel
-            bsum = _block_reduce(meas, blk, "sum").mul_(per_voxel / math.prod(blk))
-            bmax = _block_reduce(meas, blk, "max")
-            lsum, lmax = bsum * lung, bmax * lung
-            parts_sum = [lsum, bsum.sub_(lsum)]  # the body is everything outside the lung field
-            parts_max = [lmax, bmax.sub_(lmax)]  # measures are >= 0, so a zeroed voxel never wins a max
-            sums.append(torch.stack([_block_reduce(p, ck, "sum") for p in parts_sum], 1))
-            maxima.append(torch.stack([_block_reduce(p, ck, "max") for p in parts_max], 1))
+            ck = tuple(a // b for a, b in zip(img.shape[1:], (*self.spatial_grid, self.depth_tokens), strict=True))
+            per_voxel = math.prod(a // b for a, b in zip(f, f0, strict=True))  # first-grid voxels per voxel here
+            lung = meas * lung_at(tuple(img.shape[1:]), f)
+            whole = _block_reduce(meas, ck, "sum").mul_(per_voxel)
+            lsum = _block_reduce(lung, ck, "sum").mul_(per_voxel)
+            sums.append(torch.stack([lsum, whole.sub_(lsum)], 1))  # the body is everything outside the lung field
+            # measures are >= 0, so a voxel zeroed by the other region's mask never wins a max
+            maxima.append(torch.stack([_block_reduce(lung, ck, "max"), _block_reduce(meas.sub_(lung), ck, "max")], 1))
         return counts, torch.cat(sums, dim=2), torch.cat(maxima, dim=2), bands
 
     @staticmethod
