@@ -1,5 +1,6 @@
 """Window-encoder throughput and peak memory on CPU (`tiny`, `radfinder-vitl`, the ASTRA-sized `resnet3d-152`, the
-`histogram` ablation, and `light3d`, the demo's shipped pretrained-synthetic encoder), and feature-cache read speed.
+`histogram` and `filterbank` weight-free encoders, and `light3d`, the shipped pretrained-synthetic encoder), and
+feature-cache read speed.
 
 Encoder: each preset's window encoder alone (the part that sees every 128 x 128 x 32 window) is built once in a
 fresh subprocess, warmed up with one batch, then timed over a few batches of random windows under
@@ -48,6 +49,13 @@ ENCODERS = {
         "preset": "tiny",
         "set": ["window_encoder.kind=histogram", "window_encoder.embed_dim=80"],
         "batch": 8,
+        "batches": 3,
+    },
+    # the weight-free multi-scale Hessian filter bank (models/filterbank.py; 130 features at the demo spacing)
+    "filterbank": {
+        "preset": "tiny",
+        "set": ["window_encoder.kind=filterbank", "window_encoder.embed_dim=130"],
+        "batch": 16,
         "batches": 3,
     },
     # the shipped pretrained-synthetic encoder's architecture (its weights cost the same as these)
@@ -303,6 +311,12 @@ def main() -> int:
         f"ratio light3d/histogram: {g['windows_per_s'] / h['windows_per_s']:.2f} (light3d {g['windows_per_s']:.1f} "
         f"windows/s, target >= 40 on 2 idle cores); the demo's 2,948 windows take {2948 / g['windows_per_s']:.0f} s "
         f"(histogram {2948 / h['windows_per_s']:.0f} s)"
+    )
+    fb = enc["filterbank"]
+    print(
+        f"ratio filterbank/histogram: {fb['windows_per_s'] / h['windows_per_s']:.2f} (filterbank "
+        f"{fb['windows_per_s']:.1f} windows/s, target >= 40 on 2 idle cores); the demo's 2,948 windows take "
+        f"{2948 / fb['windows_per_s']:.0f} s"
     )
     with tempfile.TemporaryDirectory() as tmp:
         c = _child("cache", tmp)

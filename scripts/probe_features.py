@@ -5,7 +5,8 @@
     .venv/bin/python scripts/probe_features.py --cohort PROBE_DIR --encoder NAME [--n-boot 10000] [--json]
         a probe cohort (`radfinder synth PROBE_DIR --stream probe --studies 900 --valid-fraction 0.55`: its own
         random stream, disjoint from pre-training and from every demo seed); NAME is pretrained-synthetic,
-        histogram, or a `radfinder pretrain-encoder` output folder (RUN/encoder)
+        histogram, filterbank, histogram+filterbank (the two caches side by side), or a
+        `radfinder pretrain-encoder` output folder (RUN/encoder)
 
 Labels are the cohort's ground truth. Prints per finding the AUROC, its 95% bootstrap CI and the test positives.
 """

@@ -50,3 +50,39 @@ def test_probe_ci_brackets_the_auroc_and_counts_test_positives():
     lo, hi = res["per_finding_ci"]["f"]
     assert lo < res["per_finding_auroc"]["f"] < hi and hi - lo < 0.3
     assert res["test_positives"]["f"] == int(y[150:, 0].sum())
+
+
+def test_probe_cohort_of_a_concatenation_reads_its_parts_side_by_side(tmp_path):
+    import json
+
+    import nibabel as nib
+
+    from radfinder.eval.probe import probe_cohort
+    from radfinder.text.findings import CTRATE_FINDINGS
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "volumes").mkdir()
+    lines = []
+    for i in range(8):
+        hu = np.full((60, 60, 20), -1000.0)
+        hu[5:55, 5:55] = 40.0
+        hu[12:48, 12:48] = -850.0 + rng.normal(0, 30, (36, 36, 20))
+        positive = i % 2 == 1
+        if positive:  # a 10 mm dense nodule in the lung
+            hu[28:33, 28:33, 8:11] = 40.0
+        name = f"s{i}_1.nii.gz"
+        nib.save(nib.Nifti1Image(hu.astype(np.int16), np.diag([2.0, 2.0, 3.0, 1.0])), tmp_path / "volumes" / name)
+        labels = {f: int(positive) if f == "Lung nodule" else 0 for f in CTRATE_FINDINGS}
+        lines.append({"study": f"s{i}", "split": "train" if i < 4 else "valid", "labels": labels,
+                      "volumes": [{"name": name, "path": f"volumes/{name}"}]})  # fmt: skip
+    (tmp_path / "truth.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    both = probe_cohort(tmp_path, "histogram+filterbank", n_boot=0, show_progress=False, device="cpu")
+    assert both["features"] == [str(tmp_path / "features-histogram"), str(tmp_path / "features-filterbank")]
+    stores = [FeatureStore.open(p) for p in both["features"]]
+    keys = {s: [x["study"] + "_1" for x in lines if x["split"] == s] for s in ("train", "valid")}
+    x = {s: np.concatenate([scan_vectors(st, k) for st in stores], axis=1) for s, k in keys.items()}
+    y = {s: np.array([[x_["labels"][f] for f in CTRATE_FINDINGS] for x_ in lines if x_["split"] == s])
+         for s in keys}  # fmt: skip
+    want = linear_probe(x["train"], y["train"], x["valid"], y["valid"], CTRATE_FINDINGS, n_boot=0)
+    assert both["per_finding_auroc"] == want["per_finding_auroc"] and "Lung nodule" in want["per_finding_auroc"]
+    assert x["train"].shape[1] == 2 * 3 * (80 + 130)  # mean and max of cls, patch_average, axis2 per part

@@ -19,8 +19,9 @@ def demo(
     encoder: str = typer.Option(
         DemoSettings.encoder,
         "--encoder",
-        help="Frozen window encoder: histogram (regional HU histograms standardised on the train split; the best "
-        "measured today), pretrained-synthetic (the shipped light3d encoder, pre-trained on a synthetic cohort of "
+        help="Frozen window encoder: histogram+filterbank (regional HU histograms and a multi-scale Hessian filter "
+        "bank side by side, weight-free, standardised on the train split; the best on the linear probe), histogram, "
+        "filterbank, pretrained-synthetic (the shipped light3d encoder, pre-trained on a synthetic cohort of "
         "its own stream, disjoint from every demo seed), astra (the pretrained ASTRA 3D ResNet-152 of "
         "radfinder[astra]; about 1 s a window on 2 CPU cores, use a GPU) and random (light3d at its seeded "
         "initialisation: a control).",

@@ -39,12 +39,13 @@ class DemoSettings:
     valid_fraction: float = 0.3
     workers: int | None = None
     model: str = "tiny"
-    # "histogram" (regional HU histograms standardised on the train split), "pretrained-synthetic" (the shipped
-    # light3d encoder, pre-trained on a synthetic cohort of its own stream: see radfinder.models.shipped), "astra"
-    # (the pretrained ASTRA 3D ResNet-152 of radfinder[astra]; ~1 s a window on 2 CPU cores, meant for a GPU) and
-    # "random" (light3d at its seeded initialisation: a control). The default is the one that measured best on
-    # the held-out split (README, "Demo results"): today's shipped light3d weights carry less than the histograms.
-    encoder: str = "histogram"
+    # "histogram+filterbank" (regional HU histograms and the multi-scale Hessian filter bank side by side, both
+    # weight-free and standardised on the train split), "histogram", "filterbank", "pretrained-synthetic" (the
+    # shipped light3d encoder, pre-trained on a synthetic cohort of its own stream: see radfinder.models.shipped),
+    # "astra" (the pretrained ASTRA 3D ResNet-152 of radfinder[astra]; ~1 s a window on 2 CPU cores, meant for a
+    # GPU) and "random" (light3d at its seeded initialisation: a control). The default is the one the linear probe
+    # on a probe cohort of its own stream measured best (README, "Demo results"); no demo study chose it.
+    encoder: str = "histogram+filterbank"
     device: str = "auto"  # feature extraction and training ("auto": CUDA when present)
     train_epochs: float = 40.0
     micro_batch: int = 32

@@ -10,7 +10,8 @@ Call order, after `run_demo(out, settings, stop_after="features")` (cohort, prep
 fVLM needs spatial tokens. `encoder` (default `FVLM_ENCODER`) picks them: "histogram" = the HU-histogram encoder
 with an 8 x 8 spatial token grid per window (`HISTOGRAM_GRID`; standardised on the train split; its own model
 `out/encoder-fvlm-histogram` and cache `out/features-fvlm-histogram`, because the demo's histogram cache has no
-spatial tokens); "pretrained-synthetic"
+spatial tokens); "filterbank" and "histogram+filterbank" likewise, with the filter bank's cells (see
+`models.filterbank`) as spatial tokens; "pretrained-synthetic"
 = the shipped light3d encoder (the demo's own `out/features` when the demo ran with it, else `out/encoder-fvlm` and
 `out/features-fvlm`). Both are extracted from the demo's preprocessed volumes. `weights` picks the objectives
 (`{"fvlm": 1}`; a combined RadFinder + fVLM run adds `siglip`, `localization`, `prompt`).
@@ -24,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from .config import DEMO_SPEC, DEMO_TRAIN, DemoSettings
-from .stages import Log, _drop_stale_features, _records, _save_model, small_model_threads
+from .stages import Log, _drop_stale_features, _records, _save_model, small_model_threads, weight_free_model
 
 FVLM_WEIGHTS = {"fvlm": 1.0}
 FVLM_ENCODER = "histogram"  # spatial tokens of the fVLM run (see the module doc)
-FVLM_ENCODERS = ("histogram", "pretrained-synthetic", "concat")
+FVLM_ENCODERS = ("histogram", "pretrained-synthetic", "concat", "filterbank", "histogram+filterbank")
+WEIGHT_FREE_FVLM = ("histogram", "filterbank", "histogram+filterbank")  # built by stages.weight_free_model
 HISTOGRAM_GRID = (8, 8)  # spatial tokens per window of the histogram encoder (32 x 32 x 12 mm at the demo spec)
 # The anatomy head of the demo run (models.config.AnatomyHeadConfig): fVLM's four anatomies.
 # Measured on the held-out split (README, "fVLM on the demo cohort"): fVLM's own linear text projection and
@@ -44,7 +46,7 @@ def fvlm_dirs(out: Path, s: DemoSettings, encoder: str | None = None) -> tuple[P
     encoder = encoder or FVLM_ENCODER
     if encoder not in FVLM_ENCODERS:
         raise ValueError(f"fVLM encoder must be one of {FVLM_ENCODERS}, got {encoder!r}")
-    if encoder in ("histogram", "concat"):
+    if encoder in (*WEIGHT_FREE_FVLM, "concat"):
         tag = "" if tuple(HISTOGRAM_GRID) == (8, 8) else f"-{HISTOGRAM_GRID[0]}x{HISTOGRAM_GRID[1]}"
         return out / f"encoder-fvlm-{encoder}{tag}", out / f"features-fvlm-{encoder}{tag}"
     if s.encoder == "pretrained-synthetic":
@@ -52,24 +54,14 @@ def fvlm_dirs(out: Path, s: DemoSettings, encoder: str | None = None) -> tuple[P
     return out / "encoder-fvlm", out / "features-fvlm"
 
 
-def _histogram_model(out: Path, s: DemoSettings, target: Path) -> None:
-    """The HU-histogram encoder with spatial tokens (`HISTOGRAM_GRID`), standardised on the TRAIN split's windows."""
-    import torch
+def _weight_free_model(encoder: str):
+    """Builder of a weight-free encoder with a `HISTOGRAM_GRID` spatial token grid, standardised on the TRAIN
+    split's windows."""
 
-    from ..models.config import resolve_model_config
-    from ..models.histogram import DEFAULT_HU_EDGES
-    from ..models.radfinder import RadFinderModel
-    from ..preprocess import PreprocessedCache
+    def build(out: Path, s: DemoSettings, target: Path) -> None:
+        _save_model(weight_free_model(out, s, encoder, HISTOGRAM_GRID), target)
 
-    width = 4 * (len(DEFAULT_HU_EDGES) + 1)
-    cfg = resolve_model_config(s.model, ["window_encoder.kind=histogram", f"window_encoder.embed_dim={width}"])
-    cfg.window_encoder.options = {"spatial_grid": list(HISTOGRAM_GRID)}
-    torch.manual_seed(s.seed)
-    model = RadFinderModel(cfg)
-    cache = PreprocessedCache(out / "preprocessed", DEMO_SPEC)
-    batches = (torch.from_numpy(cache.get_or_compute(r.path).windows()).float() for r in _records(out, "train"))
-    model.backbone_image.fit_standardization(batches)
-    _save_model(model, target)
+    return build
 
 
 def _light3d_model(out: Path, s: DemoSettings, target: Path) -> None:
@@ -133,7 +125,8 @@ def fvlm_features(out: str | Path, s: DemoSettings, log: Log = print, *, groups:
     encoder = encoder or FVLM_ENCODER
     enc_dir, feat_dir = fvlm_dirs(out, s, encoder)
     if not enc_dir.is_dir():
-        build = {"histogram": _histogram_model, "concat": _concat_model}.get(encoder, _light3d_model)
+        build = _concat_model if encoder == "concat" else (
+            _weight_free_model(encoder) if encoder in WEIGHT_FREE_FVLM else _light3d_model)
         build(out, s, enc_dir)
     model = from_pretrained(enc_dir)
     enc = model.backbone_image.eval()

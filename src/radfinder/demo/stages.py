@@ -33,10 +33,12 @@ def small_model_threads(device: str = "auto") -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
-# The frozen window encoders the demo can use: the shipped light3d encoder pre-trained on its own synthetic cohort
-# (the default), and as ablations HU histograms, the ASTRA ResNet-152 (real-CT weights, radfinder[astra]) and the
-# light3d architecture at its seeded random initialisation (a control, not an encoder anyone should use).
-ENCODERS = ("pretrained-synthetic", "histogram", "astra", "random")
+# The frozen window encoders the demo can use: the weight-free ones (HU histograms, the multi-scale Hessian filter
+# bank, both side by side; `models.weight_free`), the shipped light3d encoder pre-trained on its own synthetic
+# cohort, the ASTRA ResNet-152 (real-CT weights, radfinder[astra]) and the light3d architecture at its seeded
+# random initialisation (a control, not an encoder anyone should use). The default is DemoSettings.encoder.
+ENCODERS = ("pretrained-synthetic", "histogram", "filterbank", "histogram+filterbank", "astra", "random")
+WEIGHT_FREE = ("histogram", "filterbank", "histogram+filterbank")
 
 
 def _records(out: Path, split: str):
@@ -99,8 +101,8 @@ def stage_encoder(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
     info: dict[str, Any] = {"encoder": s.encoder, "model": s.model}
     if s.encoder not in ENCODERS:
         raise ConfigError(f"encoder must be one of {', '.join(ENCODERS)}, got {s.encoder!r}")
-    if s.encoder == "histogram":
-        return _histogram_encoder(out, s, info)
+    if s.encoder in WEIGHT_FREE:
+        return _weight_free_encoder(out, s, info)
     if s.encoder == "astra":
         return _astra_encoder(out, s, info)
     cfg = resolve_model_config(s.model)
@@ -141,24 +143,34 @@ def _astra_encoder(out: Path, s: DemoSettings, info: dict[str, Any]) -> dict[str
     return info | {"feature_dim": 2048, "weights": "astra"}
 
 
-def _histogram_encoder(out: Path, s: DemoSettings, info: dict[str, Any]) -> dict[str, Any]:
-    """The frozen HU-histogram window encoder, standardised on the TRAIN split's windows only."""
+def weight_free_model(out: Path, s: DemoSettings, name: str, spatial_grid=None):
+    """`s.model` around the weight-free window encoder `name` (`models.weight_free`; optionally with a spatial token
+    grid), its standardisation fitted on the TRAIN split's windows only."""
     import torch
 
     from ..models.config import resolve_model_config
-    from ..models.histogram import DEFAULT_HU_EDGES
     from ..models.radfinder import RadFinderModel
+    from ..models.weight_free import weight_free_config
     from ..preprocess import PreprocessedCache
 
-    width = 4 * (len(DEFAULT_HU_EDGES) + 1)
-    model = RadFinderModel(
-        resolve_model_config(s.model, ["window_encoder.kind=histogram", f"window_encoder.embed_dim={width}"])
-    )
+    cfg = resolve_model_config(s.model)
+    # the preset's other window-encoder fields stay (unused by these kinds), as with a command-line override
+    fields = cfg.window_encoder.model_dump() | weight_free_config(
+        name, spacing_mm=DEMO_SPEC.spacing, spatial_grid=spatial_grid, window_size=cfg.window_encoder.window_size)
+    cfg.window_encoder = type(cfg.window_encoder).model_validate(fields)
+    torch.manual_seed(s.seed)
+    model = RadFinderModel(cfg)
     cache = PreprocessedCache(out / "preprocessed", DEMO_SPEC)
     batches = (torch.from_numpy(cache.get_or_compute(r.path).windows()).float() for r in _records(out, "train"))
     model.backbone_image.fit_standardization(batches)
+    return model
+
+
+def _weight_free_encoder(out: Path, s: DemoSettings, info: dict[str, Any]) -> dict[str, Any]:
+    """A frozen weight-free window encoder (histogram, filterbank or both), standardised on the TRAIN split."""
+    model = weight_free_model(out, s, s.encoder)
     _save_model(model, out / "encoder")
-    return info | {"feature_dim": width}
+    return info | {"feature_dim": model.backbone_image.feature_dim}
 
 
 def stage_features(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:

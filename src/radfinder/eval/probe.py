@@ -88,16 +88,18 @@ def linear_probe(
     }
 
 
-def encoder_for_probe(name: str):
-    """A frozen window encoder by name: "histogram" (HU histograms), a shipped encoder ("pretrained-synthetic"),
-    or a `radfinder pretrain-encoder` output folder (`<run>/encoder`)."""
+def encoder_for_probe(name: str, spacing_mm: Sequence[float] | None = None):
+    """A frozen window encoder by name: a weight-free one ("histogram", "filterbank", "histogram+filterbank"; the
+    filter bank's scales need the spec's `spacing_mm`), a shipped encoder ("pretrained-synthetic"), or a
+    `radfinder pretrain-encoder` output folder (`<run>/encoder`). The weight-free encoders stay unstandardised
+    here: the probe standardises the scan vectors itself, on the train split."""
     from ..models.config import WindowEncoderConfig
-    from ..models.histogram import DEFAULT_HU_EDGES
     from ..models.radfinder import build_window_encoder
     from ..models.shipped import window_encoder_config
+    from ..models.weight_free import WEIGHT_FREE_ENCODERS, weight_free_config
 
-    if name == "histogram":
-        cfg = WindowEncoderConfig(kind="histogram", embed_dim=4 * (len(DEFAULT_HU_EDGES) + 1))
+    if name in WEIGHT_FREE_ENCODERS:
+        cfg = WindowEncoderConfig.model_validate(weight_free_config(name, spacing_mm=spacing_mm))
     else:
         cfg = WindowEncoderConfig.model_validate(window_encoder_config(name))
     return build_window_encoder(cfg).eval()
@@ -116,21 +118,52 @@ def probe_cohort(
 ) -> dict[str, Any]:
     """Linear probe of `encoder` on a probe cohort (`radfinder synth OUT --stream probe`): features of each study's
     first volume are extracted once into `features` (default `<cohort>/features-<encoder name>`), the probe is
-    fitted on the cohort's train split and scored on its valid split against the truth labels."""
-    from ..device import resolve_device
-    from ..features import ExtractItem, FeatureStore, extract_features, state_dict_hash
-    from ..preprocess import PreprocessedCache
-    from ..preprocess.spec import resolve_spec
+    fitted on the cohort's train split and scored on its valid split against the truth labels.
+
+    A concatenation of weight-free encoders ("histogram+filterbank") reads its parts' caches side by side: a
+    concat encoder's features are its parts' features concatenated, so the scan vectors are too (`features`
+    then names the folder holding the parts' caches)."""
+    from ..models.weight_free import WEIGHT_FREE_ENCODERS
     from ..text.findings import CTRATE_FINDINGS
 
     cohort = Path(cohort)
     studies = [json.loads(x) for x in (cohort / "truth.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
-    enc = encoder_for_probe(encoder)
+    parts = encoder.split("+") if encoder in WEIGHT_FREE_ENCODERS else [encoder]
+    split = {s: [st for st in studies if st["split"] == s] for s in ("train", "valid")}
+    x: dict[str, list[np.ndarray]] = {"train": [], "valid": []}
+    roots, extraction = [], []
+    for part in parts:
+        root = None
+        if features is not None:
+            root = Path(features) if len(parts) == 1 else Path(features) / f"features-{part}"
+        store, keys, summary = _extract_cohort(cohort, studies, part, root, spec, device, show_progress)
+        for s, sts in split.items():
+            x[s].append(scan_vectors(store, [keys[st["study"]] for st in sts]))
+        roots.append(str(store.root))
+        extraction.append(summary)
+    xs = {s: np.concatenate(v, axis=1) for s, v in x.items()}
+    y = {s: np.array([[st["labels"][f] for f in CTRATE_FINDINGS] for st in sts]) for s, sts in split.items()}
+    res = linear_probe(xs["train"], y["train"], xs["valid"], y["valid"], CTRATE_FINDINGS, c=c, n_boot=n_boot)
+    res.update({"encoder": encoder, "cohort": str(cohort), "features": roots[0] if len(roots) == 1 else roots,
+                "extraction": extraction[0] if len(extraction) == 1 else extraction})  # fmt: skip
+    return res
+
+
+def _extract_cohort(cohort: Path, studies: list[dict], encoder: str, root: Path | None, spec: str, device: str,
+                    show_progress: bool):  # fmt: skip
+    """(store, study -> feature key, extraction summary) of `encoder` on each study's first volume."""
+    from ..device import resolve_device
+    from ..features import ExtractItem, FeatureStore, extract_features, state_dict_hash
+    from ..preprocess import PreprocessedCache
+    from ..preprocess.spec import resolve_spec
+
+    spec_ = resolve_spec(spec)
+    enc = encoder_for_probe(encoder, spacing_mm=spec_.spacing)
     dev = resolve_device(device)
     enc.to(dev)
     tag = Path(encoder).name if Path(encoder).exists() else encoder
-    root = Path(features) if features else cohort / f"features-{tag}"
-    store = FeatureStore(root, resolve_spec(spec), {"name": tag, "hash": state_dict_hash(enc)}, enc.feature_dim)
+    root = root or cohort / f"features-{tag}"
+    store = FeatureStore(root, spec_, {"name": tag, "hash": state_dict_hash(enc)}, enc.feature_dim)
     items = {st["study"]: ExtractItem(st["volumes"][0]["name"].removesuffix(".nii.gz"),
                                       str(cohort / st["volumes"][0]["path"])) for st in studies}  # fmt: skip
     # preprocessed volumes are kept beside the cohort, so a second encoder's probe does not preprocess again
@@ -140,10 +173,4 @@ def probe_cohort(
                                preprocessed_fn=lambda it: pre.get_or_compute(it.path))  # fmt: skip
     if summary.failed:
         raise RuntimeError(f"feature extraction failed: {summary.failed}")
-    split = {s: [st for st in studies if st["split"] == s] for s in ("train", "valid")}
-    x = {s: scan_vectors(store, [items[st["study"]].key for st in sts]) for s, sts in split.items()}
-    y = {s: np.array([[st["labels"][f] for f in CTRATE_FINDINGS] for st in sts]) for s, sts in split.items()}
-    res = linear_probe(x["train"], y["train"], x["valid"], y["valid"], CTRATE_FINDINGS, c=c, n_boot=n_boot)
-    res.update({"encoder": encoder, "cohort": str(cohort), "features": str(root),
-                "extraction": summary.as_dict()})  # fmt: skip
-    return res
+    return store, {k: it.key for k, it in items.items()}, summary.as_dict()

@@ -21,6 +21,7 @@ from .config import (
     WindowEncoderConfig,
     resolve_model_config,
 )
+from .filterbank import FilterBankWindowEncoder
 from .heads import ProjectionHead, SigLIPScale
 from .histogram import HistogramWindowEncoder
 from .light3d import Light3DWindowEncoder
@@ -74,6 +75,7 @@ __all__ = [
     "WindowEncoderConfig",
     "WindowFeatures",
     "ResNet3dWindowEncoder",
+    "FilterBankWindowEncoder",
     "HistogramWindowEncoder",
     "load_astra_resnet152",
     "Light3DWindowEncoder",
