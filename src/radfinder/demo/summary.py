@@ -67,7 +67,7 @@ def _f(v: Any, pct: bool = False) -> str:
 def results_table(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(metric, model, reference) rows: chance / baselines next to the model."""
     r, z, loc = summary["retrieval"], summary["zero_shot"], summary["localization"]
-    return [
+    rows = [
         (f"text-to-volume R@1 ({r.get('n_queries')} reports)", _f(r.get("R@1"), True),
          f"chance {_f(r.get('chance_R@1'), True)}"),
         ("text-to-volume R@10", _f(r.get("R@10"), True), f"chance {_f(r.get('chance_R@10'), True)}"),
@@ -77,6 +77,11 @@ def results_table(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
          f"middle {_f(loc.get('baseline_middle_mae_mm'))} / random {_f(loc.get('baseline_random_mae_mm'))}"),
         ("localization within 12 mm", _f(loc.get("acc_within_12mm"), True), ""),
     ]  # fmt: skip
+    ceiling = summary.get("text_ceiling")
+    if ceiling:  # zero-shot on each volume's own report: what the text side allows the image side to reach
+        rows.append(("text ceiling: zero-shot on own reports", _f(ceiling.get("zero_shot_macro_auroc")),
+                     f"frozen MiniLM {_f(ceiling.get('frozen_zero_shot_macro_auroc'))}"))
+    return rows
 
 
 def format_table(summary: dict[str, Any]) -> str:
