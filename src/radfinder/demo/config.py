@@ -60,6 +60,9 @@ class DemoSettings:
         return {k: v for k, v in self.as_dict().items() if k not in EXECUTION_ONLY + EVALUATION_ONLY + COMPARISON_ONLY}
 
 
+# LoRA adapters of the demo's MiniLM when `text_train` is "lora" (as the `small` preset has them).
+DEMO_TEXT_LORA: dict[str, Any] = {"r": 8, "alpha": 16.0, "targets": ["query", "key", "value"]}
+
 # The demo's training recipe (configs/train/demo.yaml is the same run as a config file; a test keeps them equal).
 DEMO_TRAIN: dict[str, Any] = {
     "precision": "fp32",
@@ -90,6 +93,8 @@ def train_config_dict(settings: DemoSettings, out: Path, init: Path, n_train: in
     cfg["seed"] = settings.seed
     cfg["device"] = settings.device
     cfg["model"] = {"init": str(init), "text_train": settings.text_train}
+    if settings.text_train == "lora":  # the demo's MiniLM has no adapters of its own: the `small` preset's
+        cfg["model"]["text_lora"] = dict(DEMO_TEXT_LORA)
     cfg["data"] = {"datasets": [dataset], "source": "features", "max_snippets_per_scan": 4}
     micro = settings.micro_batch if n_train is None else max(2, min(settings.micro_batch, n_train))
     cfg["batch"] = {"micro": micro, "accum": settings.accum}
