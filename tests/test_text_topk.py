@@ -146,3 +146,29 @@ def test_top1_training_keeps_the_bottom_and_saves_the_whole_tower(cohort, tmp_pa
 def test_top_k_beyond_the_tower_is_refused(cohort, tmp_path):
     with pytest.raises(ConfigError, match="top4"):
         _trainer(cohort, tmp_path / "bad", "top4")
+
+
+def test_report_prompt_objective_equals_a_direct_computation(cohort, tmp_path):
+    """`report_prompt`: the prompt BCE on the report embeddings, its gradient reaching the top text layers."""
+    import torch.nn.functional as F
+
+    from radfinder.losses import prompt_bce_loss
+
+    tr = _trainer(cohort, tmp_path / "rp", "top2", losses={"weights": {"report_prompt": 1.0}, "b_init": -2.0})
+    stats = tr.compute_gradients(0, verify=True)
+    got = {n: p.grad.clone() for n, p in tr.model.named_parameters() if p.grad is not None}
+    tr.optimizer.zero_grad(set_to_none=True)
+    m, mbs = tr.model, tr.micro_batches(0)
+    txt = torch.cat([m.encode_text(**m.tokenize(mb.texts)) for mb in mbs])
+    prompts = m.encode_text(**tr.prompt_tokens).reshape(*tr.prompt_shape, -1)
+    variant = torch.cat([mb.prompt_variant for mb in mbs])
+    selected = prompts[torch.arange(prompts.shape[0])[None, :], variant]
+    labels = torch.cat([mb.labels for mb in mbs])
+    loss = prompt_bce_loss(F.normalize(txt, dim=-1), F.normalize(selected, dim=-1), labels, m.criterion.t,
+                           m.criterion.b, tr.settings.pos_weight, tr.settings.question_weight)
+    loss.backward()
+    assert stats.report_prompt == pytest.approx(float(loss.detach()), rel=1e-12)
+    ref = {n: p.grad for n, p in m.named_parameters() if p.grad is not None}
+    assert any(n.startswith("backbone_text.encoder.layer.1.") for n in ref) and set(ref) <= set(got)
+    for n, g in ref.items():
+        torch.testing.assert_close(got[n], g, rtol=1e-9, atol=1e-12, msg=lambda msg, n=n: f"{n}: {msg}")
