@@ -48,7 +48,8 @@ class DemoSettings:
     # What of the MiniLM text tower trains: "frozen" (its projection heads only; with the report_prompt objective of
     # DEMO_TRAIN the text side still learns to read the reports), "top<k>" (its last k layers, the layers below cached
     # per text), "lora" or "all". Frozen is the default because the others cost far more than the demo's budget:
-    # measured per step on the demo batch (docs/text_tower.md), frozen 0.2 s, top1 5.7 s, top2 11 s, all 32 s of CPU.
+    # measured per step on the demo batch (docs/text_tower.md), frozen 0.2 s, top1 5.7 s, top2 11 s, lora 30 s,
+    # all 32 s of CPU.
     text_train: str = "frozen"
     n_boot: int = 10_000  # = eval.bootstrap.DEFAULT_N_BOOT (a test holds them equal; importing eval costs 0.5 s)
     max_steps: int | None = None
