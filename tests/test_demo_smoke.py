@@ -36,6 +36,10 @@ def test_demo_pipeline_runs_resumes_and_evaluate_cli_agrees(tmp_path):
                          ("localization", "baseline_random_mae_mm")]:
         assert key in m[section], (section, key)
     assert m["retrieval"]["R@10"] is not None
+    ceiling = m["text_ceiling"]  # zero-shot on the held-out reports: trained text side and frozen MiniLM
+    for key in ("zero_shot_macro_auroc", "frozen_zero_shot_macro_auroc"):  # None when no finding has both classes
+        assert key in ceiling and (ceiling[key] is None or 0.0 <= ceiling[key] <= 1.0), key
+    assert set(ceiling["negation_cosine"]) == {"trained_report_head", "trained_tower", "frozen_tower"}
     for g in ("model", "nearest_report", "most_common_report"):  # report generation on the held-out split
         assert {"ce_macro_f1", "rouge_l", "bleu1", "bleu4", "bertscore_f1"} <= set(m["report_generation"][g]), g
     assert (out / "model" / "generator_bank.json").is_file() and (out / "report_generation_examples.md").is_file()

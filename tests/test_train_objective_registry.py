@@ -102,7 +102,7 @@ def test_every_shipped_train_config_validates_against_the_registry():
 
     root = Path(__file__).resolve().parents[1] / "configs" / "train"
     cfgs = {p.name: load_train_config(p) for p in sorted(root.glob("*.yaml"))}
-    assert cfgs["demo.yaml"].losses.weights.active() == ["siglip", "prompt", "localization"]
+    assert cfgs["demo.yaml"].losses.weights.active() == ["siglip", "prompt", "localization", "report_prompt"]
     scale = cfgs["scale-vlp-demo.yaml"].losses
     assert scale.weights.root == {"swca": 1.0, "prompt": 8.0} and scale.options["swca"]["beta"] == 0.5
 

@@ -31,6 +31,11 @@ def demo(
     ),
     epochs: float = typer.Option(DemoSettings.train_epochs, "--epochs", help="Training epochs (combiner, heads)."),
     max_steps: int = typer.Option(0, "--max-steps", help="Stop training after this many steps (0: no limit)."),
+    text_train: str = typer.Option(
+        DemoSettings.text_train, "--text-train",
+        help="What of the MiniLM text tower trains: frozen (only its projection heads), top<k> (its last k layers, "
+        "the frozen ones below computed once per text), lora or all.",
+    ),
     n_boot: int = typer.Option(
         DemoSettings.n_boot, "--n-boot", help="Bootstrap resamples for the confidence intervals."
     ),
@@ -63,6 +68,7 @@ def demo(
         train_epochs=epochs,
         progress=not json_out,
         max_steps=max_steps or None,
+        text_train=text_train,
         n_boot=n_boot,
         workers=workers or None,
         report_generation=report_generation,

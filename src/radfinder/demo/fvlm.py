@@ -24,7 +24,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .config import DEMO_SPEC, DEMO_TRAIN, DemoSettings
+from .config import DEMO_SPEC, DEMO_TEXT_LORA, DEMO_TRAIN, DemoSettings
 from .stages import Log, _drop_stale_features, _records, _save_model, small_model_threads, weight_free_model
 
 FVLM_WEIGHTS = {"fvlm": 1.0}
@@ -198,6 +198,8 @@ def fvlm_train_config_dict(s: DemoSettings, out: Path, init: Path, features: Pat
                     "anatomy": dict(FVLM_ANATOMY)}
     if FVLM_TRAIN.get("text_lora"):
         cfg["model"]["text_lora"] = dict(FVLM_TRAIN["text_lora"])
+    elif cfg["model"]["text_train"] == "lora":  # `--text-train lora`: the demo's MiniLM adapters, as the main run's
+        cfg["model"]["text_lora"] = dict(DEMO_TEXT_LORA)
     cfg["data"] = {"datasets": [dataset], "source": "features", "max_snippets_per_scan": 4}
     cfg["losses"]["weights"] = dict(weights or FVLM_WEIGHTS)
     cfg["optim"] = {"lr": FVLM_TRAIN["lr"], "warmup_epochs": FVLM_TRAIN["warmup_epochs"]}

@@ -60,6 +60,10 @@ def run_demo(
     if s.encoder not in ENCODERS:  # checked before minutes of cohort generation, not after
         raise ConfigError(f"encoder must be one of {', '.join(ENCODERS)}, got {s.encoder!r}")
     parse_methods(s.methods)
+    from ..models.text_topk import top_layers
+
+    if s.text_train not in ("frozen", "lora", "all") and top_layers(s.text_train) is None:
+        raise ConfigError(f"text_train must be frozen, top<k> (e.g. top2), lora or all, got {s.text_train!r}")
     out = Path(out)
     marks = out / "stages"
     marks.mkdir(parents=True, exist_ok=True)

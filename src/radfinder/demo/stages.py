@@ -301,8 +301,33 @@ def stage_evaluate(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:
     from .summary import summarize
 
     summary = summarize(metrics)
+    summary["text_ceiling"] = text_ceiling_summary(model, from_pretrained(out / "encoder-standardized"), valid, labels,
+                                                   s.n_boot)
     (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     return {"report": metrics["report"]["html"]}
+
+
+def text_ceiling_summary(model, init, records, labels, n_boot: int) -> dict[str, Any]:
+    """`metrics.json: text_ceiling`: zero-shot on each held-out volume's own report instead of its image, for the
+    trained model (tower + report head, as zero-shot uses them) and for the frozen tower it started from (`init`:
+    the bundled MiniLM's pooled features, no head), plus the negation probe of both."""
+    from ..eval.text_ceiling import negation_probe, text_ceiling
+
+    trained = text_ceiling(model, records, labels, n_boot=n_boot, seed=0).to_dict()
+    frozen = text_ceiling(init, records, labels, space="tower", n_boot=n_boot, seed=0).to_dict()
+    probe = {"trained_report_head": negation_probe(model), "trained_tower": negation_probe(model, "tower"),
+             "frozen_tower": negation_probe(init, "tower")}
+    return {
+        "zero_shot_macro_auroc": trained["macro_auroc"],
+        "zero_shot_macro_auroc_ci": trained["macro_auroc_ci"],
+        "per_finding_auroc": {k: v["auroc"] for k, v in trained["per_finding"].items()},
+        "frozen_zero_shot_macro_auroc": frozen["macro_auroc"],
+        "frozen_zero_shot_macro_auroc_ci": frozen["macro_auroc_ci"],
+        "frozen_per_finding_auroc": {k: v["auroc"] for k, v in frozen["per_finding"].items()},
+        "negation_cosine": probe,
+        "protocol": "mean7 zero-shot with each held-out volume's embedding replaced by its own report's; trained: "
+                    "text tower + report head of the evaluated model; frozen: the initial MiniLM's pooled features",
+    }
 
 
 def stage_library(out: Path, s: DemoSettings, log: Log) -> dict[str, Any]:

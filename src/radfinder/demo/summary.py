@@ -82,6 +82,10 @@ def results_table(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
          f"middle {_f(loc.get('baseline_middle_mae_mm'))} / random {_f(loc.get('baseline_random_mae_mm'))}"),
         ("localization within 12 mm", _f(loc.get("acc_within_12mm"), True), ""),
     ]  # fmt: skip
+    ceiling = summary.get("text_ceiling")
+    if ceiling:  # zero-shot on each volume's own report: what the text side allows the image side to reach
+        rows.append(("text ceiling: zero-shot on own reports", _f(ceiling.get("zero_shot_macro_auroc")),
+                     f"frozen MiniLM {_f(ceiling.get('frozen_zero_shot_macro_auroc'))}"))
     lib = _get(summary, "library", "finding_search")
     if lib:  # written by the library stage, after the evaluation
         rows.append((f"library finding search precision@10 ({lib.get('findings_scored')} findings)",

@@ -108,6 +108,22 @@ def _prompt(ctx: ObjectiveContext) -> StepTerm | None:
     return StepTerm(loss=share, value_sum=float(mean_local.detach()) * n_local)
 
 
+def _report_prompt(ctx: ObjectiveContext) -> StepTerm | None:
+    """The prompt BCE with the report embedding in place of the image's: the text side learns to read its own
+    reports' findings and negations (rule labels of the train reports), so the prompts it scores images with mean
+    what the reports mean."""
+    if ctx.count_global <= 0:
+        return None
+    s, lv, mbs = ctx.settings, ctx.leaves, ctx.micro_batches
+    labels = torch.cat([mb.labels for mb in mbs])
+    variant = torch.cat([mb.prompt_variant for mb in mbs])
+    selected = select_for_batch(lv["prompts"], s.prompt_mode, variant)
+    mean_local = prompt_bce_loss(F.normalize(lv["text"], dim=-1), F.normalize(selected, dim=-1), labels,
+                                 lv["t"], lv["b"], s.pos_weight, s.question_weight)
+    n_local = int(ctx.count_local)
+    return StepTerm(loss=mean_local * (n_local / int(ctx.count_global)), value_sum=float(mean_local.detach()) * n_local)
+
+
 # ---------------------------------------------------------------------------------------------------- localization
 
 
@@ -211,4 +227,7 @@ register_objective(Objective(
     "swca", leaves=("image", "text", "t"), batch_fields=("labels", "report_abnormal_anatomies", "swca_volume"),
     loss=_swca,
     description="SCALE-VLP-style soft-weighted contrast with report-derived soft targets (temperature exp(-t))"))
-
+register_objective(Objective(
+    "report_prompt", leaves=("text", "prompts", "t", "b"), batch_fields=("labels", "prompt_variant"),
+    loss=_report_prompt, count=_n_labelled,
+    description="disease-prompt BCE of the report embeddings (the text side reads its reports' labels)"))

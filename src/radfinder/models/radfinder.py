@@ -182,6 +182,9 @@ class RadFinderModel(nn.Module):
 
     def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pooled text-encoder states (B, hidden), before any projection head."""
+        top = getattr(self, "_text_top", None)
+        if top is not None:
+            return top.features(input_ids, attention_mask)
         cache = getattr(self, "_text_cache", None)
         if cache is None:
             out = self.backbone_text(input_ids=input_ids, attention_mask=attention_mask)
@@ -206,6 +209,14 @@ class RadFinderModel(nn.Module):
         features, so training re-uses report and prompt features instead of re-encoding them every step.
         Only valid while the text-tower weights do not change; the projection heads still train."""
         self._text_cache = {} if enabled else None
+
+    def cache_text_lower_layers(self, k: int | None) -> None:
+        """For `text_train: top<k>`: keep the frozen bottom layers' outputs per token sequence and run only the top
+        k layers on each call (`radfinder.models.text_topk`); None returns to the plain full forward. Only valid
+        while the bottom layers' weights do not change."""
+        from .text_topk import TopLayerText
+
+        self._text_top = None if k is None else TopLayerText(self.backbone_text, k, self.config.text.pooling)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Report / prompt embeddings (B, P) from projection_text."""

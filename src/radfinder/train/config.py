@@ -10,13 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..config import load_config
 from ..losses.combined import LossWeights
 from ..losses.registry import check_objective_names
 from ..models.config import AnatomyHeadConfig, LoraConfig
 from ..models.hub import parse_hub_id
+from ..models.text_topk import top_layers
 from ..text.vocabulary import DEFAULT_VOCABULARY, LabelVocabulary
 
 
@@ -35,8 +36,9 @@ class ModelSection(_Strict):
     # Ignored (must be empty) when `init` is a checkpoint directory: a checkpoint carries its own config.
     overrides: dict[str, Any] = Field(default_factory=dict)
     # Which text-tower parameters train: all; only the LoRA adapters (the model config must have text.lora);
-    # or none (the text projection heads still train).
-    text_train: Literal["all", "lora", "frozen"] = "all"
+    # only the last k transformer layers (`top<k>`, e.g. top2: the frozen layers below are computed once per text,
+    # radfinder.models.text_topk); or none (the text projection heads still train).
+    text_train: str = "all"
     # Preprocessing spec for raw-volume training (preset name or file); default: the model's own spec.
     preprocess: str | None = None
     # fVLM's anatomy head (model config section `anatomy`): added, freshly initialised, to a model that has none
@@ -45,6 +47,13 @@ class ModelSection(_Strict):
     # LoRA adapters added to the text tower of an initial model that has none (e.g. a checkpoint with a plain MiniLM),
     # so `text_train: lora` can adapt it; recorded in the model's config (text.lora), so checkpoints keep them.
     text_lora: LoraConfig | None = None
+
+    @field_validator("text_train")
+    @classmethod
+    def _text_train(cls, value: str) -> str:
+        if value in ("all", "lora", "frozen") or top_layers(value) is not None:
+            return value
+        raise ValueError(f"must be all, lora, frozen or top<k> (e.g. top2), got {value!r}")
 
 
 class DatasetSection(_Strict):

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..models.lora import lora_parameters
+from ..models.text_topk import top_layer_parameters, top_layers
 from .config import OptimSection
 
 
@@ -16,7 +17,8 @@ def select_trainable(model: nn.Module, text_train: str) -> list[str]:
     """Set requires_grad per the training recipe; returns the trainable parameter names.
 
     The window encoder is frozen (it produced the feature cache); the weight-norm magnitudes of the projection
-    heads stay frozen as built. The text tower trains fully, only through LoRA, or not at all.
+    heads stay frozen as built. The text tower trains fully, only through LoRA, only in its top k layers
+    (`top<k>`), or not at all.
     """
     for p in model.backbone_image.parameters():
         p.requires_grad_(False)
@@ -34,6 +36,10 @@ def select_trainable(model: nn.Module, text_train: str) -> list[str]:
     elif text_train == "frozen":
         for p in text.parameters():
             p.requires_grad_(False)
+    elif top_layers(text_train) is not None:
+        top = {id(p) for p in top_layer_parameters(text, top_layers(text_train))}
+        for p in text.parameters():
+            p.requires_grad_(id(p) in top)
     else:
         raise ConfigError(f"unknown model.text_train {text_train!r}")
     return [n for n, p in model.named_parameters() if p.requires_grad]

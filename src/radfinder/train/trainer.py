@@ -25,6 +25,7 @@ from ..config import dump_config
 from ..device import resolve_device
 from ..errors import CheckpointError, ConfigError, RadfinderError
 from ..models.accel import maybe_compile
+from ..models.text_topk import top_layers
 from ..text.vocabulary import resolve_vocabulary
 from . import fvlm_fields as _fvlm_fields  # noqa: F401  (registers the fvlm objective's `anatomy` batch field)
 from . import swca_fields as _swca_fields  # noqa: F401  (registers the swca objective's `swca_volume` field)
@@ -126,6 +127,8 @@ class Trainer:
         self.trainable_names = select_trainable(self.model, cfg.model.text_train)
         if cfg.model.text_train == "frozen":
             self.model.cache_text_features(True)  # a frozen text tower's features never change: encode once
+        elif top_layers(cfg.model.text_train) is not None:  # the frozen bottom layers' outputs: computed once
+            self.model.cache_text_lower_layers(top_layers(cfg.model.text_train))
         named = dict(self.model.named_parameters())
         self.trainable = [named[n] for n in self.trainable_names]
         self.optimizer = build_optimizer(self.model, cfg.optim)
