@@ -94,34 +94,30 @@ def select_for_batch(prompt_emb: torch.Tensor, mode: str, variant: torch.Tensor)
     return select_prompts(prompt_emb, mode, variant.shape[0], generator=gen)
 
 
-def _prompt(ctx: ObjectiveContext) -> StepTerm | None:
+def _prompt_term(ctx: ObjectiveContext, leaf: str) -> StepTerm | None:
+    """The disease-prompt BCE of the embedding leaf `leaf` against each sample's selected prompts."""
     if ctx.count_global <= 0:
         return None
     s, lv, mbs = ctx.settings, ctx.leaves, ctx.micro_batches
     labels = torch.cat([mb.labels for mb in mbs])
     variant = torch.cat([mb.prompt_variant for mb in mbs])
     selected = select_for_batch(lv["prompts"], s.prompt_mode, variant)
-    mean_local = prompt_bce_loss(F.normalize(lv["disease"], dim=-1), F.normalize(selected, dim=-1), labels,
+    mean_local = prompt_bce_loss(F.normalize(lv[leaf], dim=-1), F.normalize(selected, dim=-1), labels,
                                  lv["t"], lv["b"], s.pos_weight, s.question_weight)
     n_local = int(ctx.count_local)
     share = mean_local * (n_local / int(ctx.count_global))
     return StepTerm(loss=share, value_sum=float(mean_local.detach()) * n_local)
 
 
+def _prompt(ctx: ObjectiveContext) -> StepTerm | None:
+    return _prompt_term(ctx, "disease")
+
+
 def _report_prompt(ctx: ObjectiveContext) -> StepTerm | None:
     """The prompt BCE with the report embedding in place of the image's: the text side learns to read its own
     reports' findings and negations (rule labels of the train reports), so the prompts it scores images with mean
     what the reports mean."""
-    if ctx.count_global <= 0:
-        return None
-    s, lv, mbs = ctx.settings, ctx.leaves, ctx.micro_batches
-    labels = torch.cat([mb.labels for mb in mbs])
-    variant = torch.cat([mb.prompt_variant for mb in mbs])
-    selected = select_for_batch(lv["prompts"], s.prompt_mode, variant)
-    mean_local = prompt_bce_loss(F.normalize(lv["text"], dim=-1), F.normalize(selected, dim=-1), labels,
-                                 lv["t"], lv["b"], s.pos_weight, s.question_weight)
-    n_local = int(ctx.count_local)
-    return StepTerm(loss=mean_local * (n_local / int(ctx.count_global)), value_sum=float(mean_local.detach()) * n_local)
+    return _prompt_term(ctx, "text")
 
 
 # ---------------------------------------------------------------------------------------------------- localization

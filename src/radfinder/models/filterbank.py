@@ -32,12 +32,13 @@ Inputs are windows in [0, 1] of the preprocessing contract's HU window; `spacing
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from .window_encoder import WindowEncoder, WindowFeatures, register_window_encoder
+from .standardized import StandardizedWindowEncoder
+from .window_encoder import WindowFeatures, register_window_encoder
 
 DEFAULT_SCALES_MM: tuple[float, ...] = (3.0, 5.0, 8.0)
 # Band edges in HU: emphysema | aerated lung | dense lung (mosaic) | ground glass | septal / partial volume | fat |
@@ -163,7 +164,7 @@ def _enclosed(tissue: torch.Tensor) -> torch.Tensor:
     return hits
 
 
-class FilterBankWindowEncoder(WindowEncoder):
+class FilterBankWindowEncoder(StandardizedWindowEncoder):
     def __init__(
         self,
         window_size: tuple[int, int, int] = (128, 128, 32),
@@ -213,9 +214,7 @@ class FilterBankWindowEncoder(WindowEncoder):
         # features of a filter bank with other scales, bands or spacing are never mistaken for these
         settings = [*self.spacing_mm, *self.hu_window, *self.scales_mm, *self.band_edges, *cells, LUNG_HU]
         self.register_buffer("settings", torch.tensor(settings, dtype=torch.float64))
-        for name in ("cls", "patch_average", "axis2"):
-            self.register_buffer(f"{name}_mean", torch.zeros(self.feature_dim))
-            self.register_buffer(f"{name}_std", torch.ones(self.feature_dim))
+        self._init_standardization()
         self.chunk = 2
         self.requires_grad_(False)
 
@@ -350,35 +349,7 @@ class FilterBankWindowEncoder(WindowEncoder):
             avg = (cell * w).sum((1, 2, 3)) / w.sum((1, 2, 3)).clamp_min(1.0)
         return WindowFeatures(cls=whole, patch_average=avg, axis2=tok, spatial=grid)
 
-    def forward_features(self, windows: torch.Tensor, spatial: bool = False) -> WindowFeatures:
-        raw = self.raw_features(windows, spatial=spatial)
-        return WindowFeatures(
-            cls=(raw.cls - self.cls_mean) / self.cls_std,
-            patch_average=(raw.patch_average - self.patch_average_mean) / self.patch_average_std,
-            axis2=(raw.axis2 - self.axis2_mean) / self.axis2_std,
-            spatial=None if raw.spatial is None else (raw.spatial - self.axis2_mean) / self.axis2_std,
-        )
 
-    @torch.no_grad()
-    def fit_standardization(self, batches: torch.Tensor | Iterable[torch.Tensor], min_std: float = 1e-3) -> None:
-        """Per-feature mean and standard deviation over windows (use training data only); `batches` is one
-        (N, 1, *window) tensor or an iterable of them. Streams: only running sums are kept."""
-        if isinstance(batches, torch.Tensor):
-            batches = batches.split(32)
-        acc = {name: None for name in ("cls", "patch_average", "axis2")}
-        for b in batches:
-            raw = self.raw_features(b)
-            for name in acc:
-                x = getattr(raw, name).reshape(-1, self.feature_dim).double()
-                s = torch.stack([torch.full_like(x[0], len(x)), x.sum(0), (x * x).sum(0)])
-                acc[name] = s if acc[name] is None else acc[name] + s
-        if acc["cls"] is None:
-            raise ValueError("fit_standardization needs at least one window")
-        for name, (n, s1, s2) in acc.items():
-            mean = s1 / n
-            var = ((s2 - n * mean * mean) / (n - 1).clamp_min(1.0)).clamp_min(0.0)
-            getattr(self, f"{name}_mean").copy_(mean.float())
-            getattr(self, f"{name}_std").copy_(var.sqrt().clamp_min(min_std).float())
 
 
 def filterbank_dim(scales: int = len(DEFAULT_SCALES_MM), bands: int = len(DEFAULT_BAND_EDGES) + 1) -> int:

@@ -24,11 +24,10 @@ the HU window [-1000, 1000] of the preprocessing contract; set `hu_window` if th
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import torch
 
-from .window_encoder import WindowEncoder, WindowFeatures, register_window_encoder
+from .standardized import StandardizedWindowEncoder
+from .window_encoder import WindowFeatures, register_window_encoder
 
 # Bin edges in HU (the open ends catch everything below -950 and above 1000 after clipping).
 DEFAULT_HU_EDGES: tuple[float, ...] = (
@@ -36,7 +35,7 @@ DEFAULT_HU_EDGES: tuple[float, ...] = (
 )  # fmt: skip
 
 
-class HistogramWindowEncoder(WindowEncoder):
+class HistogramWindowEncoder(StandardizedWindowEncoder):
     def __init__(
         self,
         hu_edges: tuple[float, ...] = DEFAULT_HU_EDGES,
@@ -64,9 +63,7 @@ class HistogramWindowEncoder(WindowEncoder):
             if self.window_size[0] % (2 * sh) or self.window_size[1] % (2 * sw):
                 raise ValueError(f"window {self.window_size} does not split into a {self.spatial_grid} token grid "
                                  "of 2 x 2 quadrants")  # fmt: skip
-        for name in ("cls", "patch_average", "axis2"):
-            self.register_buffer(f"{name}_mean", torch.zeros(self.feature_dim))
-            self.register_buffer(f"{name}_std", torch.ones(self.feature_dim))
+        self._init_standardization()
         self.requires_grad_(False)
 
     def _spatial_raw(self, idx: torch.Tensor) -> torch.Tensor:
@@ -99,28 +96,7 @@ class HistogramWindowEncoder(WindowEncoder):
         return WindowFeatures(cls=whole.reshape(n, -1).sqrt(), patch_average=whole.reshape(n, -1), axis2=axis2,
                               spatial=grid)
 
-    def forward_features(self, windows: torch.Tensor, spatial: bool = False) -> WindowFeatures:
-        raw = self.raw_features(windows, spatial=spatial)
-        return WindowFeatures(
-            cls=(raw.cls - self.cls_mean) / self.cls_std,
-            patch_average=(raw.patch_average - self.patch_average_mean) / self.patch_average_std,
-            axis2=(raw.axis2 - self.axis2_mean) / self.axis2_std,
-            spatial=None if raw.spatial is None else (raw.spatial - self.axis2_mean) / self.axis2_std,
-        )
 
-    @torch.no_grad()
-    def fit_standardization(self, batches: torch.Tensor | Iterable[torch.Tensor], min_std: float = 1e-3) -> None:
-        """Per-feature mean and standard deviation over windows (use training data only); `batches` is one
-        (N, 1, *window) tensor or an iterable of them, so a whole training split can stream through."""
-        if isinstance(batches, torch.Tensor):
-            batches = batches.split(64)
-        parts = [self.raw_features(b) for b in batches]
-        if not parts:
-            raise ValueError("fit_standardization needs at least one window")
-        for name in ("cls", "patch_average", "axis2"):
-            x = torch.cat([getattr(p, name).reshape(-1, self.feature_dim) for p in parts]).double()
-            getattr(self, f"{name}_mean").copy_(x.mean(0).float())
-            getattr(self, f"{name}_std").copy_(x.std(0).clamp_min(min_std).float())
 
 
 def _build_histogram(cfg) -> HistogramWindowEncoder:
