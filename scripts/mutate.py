@@ -1,0 +1,387 @@
+"""Mutation testing of the connecting modules: does each module's own test set notice a small, realistic change?
+
+For every listed module, deterministic AST-level mutants are generated (comparison flips, `and`/`or`, boolean and
+integer constant changes, off-by-one, `not` removed, `+`/`-` and `*`/`/` swapped, a call statement, a `raise` or a
+return value removed, the first two positional call arguments swapped). Each mutant is written into a private copy
+of `src/` and only the tests mapped to its module (`MODULE_TESTS`) run against it, as CI runs them
+(`-m "not slow" -x -q -p no:cacheprovider`, with a per-mutant timeout). A mutant is *killed* when pytest fails,
+*survives* when the tests pass, and *times out* when it runs past the timeout (counted as detected, shown apart).
+Mutants known to be equivalent (no observable behaviour changes) are listed in `EQUIVALENT` with the reason and
+left out of the kill rate.
+
+    python scripts/mutate.py                              # every module, every mutant (hours on 2 cores)
+    python scripts/mutate.py --module serve/uploads.py --max-per-module 20 --json out.json
+    python scripts/mutate.py --list --module models/shipped.py  # the mutants, without running anything
+
+`make mutate` runs it with the Makefile's MUTATE_ARGS. Exit status 1 when a module is below `--min-kill` percent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PKG = REPO / "src" / "radfinder"
+
+# module (relative to src/radfinder) -> the test files that cover it. Extend this table when a new connecting
+# module (e.g. the next encoder the demo ships) appears; the run refuses a module without tests.
+MODULE_TESTS: dict[str, list[str]] = {
+    "losses/objectives.py": ["tests/test_train_objective_registry.py"],
+    "losses/registry.py": ["tests/test_train_objective_registry.py"],
+    "train/step.py": ["tests/test_train_plugins.py"],
+    "train/setup.py": ["tests/test_train_core.py"],
+    "train/optim.py": ["tests/test_train_core.py"],
+    "models/shipped.py": ["tests/test_pretrain_encoder.py"],
+    "models/light3d.py": ["tests/test_pretrain_encoder.py"],
+    "features/extract.py": ["tests/test_features_store.py"],
+    "library/search.py": ["tests/test_library_core.py"],
+    "serve/app.py": ["tests/test_library_serve.py"],
+    "serve/uploads.py": ["tests/test_library_serve.py"],
+    "cli/eval_cmds.py": ["tests/test_evaluate_tasks.py"],
+    "cli/library_cmds.py": ["tests/test_library_core.py"],
+    "eval/report_generation_task.py": ["tests/test_generate_bank.py", "tests/test_generate_model.py"],
+    "demo/stages.py": ["tests/test_demo_units.py"],
+}
+
+# (module, mutant id) -> why the mutant cannot change observable behaviour. Ids are printed by --list.
+EQUIVALENT: dict[tuple[str, str], str] = {}
+
+
+@dataclass
+class Mutant:
+    module: str
+    id: str  # stable across unrelated edits: enclosing function, operator, source text, occurrence
+    line: int
+    op: str
+    before: str
+    after: str
+    source: str = field(repr=False, default="")
+
+
+@dataclass
+class Result:
+    module: str
+    id: str
+    line: int
+    op: str
+    before: str
+    after: str
+    status: str  # killed | survived | timeout | equivalent
+    seconds: float
+    reason: str = ""
+
+
+_CMP_FLIP = {ast.Eq: ast.NotEq, ast.NotEq: ast.Eq, ast.Lt: ast.GtE, ast.GtE: ast.Lt, ast.Gt: ast.LtE,
+             ast.LtE: ast.Gt, ast.In: ast.NotIn, ast.NotIn: ast.In, ast.Is: ast.IsNot, ast.IsNot: ast.Is}
+# `/` is left alone: on paths (most of its uses here) any swap is a TypeError that every test notices
+_BIN_SWAP = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div}
+
+
+def _skip_nodes(tree: ast.AST) -> set[int]:
+    """ids of nodes whose mutation is meaningless: docstrings, annotations, `TYPE_CHECKING` blocks, `__all__`."""
+    skip: set[int] = set()
+
+    def mark(node: ast.AST | None) -> None:
+        if node is not None:
+            skip.update(id(n) for n in ast.walk(node))
+
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            mark(body[0])
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            mark(node.returns)
+            for a in [*node.args.args, *node.args.kwonlyargs, *node.args.posonlyargs, node.args.vararg,
+                      node.args.kwarg]:
+                if a is not None:
+                    mark(a.annotation)
+        if isinstance(node, ast.AnnAssign):
+            mark(node.annotation)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            mark(node)
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+            mark(node)
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            mark(node)
+    return skip
+
+
+def _candidates(node: ast.AST) -> list[tuple[str, callable]]:
+    """(operator name, in-place change) pairs applicable to one node."""
+    out: list[tuple[str, callable]] = []
+    if isinstance(node, ast.Compare):
+        for i, op in enumerate(node.ops):
+            if type(op) in _CMP_FLIP:
+                def flip(n, i=i):
+                    n.ops[i] = _CMP_FLIP[type(n.ops[i])]()
+                out.append(("cmp-flip", flip))
+    elif isinstance(node, ast.BoolOp):
+        def swap_bool(n):
+            n.op = ast.Or() if isinstance(n.op, ast.And) else ast.And()
+        out.append(("and-or", swap_bool))
+    elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        out.append(("drop-not", None))  # replaced by its operand (handled by the transformer)
+    elif isinstance(node, ast.Constant):
+        v = node.value
+        if isinstance(v, bool):
+            def flip_bool(n):
+                n.value = not n.value
+            out.append(("bool-flip", flip_bool))
+        elif isinstance(v, int):
+            def off_by_one(n):
+                n.value = n.value + 1
+            out.append(("int+1", off_by_one))
+        elif isinstance(v, float) and v not in (0.0,):
+            def scale(n):
+                n.value = n.value * 2.0
+            out.append(("float*2", scale))
+    elif isinstance(node, ast.BinOp) and type(node.op) in _BIN_SWAP:
+        def swap_bin(n):
+            n.op = _BIN_SWAP[type(n.op)]()
+        out.append(("arith-swap", swap_bin))
+    elif isinstance(node, ast.Call):
+        pos = [a for a in node.args if not isinstance(a, ast.Starred)]
+        if len(pos) >= 2 and len(pos) == len(node.args) and ast.dump(node.args[0]) != ast.dump(node.args[1]):
+            def swap_args(n):
+                n.args[0], n.args[1] = n.args[1], n.args[0]
+            out.append(("swap-args", swap_args))
+    elif isinstance(node, ast.Expr) and isinstance(node.value, (ast.Call, ast.Await)):
+        out.append(("drop-call", None))
+    elif isinstance(node, ast.Raise):
+        out.append(("drop-raise", None))
+    elif isinstance(node, ast.Return) and node.value is not None \
+            and not (isinstance(node.value, ast.Constant) and node.value.value is None):
+        def ret_none(n):
+            n.value = ast.Constant(None)
+        out.append(("return-none", ret_none))
+    return out
+
+
+class _Apply(ast.NodeTransformer):
+    """Applies one mutation to the node with the given walk index."""
+
+    def __init__(self, target: int, op: str, change):
+        self.target, self.op, self.change, self.i = target, op, change, -1
+
+    def generic_visit(self, node):
+        return super().generic_visit(node)
+
+    def visit(self, node):
+        self.i += 1
+        if self.i == self.target:
+            if self.op == "drop-not":
+                return node.operand
+            if self.op in ("drop-call", "drop-raise"):
+                return ast.Pass()
+            self.change(node)
+            return node
+        return self.generic_visit(node)
+
+
+def _enclosing(tree: ast.AST) -> dict[int, str]:
+    names: dict[int, str] = {}
+
+    def walk(node, name):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            name = f"{name}.{node.name}" if name else node.name
+        names[id(node)] = name or "<module>"
+        for child in ast.iter_child_nodes(node):
+            walk(child, name)
+
+    walk(tree, "")
+    return names
+
+
+def _preorder(tree: ast.AST) -> list[ast.AST]:
+    """Nodes in the order NodeTransformer.visit reaches them (pre-order, fields in order)."""
+    out: list[ast.AST] = []
+
+    def walk(node):
+        out.append(node)
+        for child in ast.iter_child_nodes(node):
+            walk(child)
+
+    walk(tree)
+    return out
+
+
+def generate(module: str) -> list[Mutant]:
+    """Every mutant of one module, in source order, each with its mutated source."""
+    text = (PKG / module).read_text()
+    tree = ast.parse(text)
+    skip = _skip_nodes(tree)
+    where = _enclosing(tree)
+    nodes = _preorder(tree)
+    seen: dict[str, int] = {}
+    out: list[Mutant] = []
+    for idx, node in enumerate(nodes):
+        if id(node) in skip or not hasattr(node, "lineno"):
+            continue
+        for op, change in _candidates(node):
+            fresh = ast.parse(text)
+            _Apply(idx, op, change).visit(fresh)
+            try:
+                mutated = ast.unparse(ast.fix_missing_locations(fresh))
+                compile(mutated, module, "exec")
+            except (SyntaxError, ValueError):
+                continue
+            before = ast.get_source_segment(text, node) or ast.unparse(node)
+            before = " ".join(before.split())
+            sub = copy.deepcopy(node)
+            if op in ("drop-call", "drop-raise"):
+                after = "pass"
+            elif op == "drop-not":
+                after = ast.unparse(node.operand)
+            else:
+                change(sub)
+                after = ast.unparse(sub)
+            key = f"{where[id(node)]}:{op}:{before[:60]}"
+            seen[key] = seen.get(key, 0) + 1
+            mid = f"{key}#{seen[key]}"
+            out.append(Mutant(module, mid, node.lineno, op, before[:100], " ".join(after.split())[:100], mutated))
+    return out
+
+
+def sample(mutants: list[Mutant], n: int | None, seed: str) -> list[Mutant]:
+    """A deterministic sample: the n mutants with the smallest hash of (seed, id); source order kept."""
+    if n is None or len(mutants) <= n:
+        return mutants
+    ranked = sorted(mutants, key=lambda m: hashlib.sha256(f"{seed}:{m.id}".encode()).hexdigest())[:n]
+    keep = {m.id for m in ranked}
+    return [m for m in mutants if m.id in keep]
+
+
+def _pytest(src_root: Path, tests: list[str], timeout: float) -> tuple[str, float, str]:
+    env = {**os.environ, "PYTHONPATH": str(src_root), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "PYTHONPYCACHEPREFIX": str(src_root.parent / "pycache")}
+    cmd = [sys.executable, "-m", "pytest", "-m", "not slow", "-x", "-q", "-p", "no:cacheprovider",
+           "--timeout", str(int(timeout) + 5), *tests]
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return "timeout", time.monotonic() - t0, ""
+    tail = (proc.stdout + proc.stderr)[-2000:]
+    if proc.returncode == 0:
+        return "survived", time.monotonic() - t0, tail
+    return "killed", time.monotonic() - t0, tail
+
+
+def run_module(module: str, mutants: list[Mutant], timeout_factor: float, min_timeout: float,
+               log) -> tuple[list[Result], float]:
+    tests = MODULE_TESTS[module]
+    with tempfile.TemporaryDirectory(prefix="radfinder-mutate-") as tmp:
+        src_root = Path(tmp) / "src"
+        shutil.copytree(PKG, src_root / "radfinder", ignore=shutil.ignore_patterns("__pycache__"))
+        target = src_root / "radfinder" / module
+        original = target.read_text()
+        status, base_s, tail = _pytest(src_root, tests, timeout=3600)
+        if status != "survived":
+            raise SystemExit(f"{module}: its tests fail WITHOUT a mutant; fix them first:\n{tail}")
+        timeout = max(min_timeout, timeout_factor * base_s)
+        log(f"{module}: {len(mutants)} mutants, tests {' '.join(tests)} take {base_s:.0f} s unmutated "
+            f"(timeout {timeout:.0f} s)")
+        results = []
+        stamp = time.time()
+        for k, m in enumerate(mutants, 1):
+            reason = EQUIVALENT.get((module, m.id))
+            if reason:
+                results.append(Result(module, m.id, m.line, m.op, m.before, m.after, "equivalent", 0.0, reason))
+                continue
+            target.write_text(m.source)
+            stamp += 2  # a new mtime each time, so no stale bytecode of an earlier mutant is ever reused
+            os.utime(target, (stamp, stamp))
+            status, secs, _ = _pytest(src_root, tests, timeout)
+            results.append(Result(module, m.id, m.line, m.op, m.before, m.after, status, round(secs, 1)))
+            log(f"  [{k}/{len(mutants)}] {status:8s} {secs:5.0f} s  L{m.line} {m.op}: {m.before} -> {m.after}")
+        target.write_text(original)
+    return results, base_s
+
+
+def table(results: list[Result]) -> list[dict]:
+    rows = []
+    for module in dict.fromkeys(r.module for r in results):
+        rs = [r for r in results if r.module == module]
+        c = {s: sum(r.status == s for r in rs) for s in ("killed", "survived", "timeout", "equivalent")}
+        scored = c["killed"] + c["survived"] + c["timeout"]
+        pct = 100.0 * (c["killed"] + c["timeout"]) / scored if scored else 100.0
+        rows.append({"module": module, "mutants": len(rs), **c, "kill_pct": round(pct, 1)})
+    return rows
+
+
+def print_table(rows: list[dict], results: list[Result]) -> None:
+    print(f"\n{'module':34s} {'mutants':>7s} {'killed':>6s} {'surv.':>5s} {'t/o':>4s} {'equiv':>5s} {'kill %':>6s}")
+    for r in rows:
+        print(f"{r['module']:34s} {r['mutants']:7d} {r['killed']:6d} {r['survived']:5d} {r['timeout']:4d} "
+              f"{r['equivalent']:5d} {r['kill_pct']:6.1f}")
+    surv = [r for r in results if r.status == "survived"]
+    if surv:
+        print("\nsurvivors (add a test that notices each, or list it in EQUIVALENT with the reason):")
+        for r in surv:
+            print(f"  {r.module}:{r.line} {r.op}: {r.before} -> {r.after}   [{r.id}]")
+    eq = [r for r in results if r.status == "equivalent"]
+    if eq:
+        print("\nequivalent mutants:")
+        for r in eq:
+            print(f"  {r.module}:{r.line} {r.op}: {r.before} -> {r.after}: {r.reason}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--module", action="append", help="module under src/radfinder (repeatable); default: all")
+    ap.add_argument("--max-per-module", type=int, default=None, help="deterministic sample of N mutants per module")
+    ap.add_argument("--seed", default="radfinder", help="sampling seed (same seed, same sample)")
+    ap.add_argument("--timeout-factor", type=float, default=3.0, help="per-mutant timeout = factor x unmutated run")
+    ap.add_argument("--min-timeout", type=float, default=60.0)
+    ap.add_argument("--min-kill", type=float, default=80.0, help="exit 1 when a module kills fewer percent")
+    ap.add_argument("--json", type=Path, default=REPO / "mutation-report.json")
+    ap.add_argument("--list", action="store_true", help="list the (sampled) mutants and exit")
+    args = ap.parse_args(argv)
+
+    modules = args.module or list(MODULE_TESTS)
+    unknown = [m for m in modules if m not in MODULE_TESTS]
+    if unknown:
+        ap.error(f"no test mapping for {unknown}; add it to MODULE_TESTS in {Path(__file__).name}")
+    plan = {m: sample(generate(m), args.max_per_module, args.seed) for m in modules}
+    if args.list:
+        for m, ms in plan.items():
+            for mu in ms:
+                eq = " (equivalent)" if (m, mu.id) in EQUIVALENT else ""
+                print(f"{m}:{mu.line} {mu.op}: {mu.before} -> {mu.after}   [{mu.id}]{eq}")
+        return 0
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    results: list[Result] = []
+    meta = {"command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+            "max_per_module": args.max_per_module, "seed": args.seed, "modules": {}}
+    for m in modules:
+        rs, base_s = run_module(m, plan[m], args.timeout_factor, args.min_timeout, log)
+        results += rs
+        meta["modules"][m] = {"tests": MODULE_TESTS[m], "unmutated_seconds": round(base_s, 1),
+                              "mutants_total": len(generate(m))}
+        rows = table(results)
+        args.json.write_text(json.dumps({**meta, "table": rows, "results": [asdict(r) for r in results]},
+                                        indent=1))
+    rows = table(results)
+    print_table(rows, results)
+    print(f"\nwritten: {args.json}")
+    return 1 if any(r["kill_pct"] < args.min_kill for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
