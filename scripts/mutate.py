@@ -280,17 +280,21 @@ def _pytest(src_root: Path, tests: list[str], timeout: float) -> tuple[str, floa
     return "killed", time.monotonic() - t0, tail
 
 
-def run_module(module: str, mutants: list[Mutant], timeout_factor: float, min_timeout: float,
-               log) -> tuple[list[Result], float]:
+def run_module(module: str, mutants: list[Mutant], timeout_factor: float, min_timeout: float, log,
+               baselines: dict[tuple[str, ...], float]) -> tuple[list[Result], float]:
+    """`baselines`: unmutated run time per test set, filled here; modules sharing a test set run it unmutated once."""
     tests = MODULE_TESTS[module]
     with tempfile.TemporaryDirectory(prefix="radfinder-mutate-") as tmp:
         src_root = Path(tmp) / "src"
         shutil.copytree(PKG, src_root / "radfinder", ignore=shutil.ignore_patterns("__pycache__"))
         target = src_root / "radfinder" / module
         original = target.read_text()
-        status, base_s, tail = _pytest(src_root, tests, timeout=3600)
-        if status != "survived":
-            raise SystemExit(f"{module}: its tests fail WITHOUT a mutant; fix them first:\n{tail}")
+        if tuple(tests) not in baselines:
+            status, base_s, tail = _pytest(src_root, tests, timeout=3600)
+            if status != "survived":
+                raise SystemExit(f"{module}: its tests fail WITHOUT a mutant; fix them first:\n{tail}")
+            baselines[tuple(tests)] = base_s
+        base_s = baselines[tuple(tests)]
         timeout = max(min_timeout, timeout_factor * base_s)
         log(f"{module}: {len(mutants)} mutants, tests {' '.join(tests)} take {base_s:.0f} s unmutated "
             f"(timeout {timeout:.0f} s)")
@@ -369,8 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     meta = {"command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
             "max_per_module": args.max_per_module, "seed": args.seed, "modules": {}}
+    baselines: dict[tuple[str, ...], float] = {}
     for m in modules:
-        rs, base_s = run_module(m, plan[m], args.timeout_factor, args.min_timeout, log)
+        rs, base_s = run_module(m, plan[m], args.timeout_factor, args.min_timeout, log, baselines)
         results += rs
         meta["modules"][m] = {"tests": MODULE_TESTS[m], "unmutated_seconds": round(base_s, 1),
                               "mutants_total": len(generate(m))}
