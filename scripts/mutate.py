@@ -59,6 +59,37 @@ MODULE_TESTS: dict[str, list[str]] = {
 EQUIVALENT: dict[tuple[str, str], str] = {}
 
 
+# Hand-written regressions (issue 22: none of these made a test fail before) and the tests that must now catch each:
+# name -> (module, exact source text, its replacement, test node ids). `--regressions` runs them.
+REGRESSIONS: dict[str, tuple[str, str, str, list[str]]] = {
+    "swca-identity-targets": (
+        "losses/objectives.py", "    w = swca_targets(ctx)\n",
+        "    w = torch.eye(lv['image'].shape[0], dtype=torch.float64)\n",
+        ["tests/test_train_objective_registry.py::"
+         "test_swca_step_loss_and_gradients_equal_the_soft_contrastive_loss_on_report_targets"]),
+    "light3d-shipped-weights-never-loaded": (
+        "models/light3d.py", "    if weights:\n", "    if False:\n",
+        ["tests/test_pretrain_encoder.py::test_a_built_encoder_holds_exactly_the_shipped_weights",
+         "tests/test_pretrain_encoder.py::test_damaged_missing_or_misfit_weights_are_refused_when_the_encoder_is_built"]),
+    "zip-member-cap-removed": (
+        "serve/uploads.py", "if len(members) > limits.max_members:", "if False:",
+        ["tests/test_library_serve.py::test_zip_member_cap_and_unpack_ratio_are_enforced"]),
+    "zip-unpack-ratio-removed": (
+        "serve/uploads.py", "if total > cap:", "if False:",
+        ["tests/test_library_serve.py::test_zip_member_cap_and_unpack_ratio_are_enforced"]),
+    "zip-symlink-members-unpacked": (
+        "serve/uploads.py", "== 0o120000:  # symbolic link\n                    continue",
+        "== 0o120000:  # symbolic link\n                    pass",
+        ["tests/test_library_serve.py::test_symlink_members_are_never_unpacked"]),
+    "report-generation-train-split-guard-removed": (
+        "cli/eval_cmds.py", "if train_split == (split or spec.default_split):", "if False:",
+        ["tests/test_evaluate_tasks.py::test_report_generation_refuses_to_fit_on_the_evaluated_split"]),
+    "serve-non-loopback-warning-removed": (
+        "cli/library_cmds.py", "if not is_loopback(host):", "if False:",
+        ["tests/test_library_serve.py::test_serve_cli_passes_its_upload_limit_and_warns_beyond_loopback"]),
+}
+
+
 @dataclass
 class Mutant:
     module: str
@@ -315,6 +346,25 @@ def run_module(module: str, mutants: list[Mutant], timeout_factor: float, min_ti
     return results, base_s
 
 
+def run_regressions(names: list[str], log) -> dict[str, str]:
+    """Apply each named regression to a copy of src/ and run its tests: "caught" when they fail."""
+    out = {}
+    for name in names:
+        module, old, new, tests = REGRESSIONS[name]
+        with tempfile.TemporaryDirectory(prefix="radfinder-regress-") as tmp:
+            src_root = Path(tmp) / "src"
+            shutil.copytree(PKG, src_root / "radfinder", ignore=shutil.ignore_patterns("__pycache__"))
+            target = src_root / "radfinder" / module
+            text = target.read_text()
+            if text.count(old) != 1:
+                raise SystemExit(f"regression {name}: the text to replace occurs {text.count(old)} times in {module}")
+            target.write_text(text.replace(old, new))
+            status, secs, tail = _pytest(src_root, tests, timeout=1800)
+        out[name] = {"killed": "caught", "survived": "NOT CAUGHT", "timeout": "timeout"}[status]
+        log(f"{name:45s} {out[name]:10s} {secs:5.0f} s  ({module}; {' '.join(t.split('::')[-1] for t in tests)})")
+    return out
+
+
 def table(results: list[Result]) -> list[dict]:
     rows = []
     for module in dict.fromkeys(r.module for r in results):
@@ -353,7 +403,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-kill", type=float, default=80.0, help="exit 1 when a module kills fewer percent")
     ap.add_argument("--json", type=Path, default=REPO / "mutation-report.json")
     ap.add_argument("--list", action="store_true", help="list the (sampled) mutants and exit")
+    ap.add_argument("--regressions", nargs="*", metavar="NAME",
+                    help=f"run the hand-written regressions instead (all when no name): {', '.join(REGRESSIONS)}")
     args = ap.parse_args(argv)
+    if args.regressions is not None:
+        names = args.regressions or list(REGRESSIONS)
+        unknown = [n for n in names if n not in REGRESSIONS]
+        if unknown:
+            ap.error(f"unknown regression(s) {unknown}")
+        got = run_regressions(names, lambda m: print(m, flush=True))
+        return 0 if all(v == "caught" for v in got.values()) else 1
 
     modules = args.module or list(MODULE_TESTS)
     unknown = [m for m in modules if m not in MODULE_TESTS]

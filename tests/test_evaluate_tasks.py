@@ -232,3 +232,17 @@ def test_evaluate_cli_user_errors(tmp_path):
 
     assert main(["evaluate", str(tmp_path), "--data", str(tmp_path), "--task", "segmentation"]) == 2
     assert main(["evaluate", str(tmp_path), "--data", str(tmp_path / "nope"), "--task", "retrieval"]) == 2
+
+
+def test_report_generation_refuses_to_fit_on_the_evaluated_split(tmp_path, capsys):
+    """The leakage guard, fast: it refuses before any model is loaded (the checkpoint path need not exist), so the
+    generator's reports can never be the references it is scored against."""
+    from helpers_library import make_manifest
+    from radfinder.cli import main
+
+    manifest = make_manifest(tmp_path / "data")
+    base = ["evaluate", str(tmp_path / "ckpt"), "--data", str(manifest), "--kind", "manifest", "--task",
+            "report-generation", "--out", str(tmp_path / "ev"), "--n-boot", "0", "--device", "cpu"]
+    assert main([*base, "--split", "test", "--train-split", "test"]) == 2
+    err = capsys.readouterr().err
+    assert "error: --train-split test is the evaluated split" in err and not (tmp_path / "ev").exists()
