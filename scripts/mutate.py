@@ -56,7 +56,12 @@ MODULE_TESTS: dict[str, list[str]] = {
 }
 
 # (module, mutant id) -> why the mutant cannot change observable behaviour. Ids are printed by --list.
-EQUIVALENT: dict[tuple[str, str], str] = {}
+EQUIVALENT: dict[tuple[str, str], str] = {
+    ("models/shipped.py", "sha256_of:int+1:20#1"): "the read chunk size (1 << 21 instead of 1 << 20) does not change "
+                                                   "a file's sha256",
+    ("models/shipped.py", "sha256_of:int+1:1#1"): "the read chunk size (2 << 20 instead of 1 << 20) does not change "
+                                                  "a file's sha256",
+}
 
 
 # Hand-written regressions (issue 22: none of these made a test fail before) and the tests that must now catch each:
@@ -403,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-kill", type=float, default=80.0, help="exit 1 when a module kills fewer percent")
     ap.add_argument("--json", type=Path, default=REPO / "mutation-report.json")
     ap.add_argument("--list", action="store_true", help="list the (sampled) mutants and exit")
+    ap.add_argument("--carry-over", type=Path, metavar="JSON",
+                    help="an earlier report: its killed mutants are kept as killed (not re-run), only its survivors "
+                         "and the mutants it lacks run (after adding tests that only add checks)")
     ap.add_argument("--regressions", nargs="*", metavar="NAME",
                     help=f"run the hand-written regressions instead (all when no name): {', '.join(REGRESSIONS)}")
     args = ap.parse_args(argv)
@@ -429,13 +437,23 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
+    carried: dict[tuple[str, str], dict] = {}
+    if args.carry_over:
+        for r in json.loads(args.carry_over.read_text())["results"]:
+            if r["status"] in ("killed", "timeout"):
+                carried[(r["module"], r["id"])] = r
     results: list[Result] = []
     meta = {"command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-            "max_per_module": args.max_per_module, "seed": args.seed, "modules": {}}
+            "max_per_module": args.max_per_module, "seed": args.seed, "modules": {},
+            "carried_over_from": str(args.carry_over) if args.carry_over else None}
     baselines: dict[tuple[str, ...], float] = {}
     for m in modules:
-        rs, base_s = run_module(m, plan[m], args.timeout_factor, args.min_timeout, log, baselines)
-        results += rs
+        kept = [Result(**carried[(m, mu.id)]) for mu in plan[m] if (m, mu.id) in carried]
+        todo = [mu for mu in plan[m] if (m, mu.id) not in carried]
+        if kept:
+            log(f"{m}: {len(kept)} mutants killed in {args.carry_over} kept as killed")
+        rs, base_s = run_module(m, todo, args.timeout_factor, args.min_timeout, log, baselines) if todo else ([], 0.0)
+        results += kept + rs
         meta["modules"][m] = {"tests": MODULE_TESTS[m], "unmutated_seconds": round(base_s, 1),
                               "mutants_total": len(generate(m))}
         rows = table(results)
