@@ -93,6 +93,14 @@ REGRESSIONS: dict[str, tuple[str, str, str, list[str]]] = {
     "serve-non-loopback-warning-removed": (
         "cli/library_cmds.py", "if not is_loopback(host):", "if False:",
         ["tests/test_library_serve.py::test_serve_cli_passes_its_upload_limit_and_warns_beyond_loopback"]),
+    # further regressions the rewritten tests of issue 22 catch (the old ones did not)
+    "prefix-lm-attention-projections-train": (  # the old check filtered out every key containing "proj"
+        "models/prefix_lm.py", "self.lm.requires_grad_(False)|for p in (m.lora_A, m.lora_B)]",
+        "self.lm.requires_grad_(True)|for p in (m.lora_A, m.lora_B, m.weight)]",
+        ["tests/test_generate_prefix_lm.py::test_prefix_lm_base_is_frozen_for_every_base_weight"]),
+    "registered-task-metrics-dropped": (
+        "eval/evaluate.py", "        metrics[name] = extra\n", "        pass\n",
+        ["tests/test_train_plugins.py::test_registered_evaluation_task_writes_its_metrics"]),
 }
 
 
