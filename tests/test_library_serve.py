@@ -254,6 +254,7 @@ def test_serve_cli_passes_its_upload_limit_and_warns_beyond_loopback(tiny, monke
     path = write_nifti(tmp_path / "scan.nii.gz", 3)
     assert path.stat().st_size < 2**20  # under the limit: accepted
     assert client.post("/api/upload", files={"file": ("scan.nii.gz", path.read_bytes())}).status_code == 200
+    assert UploadLimits().max_bytes == 512 * 2**20  # the app's default is the CLI's documented --max-upload-mb
     for host in ("0.0.0.0", "192.168.1.4"):
         assert main(["serve", str(tiny["library"]), "--host", host, "--device", "cpu"]) == 0
         err = capsys.readouterr().err

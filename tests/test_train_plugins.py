@@ -141,8 +141,10 @@ def test_registered_evaluation_task_writes_its_metrics(tmp_path, capsys):
     manifest = make_manifest(tmp_path / "data")
     rc = main(["evaluate", str(ckpt), "--data", str(manifest), "--kind", "manifest", "--split", "test",
                "--task", "test_norms", "--out", str(tmp_path / "ev"), "--n-boot", "0", "--device", "cpu", "--json"])
-    assert rc == 0, capsys.readouterr().err
+    out = capsys.readouterr()
+    assert rc == 0, out.err
     got = json.loads((tmp_path / "ev" / "metrics.json").read_text())["test-norms"]
+    assert json.loads(out.out)["test-norms"] == got  # --json prints what it wrote
     records = load_dataset("manifest", manifest, "test")
     model = load_model(ckpt, device="cpu")
     want = np.array([np.linalg.norm(encode_volume(model, r.path).retrieval.astype(np.float64)) for r in records])
