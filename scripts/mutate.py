@@ -425,7 +425,20 @@ def main(argv: list[str] | None = None) -> int:
                          "and the mutants it lacks run (after adding tests that only add checks)")
     ap.add_argument("--regressions", nargs="*", metavar="NAME",
                     help=f"run the hand-written regressions instead (all when no name): {', '.join(REGRESSIONS)}")
+    ap.add_argument("--table", type=Path, nargs="+", metavar="JSON",
+                    help="print the combined table of earlier reports (mutants now in EQUIVALENT counted as such)")
     args = ap.parse_args(argv)
+    if args.table:
+        results = []
+        for path in args.table:
+            for r in json.loads(path.read_text())["results"]:
+                reason = EQUIVALENT.get((r["module"], r["id"]))
+                if reason:
+                    r = {**r, "status": "equivalent", "reason": reason}
+                results.append(Result(**r))
+        rows = table(results)
+        print_table(rows, results)
+        return 1 if any(r["kill_pct"] < args.min_kill for r in rows) else 0
     if args.regressions is not None:
         names = args.regressions or list(REGRESSIONS)
         unknown = [n for n in names if n not in REGRESSIONS]
