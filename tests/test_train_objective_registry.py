@@ -47,6 +47,27 @@ def _log(run) -> list[dict]:
     return [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
 
 
+def test_registering_a_taken_or_incomplete_name_is_refused_and_changes_nothing():
+    from radfinder.losses.registry import Objective as Obj
+    from radfinder.losses.registry import leaf_groups, register_leaves, register_objective
+
+    before = [(g.names, g.scope, g.fn) for g in leaf_groups()]
+    with pytest.raises(ValueError, match="objective 'siglip' is already registered"):
+        register_objective(Obj("siglip", loss=lambda ctx: None))
+    with pytest.raises(ValueError, match=r"leaves \['text'\] are already registered"):
+        register_leaves("text", "sample", lambda sm, mb: ())
+    with pytest.raises(ValueError, match="leaf scope must be sample, step or param"):
+        register_leaves("test_leaf", "batch", lambda sm, mb: ())
+    with pytest.raises(ValueError, match="needs a step-level `loss`, a `live` term, or both"):
+        register_objective(Obj("test_nothing"))
+    with pytest.raises(ValueError, match="a live term needs `count`"):
+        register_objective(Obj("test_live", live=lambda sm, mb, s: None))
+    assert [(g.names, g.scope, g.fn) for g in leaf_groups()] == before
+    assert objective_names()[:4] == ["siglip", "prompt", "localization", "swca"]
+    assert not {"test_nothing", "test_live"} & set(objective_names())
+    assert get_objective("siglip").description.startswith("global SigLIP")
+
+
 def test_radfinder_objectives_reproduce_the_pre_registry_losses(cohort, tmp_path):
     cfg = _seeded_cfg(cohort, 6)
     assert cfg.losses.weights.root == {"siglip": 1.0, "localization": 1.0, "prompt": 8.0}  # the preset's default
@@ -149,3 +170,4 @@ def test_swca_step_loss_and_gradients_equal_the_soft_contrastive_loss_on_report_
         if p.grad is not None:
             torch.testing.assert_close(got[n], p.grad, rtol=1e-9, atol=1e-12, msg=lambda s, n=n: f"{n}: {s}")
     assert any(float(g.abs().sum()) > 0 for g in got.values())
+
