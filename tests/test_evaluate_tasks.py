@@ -272,3 +272,16 @@ def test_evaluate_summary_lines_show_each_section(capsys):
     ]
     _print_summary({"report": {"html": "r.html"}})  # sections absent: no line for them
     assert capsys.readouterr().out.splitlines() == ["report: r.html"]
+
+
+def test_evaluate_cli_defaults_mirror_the_api():
+    """The CLI mirrors the Python API: its defaults for the bootstrap and the seed are `evaluate()`'s."""
+    import inspect
+
+    from radfinder.cli.eval_cmds import evaluate_cmd
+    from radfinder.eval.evaluate import evaluate
+
+    cli = {k: p.default.default for k, p in inspect.signature(evaluate_cmd).parameters.items()}
+    api = inspect.signature(evaluate).parameters
+    assert (cli["n_boot"], cli["seed"]) == (api["n_boot"].default, api["seed"].default)
+    assert (cli["limit"], cli["task"], cli["kind"], cli["split"]) == (0, ["all"], "ctrate", "")

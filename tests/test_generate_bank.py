@@ -35,6 +35,17 @@ def _labels(reports):
     return np.array([[lab.label(f, i).labels[x] for x in CTRATE_FINDINGS] for f, i in reports], np.float32)
 
 
+def test_macro_f1_of_the_bootstrap_matches_scikit_learn_per_finding():
+    from radfinder.eval.report_generation_task import macro_f1
+
+    rng = np.random.default_rng(0)
+    ref = rng.choice([-1.0, 0.0, 1.0], size=(40, 6))
+    pred = rng.choice([-1.0, 0.0, 1.0], size=(40, 6))
+    ref[:, 5] = np.where(ref[:, 5] == 1, 0, ref[:, 5])  # no positive reference: the finding is left out
+    want = [f1_score(ref[ref[:, k] >= 0, k] == 1, pred[ref[:, k] >= 0, k] == 1) for k in range(5)]
+    assert macro_f1(pred, ref) == pytest.approx(float(np.mean(want)), abs=1e-12)
+    assert np.isnan(macro_f1(pred[:, 5:], ref[:, 5:]))
+
 def test_f1_threshold_is_the_best_f1_cut():
     rng = np.random.default_rng(0)
     for _ in range(20):
