@@ -189,3 +189,29 @@ def test_paired_bootstrap_point_differences_are_the_metrics_differences():
     assert lo <= got["rouge_l"]["difference"] <= hi
     same = paired_bootstrap(a, a, refs, n_boot=50)
     assert same["rouge_l"]["ci95"] == [0.0, 0.0] and same["ce_macro_f1"]["difference"] == 0.0
+
+
+def test_paired_bootstrap_ci_is_the_percentile_of_clinical_efficacy_over_the_same_resamples():
+    """The CE interval recomputed with the tested `clinical_efficacy` on the resamples the protocol defines (seeded
+    `integers(0, n, n)` per draw, the same rows for a and b)."""
+    from radfinder.eval.report_generation import clinical_efficacy
+    from radfinder.eval.report_generation_task import paired_bootstrap
+
+    refs = [f + " " + i for f, i in REPORTS] + ["No acute findings. Lungs are clear."]
+    a = ["Cardiomegaly. A nodule in the right upper lobe.", "No pleural effusion.", "Right pleural effusion.",
+         "Heart size is normal.", "No pulmonary nodules.", "Cardiomegaly."]
+    b = ["Heart size is normal.", "Cardiomegaly.", "Cardiomegaly.", "Small pleural effusion.", "Lung nodule.",
+         "No acute findings."]
+    got = paired_bootstrap(a, b, refs, n_boot=40, seed=3)["ce_macro_f1"]
+    rng = np.random.default_rng(3)
+    d = []
+    for _ in range(40):
+        i = rng.integers(0, len(refs), len(refs))
+        pick = lambda xs, i=i: [xs[j] for j in i]  # noqa: E731
+        d.append(clinical_efficacy(pick(a), pick(refs))["ce_macro_f1"]
+                 - clinical_efficacy(pick(b), pick(refs))["ce_macro_f1"])
+    d = np.asarray(d, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    assert len(d) > 30 and np.ptp(d) > 0
+    assert got["ci95"] == pytest.approx(list(np.percentile(d, [2.5, 97.5])), abs=1e-12)
+    assert got["p_not_above_zero"] == pytest.approx(float((d <= 0).mean()))
