@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_FLAGS ?=
 
-.PHONY: venv test test-slow test-all lint demo bench clean
+.PHONY: venv test test-slow test-all lint demo bench mutate clean
 
 venv: $(STAMP)
 
@@ -36,5 +36,11 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# mutation testing of the connecting modules (not part of `make test`: hours for every mutant on 2 cores), e.g.
+# make mutate MUTATE_ARGS="--module serve/uploads.py --max-per-module 10"; prints the table, writes the JSON
+MUTATE_ARGS ?=
+mutate: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python scripts/mutate.py $(MUTATE_ARGS)
+
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache mutation-report.json

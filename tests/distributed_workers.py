@@ -94,7 +94,7 @@ def siglip_worker(rank: int, world: int, init_file: str) -> None:
 
 
 def gather_impl_worker(rank: int, world: int, init_file: str) -> None:
-    """Joins through `init_distributed` (torchrun-style env; MASTER_* set by the test), then checks that both
+    """Joins through `init_distributed` (its rendezvous env set by the test), then checks that both
     autograd all-gathers (torch's functional collective and our fallback) and the ring shift carry gradients."""
     from radfinder.losses.collectives import all_gather_with_grad, ring_shift_with_grad
     from radfinder.train import distributed as rd

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -17,21 +16,31 @@ from radfinder.train.config import TrainConfig
 from radfinder.train.trainer import Trainer
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def join_env(rank: int, world: int, rendezvous: str) -> None:
+    """The torchrun environment of one spawned rank, with a file rendezvous (`RADFINDER_DIST_INIT_METHOD`) in place
+    of MASTER_ADDR/MASTER_PORT: no port has to be probed free and then bound by someone else (a race)."""
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+                       "RADFINDER_DIST_INIT_METHOD": f"file://{rendezvous}"})  # fmt: skip
+    for k in ("MASTER_ADDR", "MASTER_PORT"):
+        os.environ.pop(k, None)
 
 
-def gradient_worker(rank: int, world: int, port: int, cfg_json: str, out_root: str, then_run: bool) -> None:
+def rendezvous_file(out_root: Path) -> str:
+    """A fresh rendezvous file path for one job (torch's file store must not find a stale one)."""
+    path = Path(out_root) / "rendezvous"
+    if path.exists():
+        path.unlink()
+    return str(path)
+
+
+def gradient_worker(rank: int, world: int, rendezvous: str, cfg_json: str, out_root: str, then_run: bool) -> None:
     """One rank: step 0's gradients and statistics into out_root/{grads,stats}<rank>; `then_run` also trains the
     whole schedule afterwards (outputs must come from rank 0 only)."""
     from safetensors.torch import save_file
 
     from radfinder.train.distributed import cleanup
 
-    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})  # fmt: skip
+    join_env(rank, world, rendezvous)
     torch.set_num_threads(1)
     tr = Trainer(TrainConfig.model_validate_json(cfg_json), os.path.join(out_root, f"run{rank}"), show_progress=False)
     try:
@@ -48,8 +57,9 @@ def gradient_worker(rank: int, world: int, port: int, cfg_json: str, out_root: s
 
 
 def run_two_ranks(cfg: TrainConfig, out_root: Path, then_run: bool = False) -> None:
-    mp.spawn(gradient_worker, args=(2, free_port(), cfg.model_dump_json(), str(out_root), then_run), nprocs=2,
-             join=True)  # fmt: skip
+    Path(out_root).mkdir(parents=True, exist_ok=True)
+    mp.spawn(gradient_worker, args=(2, rendezvous_file(out_root), cfg.model_dump_json(), str(out_root), then_run),
+             nprocs=2, join=True)  # fmt: skip
 
 
 def single_process(cfg: TrainConfig, out: Path) -> tuple[dict, dict[str, torch.Tensor]]:

@@ -17,7 +17,7 @@ from radfinder.errors import ConfigError
 
 
 # Not marked slow on purpose (~40 s on 2 cores): `make test` must cover the main job end to end (issue 11).
-def test_demo_pipeline_runs_resumes_and_evaluate_cli_agrees(tmp_path):
+def test_demo_pipeline_runs_resumes_and_evaluate_cli_agrees(tmp_path, capsys):
     out = tmp_path / "demo"
     s = DemoSettings(studies=6, seed=3, valid_fraction=0.5, workers=1, train_epochs=1.0,
                      micro_batch=2, max_steps=1, n_boot=20)
@@ -54,11 +54,13 @@ def test_demo_pipeline_runs_resumes_and_evaluate_cli_agrees(tmp_path):
         m["retrieval"]["median_rank"] / m["retrieval"]["n_gallery"])
     _no_valid_report_reaches_training(out, s)
 
-    # resume: nothing runs again
+    # resume: nothing runs again, so nothing is rewritten
     logs.clear()
-    again = run_demo(out, s, log=logs.append)
+    written = {rel: ((out / rel).read_bytes(), (out / rel).stat().st_mtime_ns)
+               for rel in ("metrics.json", "model/config.json", "features/cache.json")}
+    run_demo(out, s, log=logs.append)
     assert all("skipped" in line for line in logs if line.startswith("["))
-    assert again["summary"]["retrieval"]["R@10"] == m["retrieval"]["R@10"]
+    assert {rel: ((out / rel).read_bytes(), (out / rel).stat().st_mtime_ns) for rel in written} == written
     with pytest.raises(ConfigError, match="other settings"):
         run_demo(out, DemoSettings(studies=7, seed=3))
 
@@ -97,11 +99,24 @@ def test_demo_pipeline_runs_resumes_and_evaluate_cli_agrees(tmp_path):
     # (counted here from the cohort's files, not from the demo's own evaluation, which runs the same code); the
     # metric values themselves are checked against hand computations in test_evaluate_tasks.py
     ev = tmp_path / "ev"
-    rc = main(["evaluate", str(out / "model"), "--data", str(out / "cohort"), "--features", str(out / "features"),
-               "--pairs", str(out / "mining" / "pairs.jsonl"), "--task", "all", "--out", str(ev), "--n-boot", "0",
-               "--json"])
-    assert rc == 0
+    cmd = ["evaluate", str(out / "model"), "--data", str(out / "cohort"), "--features", str(out / "features"),
+           "--pairs", str(out / "mining" / "pairs.jsonl"), "--task", "all", "--task", "report-generation",
+           "--out", str(ev), "--n-boot", "0", "--json"]
+    # the leakage guard: the generator may not be fitted on the reports it is scored against
+    assert main([*cmd, "--train-split", "valid"]) == 2
+    assert "--train-split valid is the evaluated split" in capsys.readouterr().err
+    assert not (ev / "metrics.json").exists()
+    assert main([*cmd, "--train-split", "train"]) == 0
     cli = json.loads((ev / "metrics.json").read_text())
+    # the CLI on the demo's checkpoint and features gives the demo's own held-out numbers (a different code path:
+    # typer options, dataset loading by kind and split, the task registry), the demo's read from its metrics.json
+    assert cli["retrieval"]["text_to_volume"]["recall"]["R@10"] == pytest.approx(m["retrieval"]["R@10"], abs=1e-12)
+    assert cli["classification"]["zero-shot (mean7)"]["macro_auroc"] == pytest.approx(
+        m["zero_shot"]["macro_auroc"], abs=1e-12)
+    assert cli["localization"]["model"]["mae_mm"] == pytest.approx(m["localization"]["mae_mm"], abs=1e-9)
+    for g in ("model", "nearest_report", "most_common_report"):
+        for key in ("ce_macro_f1", "rouge_l", "bleu4", "bertscore_f1"):
+            assert cli["report-generation"][g][key] == pytest.approx(m["report_generation"][g][key], abs=1e-9), (g, key)
     (table,) = (out / "cohort").rglob("validation_reports.csv")
     with table.open(newline="", encoding="utf-8") as fh:
         volumes = {row["VolumeName"].removesuffix(".nii.gz") for row in csv.DictReader(fh)}

@@ -10,7 +10,7 @@ from radfinder.train import distributed as rd
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "RADFINDER_DIST_INIT_METHOD"):
         monkeypatch.delenv(k, raising=False)
     return monkeypatch
 

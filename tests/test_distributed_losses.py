@@ -3,7 +3,6 @@ concatenated batch, in value and in the gradients w.r.t. each rank's local embed
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
@@ -37,11 +36,11 @@ def test_siglip_gather_and_ring_equal_single_process(tmp_path):
 @pytest.mark.multiprocess
 @pytest.mark.timeout(TIMEOUT_S + 30)
 def test_init_distributed_and_autograd_collectives(tmp_path, monkeypatch):
-    with socket.socket() as s:  # a free port for the torchrun-style TCP rendezvous
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    monkeypatch.setenv("MASTER_PORT", str(port))
+    # init_distributed's own rendezvous, through a file instead of a port found by bind-and-close (which another
+    # process can take between the probe and the bind)
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    monkeypatch.setenv("RADFINDER_DIST_INIT_METHOD", f"file://{tmp_path / 'init-rendezvous'}")
     _spawn(workers.gather_impl_worker, tmp_path)
 
 

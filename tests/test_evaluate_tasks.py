@@ -232,3 +232,56 @@ def test_evaluate_cli_user_errors(tmp_path):
 
     assert main(["evaluate", str(tmp_path), "--data", str(tmp_path), "--task", "segmentation"]) == 2
     assert main(["evaluate", str(tmp_path), "--data", str(tmp_path / "nope"), "--task", "retrieval"]) == 2
+
+
+def test_report_generation_refuses_to_fit_on_the_evaluated_split(tmp_path, capsys):
+    """The leakage guard, fast: it refuses before any model is loaded (the checkpoint path need not exist), so the
+    generator's reports can never be the references it is scored against."""
+    from helpers_library import make_manifest
+    from radfinder.cli import main
+
+    manifest = make_manifest(tmp_path / "data")
+    base = ["evaluate", str(tmp_path / "ckpt"), "--data", str(manifest), "--kind", "manifest", "--task",
+            "report-generation", "--out", str(tmp_path / "ev"), "--n-boot", "0", "--device", "cpu"]
+    assert main([*base, "--split", "test", "--train-split", "test"]) == 2
+    err = capsys.readouterr().err
+    assert "error: --train-split test is the evaluated split" in err and not (tmp_path / "ev").exists()
+
+
+def test_evaluate_summary_lines_show_each_section(capsys):
+    """The human summary of `radfinder evaluate` (without --json): one line per section present, numbers as shown."""
+    from radfinder.cli.eval_cmds import _print_summary
+
+    _print_summary({
+        "retrieval": {"text_to_volume": {"n_queries": 7, "recall": {"R@1": 0.25, "R@10": 0.5},
+                                         "chance": {"R@1": 0.125, "R@10": 0.375}, "median_rank": 3.0}},
+        "classification": {"zero-shot (mean7)": {"macro_auroc": 0.6543, "n_findings": 18}},
+        "pool_retrieval": {"merlin": {"R@10": 0.2}},
+        "localization": {"n_snippets": 9, "model": {"mae_mm": 12.34}, "middle": {"mae_mm": 40.0},
+                         "random_expected": {"mae_mm": 55.55}},
+        "metadata": {"skipped": {"report-generation": "needs --train-split"}},
+        "report": {"html": "/x/report.html"},
+    })  # fmt: skip
+    assert capsys.readouterr().out.splitlines() == [
+        "retrieval text->volume (7 queries): R@1 25.0% (chance 12.5%), R@10 50.0% (chance 37.5%), median rank 3.0",
+        "zero-shot (mean7): macro AUROC 0.654 over 18 findings",
+        "pool retrieval merlin: {'R@10': 0.2}",
+        "localization (9 snippets): MAE 12.3 mm (middle 40.0, random 55.5)",
+        "skipped report-generation: needs --train-split",
+        "report: /x/report.html",
+    ]
+    _print_summary({"report": {"html": "r.html"}})  # sections absent: no line for them
+    assert capsys.readouterr().out.splitlines() == ["report: r.html"]
+
+
+def test_evaluate_cli_defaults_mirror_the_api():
+    """The CLI mirrors the Python API: its defaults for the bootstrap and the seed are `evaluate()`'s."""
+    import inspect
+
+    from radfinder.cli.eval_cmds import evaluate_cmd
+    from radfinder.eval.evaluate import evaluate
+
+    cli = {k: p.default.default for k, p in inspect.signature(evaluate_cmd).parameters.items()}
+    api = inspect.signature(evaluate).parameters
+    assert (cli["n_boot"], cli["seed"]) == (api["n_boot"].default, api["seed"].default)
+    assert (cli["limit"], cli["task"], cli["kind"], cli["split"]) == (0, ["all"], "ctrate", "")

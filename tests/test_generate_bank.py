@@ -35,6 +35,17 @@ def _labels(reports):
     return np.array([[lab.label(f, i).labels[x] for x in CTRATE_FINDINGS] for f, i in reports], np.float32)
 
 
+def test_macro_f1_of_the_bootstrap_matches_scikit_learn_per_finding():
+    from radfinder.eval.report_generation_task import macro_f1
+
+    rng = np.random.default_rng(0)
+    ref = rng.choice([-1.0, 0.0, 1.0], size=(40, 6))
+    pred = rng.choice([-1.0, 0.0, 1.0], size=(40, 6))
+    ref[:, 5] = np.where(ref[:, 5] == 1, 0, ref[:, 5])  # no positive reference: the finding is left out
+    want = [f1_score(ref[ref[:, k] >= 0, k] == 1, pred[ref[:, k] >= 0, k] == 1) for k in range(5)]
+    assert macro_f1(pred, ref) == pytest.approx(float(np.mean(want)), abs=1e-12)
+    assert np.isnan(macro_f1(pred[:, 5:], ref[:, 5:]))
+
 def test_f1_threshold_is_the_best_f1_cut():
     rng = np.random.default_rng(0)
     for _ in range(20):
@@ -178,3 +189,29 @@ def test_paired_bootstrap_point_differences_are_the_metrics_differences():
     assert lo <= got["rouge_l"]["difference"] <= hi
     same = paired_bootstrap(a, a, refs, n_boot=50)
     assert same["rouge_l"]["ci95"] == [0.0, 0.0] and same["ce_macro_f1"]["difference"] == 0.0
+
+
+def test_paired_bootstrap_ci_is_the_percentile_of_clinical_efficacy_over_the_same_resamples():
+    """The CE interval recomputed with the tested `clinical_efficacy` on the resamples the protocol defines (seeded
+    `integers(0, n, n)` per draw, the same rows for a and b)."""
+    from radfinder.eval.report_generation import clinical_efficacy
+    from radfinder.eval.report_generation_task import paired_bootstrap
+
+    refs = [f + " " + i for f, i in REPORTS] + ["No acute findings. Lungs are clear."]
+    a = ["Cardiomegaly. A nodule in the right upper lobe.", "No pleural effusion.", "Right pleural effusion.",
+         "Heart size is normal.", "No pulmonary nodules.", "Cardiomegaly."]
+    b = ["Heart size is normal.", "Cardiomegaly.", "Cardiomegaly.", "Small pleural effusion.", "Lung nodule.",
+         "No acute findings."]
+    got = paired_bootstrap(a, b, refs, n_boot=40, seed=3)["ce_macro_f1"]
+    rng = np.random.default_rng(3)
+    d = []
+    for _ in range(40):
+        i = rng.integers(0, len(refs), len(refs))
+        pick = lambda xs, i=i: [xs[j] for j in i]  # noqa: E731
+        d.append(clinical_efficacy(pick(a), pick(refs))["ce_macro_f1"]
+                 - clinical_efficacy(pick(b), pick(refs))["ce_macro_f1"])
+    d = np.asarray(d, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    assert len(d) > 30 and np.ptp(d) > 0
+    assert got["ci95"] == pytest.approx(list(np.percentile(d, [2.5, 97.5])), abs=1e-12)
+    assert got["p_not_above_zero"] == pytest.approx(float((d <= 0).mean()))

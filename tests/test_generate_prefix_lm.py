@@ -49,22 +49,62 @@ def _data(n_per=4, p=32, seed=0):
     return vols, [d.astype(np.float32) for d in deps], texts
 
 
+def _trained_names(model) -> set[str]:
+    """Exact names of what may train: the projector, the two prefix embeddings and each LoRA module's A and B."""
+    lora = {f"lm.{n}.{ab}" for n, m in model.lm.named_modules() if isinstance(m, LoRALinear)
+            for ab in ("lora_A", "lora_B")}  # fmt: skip
+    projector = {n for n, _ in model.named_parameters() if n.startswith("projector.")}
+    return lora | projector | {"token_type", "depth_position"}
+
+
+def _base_parameters(model) -> dict[str, torch.Tensor]:
+    # raw parameters, not state_dict(): a LoRA layer's state_dict exports W0 + BA, which moves as the adapter trains
+    trained = _trained_names(model)
+    return {n: p.detach().clone() for n, p in model.named_parameters() if n not in trained}
+
+
+def _assert_only_adapters_moved(model, base_before: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    trained = _trained_names(model)
+    assert len(base_before) > 20 and {n for n in base_before if n.endswith("q_proj.weight")}  # projections included
+    merged = {f"lm.{n}.weight": m for n, m in model.lm.named_modules() if isinstance(m, LoRALinear) and m.merged}
+    for n, before in base_before.items():
+        assert not params[n].requires_grad, n
+        if n in merged:  # eval() merged the adapter into the frozen weight: W = W0 + BA (float rounding only)
+            torch.testing.assert_close(params[n].detach() - merged[n].delta(), before, rtol=0, atol=1e-6)
+        else:
+            assert torch.equal(params[n].detach(), before), n
+    assert {n for n, p in params.items() if p.requires_grad} == trained
+    assert {id(p) for p in model.trainable_parameters()} == {id(params[n]) for n in trained}
+
+
+def test_prefix_lm_base_is_frozen_for_every_base_weight(tmp_path):
+    base = _tiny_base(tmp_path / "base")
+    torch.manual_seed(0)
+    model = PrefixReportLM.from_base(base, token_dim=32, lora_r=4, lora_alpha=8)
+    before = _base_parameters(model)
+    adapters = {n: p.detach().clone() for n, p in model.named_parameters() if n in _trained_names(model)}
+    vols, deps, texts = _data(n_per=1)
+    train_prefix_lm(model, vols, deps, texts, epochs=2, batch_size=4, lr=1e-2, seed=0)
+    _assert_only_adapters_moved(model, before)
+    params = dict(model.named_parameters())
+    moved = {n for n, v in adapters.items() if not torch.equal(params[n].detach(), v)}
+    assert any(n.endswith("lora_B") for n in moved) and any(n.startswith("projector.") for n in moved), moved
+
+
 @pytest.mark.slow  # ~20-40 s on 2 shared cores
 def test_prefix_lm_trains_generates_and_round_trips(tmp_path):
     base = _tiny_base(tmp_path / "base")
     torch.manual_seed(0)
     model = PrefixReportLM.from_base(base, token_dim=32, lora_r=4, lora_alpha=8)
     assert sum(isinstance(m, LoRALinear) for m in model.lm.modules()) == 2 * 4  # q, k, v, o in 2 layers
-    base_before = {k: v.clone() for k, v in model.lm.state_dict().items() if "lora" not in k and "proj" not in k}
+    base_before = _base_parameters(model)
     vols, deps, texts = _data()
     losses = train_prefix_lm(model, vols, deps, texts, epochs=15, batch_size=8, lr=1e-2, seed=0)
     first, last = np.mean(losses[:2]), np.mean(losses[-2:])
     # the base (embeddings, MLPs, output head) is frozen and random: only the prefix and LoRA learn
     assert last < first - 0.5, (first, last)  # ln(30522) = 10.3 at the start
-    # only LoRA / projector / token embeddings trained: the frozen base (embeddings, norms, MLPs) is unchanged
-    for k, v in model.lm.state_dict().items():
-        if k in base_before:
-            assert torch.equal(v, base_before[k]), k
+    _assert_only_adapters_moved(model, base_before)
 
     vol, dep, mask = depth_batch(vols[:2], deps[:2])
     out = model.generate(vol, dep, mask, max_new_tokens=16)

@@ -11,10 +11,14 @@ import pytest
 from radfinder.library.batching import Coalescer
 
 
-def _slow_square(calls: list[list[int]]):
+def _slow_square(calls: list[list[int]], queued=lambda: True):
     def fn(items):
         calls.append(list(items))
-        time.sleep(0.05)  # long enough for the other threads to queue up behind the first batch
+        # the first batch waits until the other callers have queued behind it (polled, with a deadline), so that
+        # batching is certain however the threads are scheduled
+        deadline = time.monotonic() + 60
+        while len(calls) == 1 and not queued() and time.monotonic() < deadline:
+            time.sleep(0.005)
         return [i * i for i in items]
 
     return fn
@@ -31,7 +35,7 @@ def _run_threads(n: int, target) -> None:
 
 def test_concurrent_calls_get_their_own_results_in_shared_batches():
     calls: list[list[int]] = []
-    co = Coalescer(_slow_square(calls), max_batch=8)
+    co: Coalescer = Coalescer(_slow_square(calls, queued=lambda: len(co._pending) >= 39), max_batch=8)
     got: dict[int, int] = {}
     _run_threads(40, lambda i: got.__setitem__(i, co.submit(i)))
     assert got == {i: i * i for i in range(40)}

@@ -47,19 +47,22 @@ def server(tmp_path_factory):
     _browser_or_skip()
     tiny = tiny_library(tmp_path_factory)
     app = create_app(Library(tiny["library"], model=tiny["model"]))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
+    # the server gets the socket bound here (port 0, read back), not a port probed free and closed, which another
+    # process could take before uvicorn binds it
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.time() + 30
-    while not srv.started and time.time() < deadline:
+    deadline = time.monotonic() + 60
+    while not srv.started and thread.is_alive() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert srv.started, "server did not start"
     yield {"url": f"http://127.0.0.1:{port}/", **tiny}
     srv.should_exit = True
-    thread.join(timeout=10)
+    thread.join(timeout=30)
+    sock.close()
 
 
 @pytest.fixture(scope="module")

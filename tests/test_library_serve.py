@@ -184,3 +184,152 @@ def test_no_pickle_in_library_or_server():
             text = f.read_text()
             assert not re.search(r"^\s*(import|from)\s+(pickle|dill|joblib|shelve)\b", text, re.M), f
             assert "torch.load(" not in text and "allow_pickle=True" not in text, f
+
+
+def _series_zip(tmp_path, extra=()) -> bytes:
+    """A zipped 40-slice DICOM series; `extra`: (ZipInfo, bytes) members appended after the slices."""
+    series = tmp_path / "series"
+    affine = np.array([[-2.0, 0, 0, 40], [0, -2.0, 0, 50], [0, 0, 5.0, -80.0], [0, 0, 0, 1]])
+    write_dicom_series(phantom(4), affine, series, series_number=3, study_uid="1.2.3", patient_id="p1",
+                       uid_seed="library-upload")  # fmt: skip
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(series.iterdir()):
+            zf.write(f, f.name)
+        for info, data in extra:
+            zf.writestr(info, data)
+    return buf.getvalue()
+
+
+def _symlink_member(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name)
+    info.create_system = 3  # unix: the high 16 bits of external_attr are st_mode
+    info.external_attr = 0o120777 << 16
+    return info
+
+
+def test_zip_member_cap_and_unpack_ratio_are_enforced(lib, tmp_path):
+    data = _series_zip(tmp_path)
+    n = len(zipfile.ZipFile(io.BytesIO(data)).infolist())
+    assert n == 40
+    capped = TestClient(create_app(lib, limits=UploadLimits(max_members=n - 1)))
+    r = capped.post("/api/upload", files={"file": ("series.zip", data)})
+    assert r.status_code == 400 and f"holds {n} files; at most {n - 1} allowed" in r.json()["error"]
+    exact = TestClient(create_app(lib, limits=UploadLimits(max_members=n)))
+    assert exact.post("/api/upload", files={"file": ("series.zip", data)}).status_code == 200
+
+    # a zip bomb in miniature: 4 MB of zeros compress to a few kB, under the 64 kB upload limit, over 8 x 64 kB
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("slice.dcm", b"\0" * (4 * 2**20))
+    assert len(bomb.getvalue()) < 64 * 2**10
+    small = TestClient(create_app(lib, limits=UploadLimits(max_bytes=64 * 2**10, unpack_ratio=8)))
+    r = small.post("/api/upload", files={"file": ("bomb.zip", bomb.getvalue())})
+    assert r.status_code == 413 and "unpacks to more than the upload limit" in r.json()["error"]
+    # the same limits accept the real (well compressible) series: the ratio, not the size, refused the bomb
+    roomy = TestClient(create_app(lib, limits=UploadLimits(max_bytes=len(data) + 1, unpack_ratio=64)))
+    assert roomy.post("/api/upload", files={"file": ("series.zip", data)}).status_code == 200
+
+
+def test_symlink_members_are_never_unpacked(lib, tmp_path):
+    from radfinder.serve.uploads import _unzip
+
+    link = _symlink_member("00000-link.dcm")
+    data = _series_zip(tmp_path, extra=[(link, b"/etc/passwd")])
+    (tmp_path / "up.zip").write_bytes(data)
+    (tmp_path / "dest").mkdir()
+    out = _unzip(tmp_path / "up.zip", tmp_path / "dest", UploadLimits())
+    files = sorted(out.iterdir())
+    assert len(files) == 40  # the link member is skipped: 40 slices, no 41st file
+    assert all(f.is_file() and not f.is_symlink() and f.read_bytes() != b"/etc/passwd" for f in files)
+    r = TestClient(create_app(lib)).post("/api/upload", files={"file": ("series.zip", data)})
+    assert r.status_code == 200 and r.json()["n_slices"] == 40
+
+
+def test_serve_cli_passes_its_upload_limit_and_warns_beyond_loopback(tiny, monkeypatch, tmp_path, capsys):
+    import radfinder.serve as serve_mod
+
+    started = {}
+    monkeypatch.setattr(serve_mod.uvicorn, "run", lambda app, **kw: started.update(app=app, **kw))
+    assert main(["serve", str(tiny["library"]), "--max-upload-mb", "1", "--port", "8123", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "warning" not in err and started["host"] == "127.0.0.1" and started["port"] == 8123
+    client = TestClient(started["app"])
+    r = client.post("/api/upload", files={"file": ("scan.nii.gz", b"\x1f\x8b" + b"\0" * (2**20 + 70_000))})
+    assert r.status_code == 413 and "limit 1 MB" in r.json()["error"]
+    path = write_nifti(tmp_path / "scan.nii.gz", 3)
+    assert path.stat().st_size < 2**20  # under the limit: accepted
+    assert client.post("/api/upload", files={"file": ("scan.nii.gz", path.read_bytes())}).status_code == 200
+    assert UploadLimits().max_bytes == 512 * 2**20  # the app's default is the CLI's documented --max-upload-mb
+    for host in ("0.0.0.0", "192.168.1.4"):
+        assert main(["serve", str(tiny["library"]), "--host", host, "--device", "cpu"]) == 0
+        err = capsys.readouterr().err
+        assert f"warning: binding {host}" in err and "no login" in err and started["host"] == host
+
+
+@pytest.fixture(scope="module")
+def live_server(lib):
+    """The app behind a real uvicorn server on a port the OS picked (bound here and read back: no race)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(lib), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.05)  # polling the started flag, bounded by the deadline
+    yield port
+    server.should_exit = True
+    thread.join(timeout=30)
+    sock.close()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "/static/../../../etc/passwd",
+        "/static/../serve/app.py",
+        "/static/..%2F..%2F..%2Fetc%2Fpasswd",
+        "/static/%2e%2e/%2e%2e/etc/passwd",
+        "/static/..%5Cserve%5Capp.py",
+        "/api/study/..%2F..%2Fetc%2Fpasswd/slice/0",
+        "/api/upload/..%2F..%2Fetc%2Fpasswd/slice/0",
+        "/../../etc/passwd",
+    ],
+)
+def test_raw_traversal_paths_reach_the_server_unnormalised_and_are_refused(live_server, raw):
+    """http.client sends the request line exactly as written (no dot-segment removal, unlike httpx's client)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", live_server, timeout=60)
+    try:
+        conn.putrequest("GET", raw, skip_accept_encoding=True)
+        conn.endheaders()
+        resp = conn.getresponse()
+        body = resp.read().decode("utf-8", "replace")
+    finally:
+        conn.close()
+    assert resp.status in (400, 404, 405), (raw, resp.status)
+    assert "root:" not in body and "import " not in body
+
+
+def test_raw_request_line_really_keeps_its_dot_segments(live_server):
+    """The check above would be empty if the path were normalised on the way: a handler sees what was sent."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", live_server), timeout=60) as s:
+        s.sendall(b"GET /static/../static/app.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    # normalised, this would be /static/app.js (200); raw, the {name} segment is ".." and the route does not match
+    assert data.split(b"\r\n", 1)[0].split()[1] == b"404", data[:200]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -13,19 +12,13 @@ import pytest
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.timeout(900)
 def test_two_processes_pretrain_and_export_once(tmp_path):
     out = tmp_path / "run"
     over = ["data.cohort.studies=2", "data.cohort.workers=1", "encoder.widths=[8,16,32]", "encoder.blocks=[0,1,1]",
             "encoder.feature_dim=24", "schedule.batch=2", "schedule.epochs=1", "optim.warmup_steps=1",
             "checkpoint.every_steps=2", "threads=1"]  # fmt: skip
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
            "-m", "radfinder", "pretrain-encoder", "--config", "configs/pretrain/synthetic.yaml", "--out", str(out),
            "--json", *[x for o in over for x in ("--set", o)]]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=850, env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -181,3 +181,75 @@ def test_the_shipped_encoder_fills_a_feature_cache_with_spatial_tokens(tmp_path)
     # the spatial grid averages to the depth tokens (fp16 storage)
     np.testing.assert_allclose(rec.spatial.astype(np.float32).mean(axis=(3, 4)), rec.axis2.astype(np.float32),
                                atol=2e-2, rtol=1e-2)  # fmt: skip
+
+
+def test_a_built_encoder_holds_exactly_the_shipped_weights():
+    """The independent reference is the safetensors file itself, read with safetensors alone."""
+    from safetensors.torch import load_file
+
+    from radfinder.models.config import WindowEncoderConfig
+    from radfinder.models.radfinder import build_window_encoder
+
+    cfg = WindowEncoderConfig.model_validate(window_encoder_config("pretrained-synthetic"))
+    enc = build_window_encoder(cfg)
+    want = load_file(str(encoder_dir("pretrained-synthetic") / "encoder.safetensors"))
+    got = enc.state_dict()
+    assert set(got) == set(want)
+    for k, v in want.items():
+        assert torch.equal(got[k], v), k
+    fresh = build_window_encoder(WindowEncoderConfig.model_validate(
+        {**cfg.model_dump(), "options": {k: v for k, v in cfg.options.items() if k != "weights"}}))
+    assert any(not torch.equal(fresh.state_dict()[k], v) for k, v in want.items())  # the check can tell
+
+
+def test_damaged_missing_or_misfit_weights_are_refused_when_the_encoder_is_built(tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from radfinder.errors import CheckpointError, ConfigError
+    from radfinder.models.config import WindowEncoderConfig
+    from radfinder.models.radfinder import build_window_encoder
+
+    def build(weights):
+        cfg = window_encoder_config("pretrained-synthetic")
+        cfg["options"]["weights"] = str(weights)
+        return build_window_encoder(WindowEncoderConfig.model_validate(cfg))
+
+    src = encoder_dir("pretrained-synthetic")
+    damaged = tmp_path / "damaged"
+    shutil.copytree(src, damaged)
+    raw = bytearray((damaged / "encoder.safetensors").read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    (damaged / "encoder.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="sha256 differs"):
+        build(damaged)
+    with pytest.raises(ConfigError, match="unknown window-encoder weights"):
+        build(tmp_path / "nowhere")
+    missing = tmp_path / "missing"
+    shutil.copytree(src, missing)
+    (missing / "encoder.safetensors").unlink()
+    with pytest.raises(ConfigError, match="nor a folder with encoder.safetensors"):
+        build(missing)
+    nocard = tmp_path / "nocard"
+    nocard.mkdir()
+    shutil.copy(src / "encoder.safetensors", nocard / "encoder.safetensors")
+    with pytest.raises(CheckpointError, match="no card.json or encoder.json"):
+        build(nocard)
+    # a pretrain-encoder folder (encoder.json, no sha256): a truncated file is caught by safetensors' own check
+    truncated = tmp_path / "truncated"
+    truncated.mkdir()
+    card = read_card("pretrained-synthetic")
+    (truncated / "encoder.json").write_text(json.dumps({k: v for k, v in card.items() if k != "sha256"}))
+    (truncated / "encoder.safetensors").write_bytes((src / "encoder.safetensors").read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match="unreadable"):
+        build(truncated)
+    # weights of another architecture: a dropped tensor is named, not silently left at its random init
+    misfit = tmp_path / "misfit"
+    misfit.mkdir()
+    (misfit / "encoder.json").write_text((truncated / "encoder.json").read_text())
+    sd = load_file(str(src / "encoder.safetensors"))
+    dropped = sorted(sd)[0]
+    save_file({k: v for k, v in sd.items() if k != dropped}, str(misfit / "encoder.safetensors"))
+    with pytest.raises(CheckpointError, match="do not fit this architecture"):
+        build(misfit)

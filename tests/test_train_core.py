@@ -24,6 +24,15 @@ def cohort(tmp_path_factory):
     return make_toy_cohort(tmp_path_factory.mktemp("toy"), 24, seed=3)
 
 
+def test_an_unknown_model_init_is_named_in_a_clear_error(tmp_path):
+    from radfinder.train.setup import build_model
+
+    for init in ("no-such-preset", str(tmp_path / "missing.yaml")):
+        section = TrainConfig.model_validate({"model": {"init": init}}).model
+        with pytest.raises(ConfigError, match=r"model.init .* is neither a preset \(.*tiny.*\), a model YAML, nor a "
+                                              "checkpoint directory"):
+            build_model(section)
+
 def test_config_yaml_overrides_and_resolved_copy(cohort, tmp_path):
     cfg = toy_train_config(cohort)
     path = tmp_path / "train.yaml"

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from helpers_distributed import assert_ranks_match, free_port, run_two_ranks, single_process
+from helpers_distributed import assert_ranks_match, run_two_ranks, single_process
 from radfinder.config import dump_config
 from radfinder.train.toy import make_toy_cohort, toy_train_config
 
@@ -52,7 +52,7 @@ def test_crashed_rank_ends_the_job_with_a_message(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RADFINDER_TRAIN_FAIL": "1:1"}
     t0 = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
          "-m", "radfinder", "train", "--config", str(path), "--out", str(tmp_path / "run"), "--json"],
         env=env, capture_output=True, text=True, timeout=240,
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,17 +17,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from helpers_distributed import join_env, rendezvous_file
 from radfinder.config import dump_config
 from radfinder.train.config import TrainConfig
 from radfinder.train.toy import make_toy_cohort, toy_train_config
 
 pytestmark = pytest.mark.multiprocess
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _eval_config(tmp_path, **overrides) -> tuple[TrainConfig, dict]:
@@ -48,7 +42,7 @@ def test_torchrun_trains_and_evaluates_to_the_end(tmp_path):
     path = tmp_path / "train.yaml"
     dump_config(cfg, path)
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
          "-m", "radfinder", "train", "--config", str(path), "--out", str(tmp_path / "run"), "--json"],
         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=240,
     )
@@ -63,15 +57,14 @@ def test_torchrun_trains_and_evaluates_to_the_end(tmp_path):
     assert (tmp_path / "run/checkpoints/step-00000002/model/model.safetensors").is_file()
 
 
-def _hook_worker(rank: int, world: int, port: int, cfg_json: str, out_root: str, mode: str) -> None:
+def _hook_worker(rank: int, world: int, rendezvous: str, cfg_json: str, out_root: str, mode: str) -> None:
     """mode "collective": a hook that calls a collective (it must run as if alone); mode "slow": a rank-0 hook that
     outlasts the process group's timeout (rank 1 must end with a clear message, not wait forever)."""
     from radfinder.errors import RadfinderError
     from radfinder.losses.collectives import all_gather_no_grad
     from radfinder.train.trainer import Trainer
 
-    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    join_env(rank, world, rendezvous)
     torch.set_num_threads(1)
 
     def gathering_hook(ctx):
@@ -79,7 +72,11 @@ def _hook_worker(rank: int, world: int, port: int, cfg_json: str, out_root: str,
         return {"hook/rows": float(rows.shape[0]), "hook/step": float(ctx.step)}
 
     def slow_hook(ctx):
-        time.sleep(12)
+        # outlast rank 1's wait for sure, however late rank 1 arrives: return only once it has given up (its
+        # result file exists); the deadline only bounds a broken run
+        deadline = time.monotonic() + 240
+        while not os.path.exists(os.path.join(out_root, "slow1.json")) and time.monotonic() < deadline:
+            time.sleep(0.05)
         return {"hook/slept": 1.0}
 
     cfg = TrainConfig.model_validate_json(cfg_json)
@@ -97,8 +94,8 @@ def _hook_worker(rank: int, world: int, port: int, cfg_json: str, out_root: str,
 @pytest.mark.timeout(300)
 def test_rank0_hooks_run_alone_and_every_rank_gets_their_results(tmp_path):
     cfg, _ = _eval_config(tmp_path, eval={"every_steps": 1, "at_end": True})
-    mp.spawn(_hook_worker, args=(2, _free_port(), cfg.model_dump_json(), str(tmp_path), "collective"), nprocs=2,
-             join=True)
+    mp.spawn(_hook_worker, args=(2, rendezvous_file(tmp_path), cfg.model_dump_json(), str(tmp_path), "collective"),
+             nprocs=2, join=True)  # fmt: skip
     got = [json.loads((tmp_path / f"collective{r}.json").read_text()) for r in (0, 1)]
     assert got[0]["ok"] and got[1]["ok"], got
     assert got[0]["eval"] == {"hook/rows": 3.0, "hook/step": 2.0}  # 3 rows: the gather ran as a single process
@@ -110,7 +107,8 @@ def test_rank0_hooks_run_alone_and_every_rank_gets_their_results(tmp_path):
 @pytest.mark.timeout(300)
 def test_a_wait_past_the_timeout_ends_the_job_with_a_message(tmp_path):
     cfg, _ = _eval_config(tmp_path, distributed={"backend": "gloo", "timeout_s": 4})
-    mp.spawn(_hook_worker, args=(2, _free_port(), cfg.model_dump_json(), str(tmp_path), "slow"), nprocs=2, join=True)
+    mp.spawn(_hook_worker, args=(2, rendezvous_file(tmp_path), cfg.model_dump_json(), str(tmp_path), "slow"), nprocs=2,
+             join=True)  # fmt: skip
     waiting = json.loads((tmp_path / "slow1.json").read_text())
     assert waiting["ok"] is False and waiting["type"] == "DistributedError", waiting
     assert waiting["message"].startswith("rank 1/2: waiting for rank 0's evaluation after step 2: ")
@@ -139,7 +137,7 @@ def test_torchrun_with_the_demo_training_config_evaluates_to_the_end(tmp_path):
     config.parent.mkdir(parents=True)
     config.write_text((root / "configs/train/demo.yaml").read_text())
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
          "-m", "radfinder", "train", "--config", str(config), "--out", str(tmp_path / "runs/demo"), "--json",
          "--set", "batch.micro=4", "--set", "schedule.epochs=2", "--set", "distributed.timeout_s=120"],
         env=env, capture_output=True, text=True, timeout=240,

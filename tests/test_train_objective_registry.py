@@ -47,6 +47,27 @@ def _log(run) -> list[dict]:
     return [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
 
 
+def test_registering_a_taken_or_incomplete_name_is_refused_and_changes_nothing():
+    from radfinder.losses.registry import Objective as Obj
+    from radfinder.losses.registry import leaf_groups, register_leaves, register_objective
+
+    before = [(g.names, g.scope, g.fn) for g in leaf_groups()]
+    with pytest.raises(ValueError, match="objective 'siglip' is already registered"):
+        register_objective(Obj("siglip", loss=lambda ctx: None))
+    with pytest.raises(ValueError, match=r"leaves \['text'\] are already registered"):
+        register_leaves("text", "sample", lambda sm, mb: ())
+    with pytest.raises(ValueError, match="leaf scope must be sample, step or param"):
+        register_leaves("test_leaf", "batch", lambda sm, mb: ())
+    with pytest.raises(ValueError, match="needs a step-level `loss`, a `live` term, or both"):
+        register_objective(Obj("test_nothing"))
+    with pytest.raises(ValueError, match="a live term needs `count`"):
+        register_objective(Obj("test_live", live=lambda sm, mb, s: None))
+    assert [(g.names, g.scope, g.fn) for g in leaf_groups()] == before
+    assert objective_names()[:4] == ["siglip", "prompt", "localization", "swca"]
+    assert not {"test_nothing", "test_live"} & set(objective_names())
+    assert get_objective("siglip").description.startswith("global SigLIP")
+
+
 def test_radfinder_objectives_reproduce_the_pre_registry_losses(cohort, tmp_path):
     cfg = _seeded_cfg(cohort, 6)
     assert cfg.losses.weights.root == {"siglip": 1.0, "localization": 1.0, "prompt": 8.0}  # the preset's default
@@ -114,3 +135,40 @@ def test_a_live_only_objective_trains_alone(cohort, tmp_path):
     lines = _log(tmp_path / "run")
     assert [sorted(k for k in x if k in objective_names()) for x in lines] == [["localization"]] * 2
     assert all(x["loss"] == x["localization"] and x["grad_norm"] > 0 for x in lines if x["snippets"])
+
+
+def test_swca_step_loss_and_gradients_equal_the_soft_contrastive_loss_on_report_targets(cohort, tmp_path):
+    """The independent reference: the public soft-target function on the batch's labels and anatomy flags, fed to
+    `soft_contrastive_loss` on one process's embeddings of the whole batch. A step that used identity targets (plain
+    InfoNCE), dropped the spatial term or ignored the options would differ."""
+    from radfinder.losses import soft_contrastive_loss
+    from radfinder.losses.soft_targets import report_soft_targets
+
+    opts = {"alpha": 1.0, "beta": 0.5, "gamma": 0.5, "intra_weight": 0.3}
+    cfg = toy_train_config(cohort, precision="fp64", batch={"micro": 4, "accum": 2},
+                           losses={"b_init": -2.0, "t_init": 2.0, "weights": {"swca": 1.0},
+                                   "options": {"swca": opts}})
+    tr = Trainer(cfg, tmp_path / "run", show_progress=False)
+    stats = tr.compute_gradients(0, verify=True)
+    got = {n: p.grad.clone() for n, p in tr.model.named_parameters() if p.grad is not None}
+    tr.optimizer.zero_grad(set_to_none=True)
+    m, mbs = tr.model, tr.micro_batches(0)
+    img, txt = [], []
+    for mb in mbs:
+        img.append(m.encode_features_global(mb.cls, mb.patch_average, mb.window_mask, mb.grid_size).retrieval)
+        tok = m.tokenize(mb.texts)
+        txt.append(m.encode_text(tok["input_ids"], tok["attention_mask"]))
+    labels = torch.cat([mb.labels for mb in mbs]).numpy()
+    flags = torch.cat([mb.extras["report_abnormal_anatomies"] for mb in mbs]).numpy().astype(bool)
+    assert flags.any() and (labels == 1).any()  # both terms of the targets have something to say
+    w = report_soft_targets(labels, tr.settings.label_names, flags, alpha=1.0, beta=0.5, gamma=0.5)
+    assert not torch.allclose(w, torch.eye(len(w), dtype=w.dtype))  # the targets are really soft here
+    ref = soft_contrastive_loss(torch.cat(img), torch.cat(txt), w, torch.exp(-m.criterion.t), intra_weight=0.3)
+    ref.backward()
+    assert stats.terms["swca"] == pytest.approx(float(ref.detach()), rel=1e-12)
+    assert stats.loss == pytest.approx(float(ref.detach()), rel=1e-12)
+    for n, p in m.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(got[n], p.grad, rtol=1e-9, atol=1e-12, msg=lambda s, n=n: f"{n}: {s}")
+    assert any(float(g.abs().sum()) > 0 for g in got.values())
+

@@ -113,20 +113,45 @@ def test_another_vocabulary_trains_from_its_own_label_table(cohort, tmp_path):
         Trainer(toy_train_config(cohort, data={**base, "vocabulary": sub.model_dump()}), tmp_path / "r2")
 
 
-def test_registered_evaluation_task_writes_its_metrics(tmp_path):
+def test_registered_evaluation_task_writes_its_metrics(tmp_path, capsys):
+    """A task registered from outside the package runs through `radfinder evaluate --task` (CLI, dataset loading by
+    kind, embedding, task registry, metrics.json), and its metric equals NumPy on embeddings made by the public
+    per-scan API (`encode_volume`), a separate path from the evaluation's batched embedding."""
     import numpy as np
 
+    from helpers_library import make_checkpoint, make_manifest
+    from radfinder.api import encode_volume, load_model
+    from radfinder.cli import main
+    from radfinder.data.registry import load_dataset
     from radfinder.eval.evaluate import resolve_tasks
     from radfinder.eval.registry import EvalTask, TaskContext, get_task, register_task
 
     def run(ctx: TaskContext):
-        return {"n_volumes": len(ctx.records), "mean_norm": float(np.linalg.norm(ctx.emb.retrieval, axis=1).mean())}
+        norms = np.linalg.norm(ctx.emb.retrieval, axis=1)
+        return {"n_volumes": len(ctx.records), "mean_norm": float(norms.mean()),
+                "norms": {k: float(v) for k, v in zip(ctx.emb.keys, norms, strict=True)}}
 
     register_task(EvalTask("test-norms", run, kinds=("test-kind",), aliases=("test_norms",)), replace=True)
     assert resolve_tasks(["test_norms", "retrieval"], "ctrate", False) == ["test-norms", "retrieval"]
     assert resolve_tasks(["all"], "test-kind", False) == ["test-norms"]
     assert resolve_tasks(["all"], "ctrate", True) == ["retrieval", "zero-shot", "localization"]
     assert get_task("zeroshot").name == "zero-shot"
+
+    ckpt = make_checkpoint(tmp_path / "ckpt")
+    manifest = make_manifest(tmp_path / "data")
+    rc = main(["evaluate", str(ckpt), "--data", str(manifest), "--kind", "manifest", "--split", "test",
+               "--task", "test_norms", "--out", str(tmp_path / "ev"), "--n-boot", "0", "--device", "cpu", "--json"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    got = json.loads((tmp_path / "ev" / "metrics.json").read_text())["test-norms"]
+    assert json.loads(out.out)["test-norms"] == got  # --json prints what it wrote
+    records = load_dataset("manifest", manifest, "test")
+    model = load_model(ckpt, device="cpu")
+    want = np.array([np.linalg.norm(encode_volume(model, r.path).retrieval.astype(np.float64)) for r in records])
+    assert got["n_volumes"] == len(records) == 5 and list(got["norms"]) == [r.key for r in records]
+    assert [got["norms"][r.key] for r in records] == pytest.approx(list(want), rel=1e-4)
+    assert got["mean_norm"] == pytest.approx(float(want.mean()), rel=1e-4)
+    assert np.ptp(want) > 10 * 1e-4 * want.mean()  # norms differ beyond the tolerance: a mix-up of volumes shows
 
 
 def test_report_anatomy_field_is_specific_to_the_record_not_its_key():

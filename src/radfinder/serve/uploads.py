@@ -32,6 +32,8 @@ class UploadError(RadfinderError):
 @dataclass(frozen=True)
 class UploadLimits:
     max_bytes: int = 512 * 1024 * 1024
+    max_members: int = ZIP_MAX_MEMBERS  # files in a zipped series
+    unpack_ratio: int = ZIP_RATIO  # a zip may unpack to at most this many times max_bytes
 
 
 def upload_kind(filename: str, head: bytes) -> str:
@@ -61,10 +63,11 @@ def _unzip(path: Path, dest: Path, limits: UploadLimits) -> Path:
             members = [m for m in zf.infolist() if not m.is_dir()]
             if not members:
                 raise UploadError("the zip archive is empty")
-            if len(members) > ZIP_MAX_MEMBERS:
-                raise UploadError(f"the zip archive holds {len(members)} files; at most {ZIP_MAX_MEMBERS} allowed")
+            if len(members) > limits.max_members:
+                raise UploadError(f"the zip archive holds {len(members)} files; at most {limits.max_members} allowed")
+            cap = limits.unpack_ratio * limits.max_bytes
             total = sum(m.file_size for m in members)
-            if total > ZIP_RATIO * limits.max_bytes:
+            if total > cap:
                 raise UploadError("the zip archive unpacks to more than the upload limit allows", status=413)
             out = dest / "series"
             out.mkdir()
@@ -75,7 +78,7 @@ def _unzip(path: Path, dest: Path, limits: UploadLimits) -> Path:
                 with zf.open(m) as src, (out / f"{n:05d}.dcm").open("wb") as dst:
                     while block := src.read(1 << 20):
                         written += len(block)
-                        if written > ZIP_RATIO * limits.max_bytes:
+                        if written > cap:
                             raise UploadError("the zip archive unpacks to more than the upload limit allows", 413)
                         dst.write(block)
             return out

@@ -3,6 +3,8 @@
 `init_distributed()` reads the torchrun environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), picks
 NCCL when CUDA is present and gloo otherwise, and sets a collective timeout: if one rank dies, the others fail
 with a timeout error after `timeout_s` instead of hanging forever (torchrun then tears the job down).
+`RADFINDER_DIST_INIT_METHOD` (a torch `init_method` URL, e.g. `file:///shared/fs/rendezvous`) replaces the
+MASTER_ADDR/MASTER_PORT rendezvous where no free port can be agreed on beforehand (a shared filesystem; the tests).
 `collective_guard(what)` turns the backend's terse errors (a gloo timeout, a peer that closed its connection) into
 a `DistributedError` that names the rank, the operation it was waiting in and the timeout.
 """
@@ -103,15 +105,18 @@ def init_distributed(
         return DistInfo(0, 0, 1, None, dev)
     if dist.is_initialized():
         return DistInfo(dist.get_rank(), local, dist.get_world_size(), dist.get_backend(), dev)
+    init_method = os.environ.get("RADFINDER_DIST_INIT_METHOD") or None
     missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(k)]
-    if missing:
+    if missing and init_method is None:
         raise DistributedError(f"WORLD_SIZE={world} but {', '.join(missing)} not set; launch with torchrun")
+    where = init_method or f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
     if backend == "nccl":
         # make NCCL surface a dead peer as an error at the timeout rather than blocking the stream forever
         os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
     try:
         dist.init_process_group(
             backend=backend,
+            init_method=init_method,
             rank=rank_,
             world_size=world,
             timeout=datetime.timedelta(seconds=timeout_s),
@@ -120,7 +125,7 @@ def init_distributed(
     except Exception as exc:  # the torch errors do not say which rank or address was involved
         raise DistributedError(
             f"rank {rank_}/{world}: could not join the {backend} process group at "
-            f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} within {timeout_s:.0f} s: {exc}"
+            f"{where} within {timeout_s:.0f} s: {exc}"
         ) from exc
     _TIMEOUT_S[0] = float(timeout_s)
     log.info("rank %d/%d joined %s process group (device %s)", rank_, world, backend, dev)
