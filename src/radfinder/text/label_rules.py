@@ -112,12 +112,13 @@ RULES: dict[str, FindingRule] = {
     "Atelectasis": FindingRule(_c(r"(?<!fibro)(?<!fibro-)atelecta|atelekta|dystelekta|collapse")),
     "Lung nodule": FindingRule(
         # "Nodular" describing another finding (nodular consolidation, ground glass, density, infiltration) or a
-        # reticulonodular pattern is not a nodule in the manual labels.
+        # reticulonodular pattern is not a nodule in the manual labels; nor is a "hypodense" (solid-organ) or
+    # abdominal nodule whose clause does not name the organ.
         _c(
             r"(?<!reticulo)nodul(?!ar[\s-]+(?:consolidat|ground|glass|densit|infiltrat|opacit|thicken|calcif|pleural))|"
             r"\bnodes? in the lung|rundherd|herdbefund|knötchen|noduli|lung mass"
         ),
-        veto=_c(_EXTRA_PULMONARY + r"|lymph|pleural nodular|goiter"),
+        veto=_c(_EXTRA_PULMONARY + r"|lymph|pleural nodular|goiter|hypodens|mesenter|omental|colon|adipose tissue"),
     ),
     # In the manual labels, fibrotic or scar densities belong to the sequela finding and a ground-glass nodule is a
     # nodule, not "Lung opacity"; "(pneumonic) infiltration" names a diagnosis, not the label (the synthetic
@@ -172,11 +173,13 @@ RULES: dict[str, FindingRule] = {
     ),
     "Consolidation": FindingRule(_c(r"consolidat|konsolid|pneumonisch\w* infiltrat")),
     "Bronchiectasis": FindingRule(_c(r"bronchiecta|bronchiekta")),
+    # A crazy-paving pattern alone is not the label (0 in three of the four development reports naming it without
+    # the septa); a septum "clarification" (the translated word for prominence) or prominent interlobular septa is.
     "Interlobular septal thickening": FindingRule(
         _c(
             r"(?:interlobular|septal|septum|septa|interstiti\w*)\W+(?:\w+\W+){0,3}thick|thick\w*\W+(?:\w+\W+){0,6}"
             r"(?:interlobular|septa|interstiti)|septenverdick|septale\w* verdick|verdickt\w*\W+(?:\w+\W+){0,2}septen|"
-            r"crazy[\s-]*paving"
+            r"(?:interlobular|septal)\W+(?:septal\W+)?(?:clarification|prominence)|prominent interlobular septa"
         )
     ),
 }
