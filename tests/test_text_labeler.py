@@ -105,10 +105,11 @@ def test_manual_labels_macro_f1(real_data):
     f1_held = f1_score(truth[held], pred[held] == 1, average="macro")
     per_finding = f1_score(truth[held], pred[held] == 1, average=None)
     print(f"macro F1 all 800: {f1_all:.3f}, held-out 400: {f1_held:.3f}")
-    # measured with the clause-scoped rules: 0.946 all, 0.939 held-out, weakest held-out finding 0.855 (lung opacity)
-    assert f1_all >= 0.94
-    assert f1_held >= 0.93
-    assert per_finding.min() >= 0.84
+    # measured after the second development round: 0.953 all, 0.948 held-out, weakest held-out finding 0.871 (lung
+    # opacity); the first round gave 0.946 / 0.939 / 0.855
+    assert f1_all >= 0.945
+    assert f1_held >= 0.94
+    assert per_finding.min() >= 0.86
 
 
 def test_synthetic_reports_against_the_generator_labels(synthetic_texts):
