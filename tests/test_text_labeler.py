@@ -59,6 +59,26 @@ def test_finding_specific_rules():
     assert lab("Kardiomegalie. Perikarderguss. Hiatushernie.")["Cardiomegaly"] == 1
 
 
+def test_new_finding_and_translated_phrasings():
+    # absent in the previous examination = new now, while absent in this one stays negated
+    text = "A 3 mm nodule, which was not observed in the previous examination, is observed in the right upper lobe."
+    assert lab(text)["Lung nodule"] == 1
+    assert lab("The nodule described previously was not observed in the current examination.")["Lung nodule"] == 0
+    # ground glass stays a lung opacity next to a bone or a fibrotic change; a ground-glass nodule does not
+    assert lab("Focal ground-glass density near the osteophyte of the vertebral corpus.")["Lung opacity"] == 1
+    assert lab("Fibroatelectatic changes and minimal ground-glass appearance.")["Lung opacity"] == 1
+    assert lab("A 4 mm ground glass nodule in the left upper lobe.")["Lung opacity"] == 0
+    assert lab("New frosted glass areas in both lungs.")["Lung opacity"] == 1
+    assert lab("Dependent densities in the posterior parts of both lungs.")["Lung opacity"] == 1
+    assert lab("Pericardial minimal effusion.")["Pericardial effusion"] == 1
+    assert lab("Pericardial thickening, left pleural effusion.")["Pericardial effusion"] == 0
+    assert lab("Pericardial, pleural effusion was not detected.")["Pericardial effusion"] == 0
+    assert lab("Interlobular septal clarification in both lung bases.")["Interlobular septal thickening"] == 1
+    assert lab("A 13 mm crazy paving appearance in the right upper lobe.")["Interlobular septal thickening"] == 0
+    assert lab("Ground glass densities in a peribronchial distribution.")["Peribronchial thickening"] == 0
+    assert lab("There are hypodense nodules.")["Lung nodule"] == 0
+
+
 def test_sections_and_empty_report():
     res = RuleLabeler().label("Small nodule in the right lower lobe.", "No acute findings.")
     assert res.labels["Lung nodule"] == 1
@@ -85,10 +105,11 @@ def test_manual_labels_macro_f1(real_data):
     f1_held = f1_score(truth[held], pred[held] == 1, average="macro")
     per_finding = f1_score(truth[held], pred[held] == 1, average=None)
     print(f"macro F1 all 800: {f1_all:.3f}, held-out 400: {f1_held:.3f}")
-    # measured with the clause-scoped rules: 0.946 all, 0.939 held-out, weakest held-out finding 0.855 (lung opacity)
-    assert f1_all >= 0.94
-    assert f1_held >= 0.93
-    assert per_finding.min() >= 0.84
+    # measured after the second development round: 0.953 all, 0.948 held-out, weakest held-out finding 0.871 (lung
+    # opacity); the first round gave 0.946 / 0.939 / 0.855
+    assert f1_all >= 0.945
+    assert f1_held >= 0.94
+    assert per_finding.min() >= 0.86
 
 
 def test_synthetic_reports_against_the_generator_labels(synthetic_texts):

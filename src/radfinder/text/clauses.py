@@ -138,9 +138,11 @@ _PRE_NEG = _Both(
     r"(?P<gap>(?:\W+\w+){0,9}?)\W*$"
 )
 _NEG_BREAK = _Both(r"\b(?:but|however|except|apart from|other than|besides|aber|jedoch|außer)\b")
+# "not observed in the previous examination" says the finding is new, not that it is absent.
 _POST_NEG = _Both(
     r"\b(?:not\s+(?:been\s+)?(?:observed|detected|seen|found|present|identified|visuali[sz]ed|evident|noted|"
-    r"demonstrated|determined|monitored|encountered|recognized|apparent|distinguished)|no longer|absent|"
+    r"demonstrated|determined|monitored|encountered|recognized|apparent|distinguished)"
+    r"(?!\s+(?:in|on|at)\s+(?:the\s+)?(?:previous|prior|preceding|earlier|old)\b)|no longer|absent|"
     r"nicht\s+(?:mehr\s+)?(?:nachweisbar|abgrenzbar|erkennbar|vorhanden|sichtbar)|"
     r"ausgeschlossen)"
 )
