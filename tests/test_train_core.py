@@ -29,8 +29,8 @@ def test_an_unknown_model_init_is_named_in_a_clear_error(tmp_path):
 
     for init in ("no-such-preset", str(tmp_path / "missing.yaml")):
         section = TrainConfig.model_validate({"model": {"init": init}}).model
-        with pytest.raises(ConfigError, match=r"model.init .* is neither a preset \(.*tiny.*\), a model YAML, nor a "
-                                              "checkpoint directory"):
+        with pytest.raises(ConfigError, match=r"model.init .* is neither a preset \(.*tiny.*\), a model YAML, a "
+                                              "checkpoint directory nor a Hugging Face id"):
             build_model(section)
 
 def test_config_yaml_overrides_and_resolved_copy(cohort, tmp_path):
