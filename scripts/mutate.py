@@ -68,6 +68,8 @@ EQUIVALENT: dict[tuple[str, str], str] = {
                                                    "a file's sha256",
     ("losses/objectives.py", "select_for_batch:int+1:0#2"): "the generator seed when the batch has no samples: "
                                                             "select_prompts draws nothing for 0 samples",
+    ("train/optim.py", "no_decay:int+1:1#1"): "name.rsplit('.', 2)[-1] is the same last component as "
+                                              "name.rsplit('.', 1)[-1] for every name",
     ("models/shipped.py", "sha256_of:int+1:1#1"): "the read chunk size (2 << 20 instead of 1 << 20) does not change "
                                                   "a file's sha256",
 }
