@@ -124,3 +124,27 @@ def test_the_default_cohort_gives_every_seed_at_least_120_valid_scans():
         assert n_valid >= 120, (seed, n_valid)
         assert {p["patient"] for p in plans if p["split"] == "valid"}.isdisjoint(
             p["patient"] for p in plans if p["split"] == "train")
+
+
+@pytest.mark.parametrize("encoder", ["pretrained-synthetic", "random"])
+def test_the_encoder_stage_saves_the_shipped_weights_or_the_seeded_control(tmp_path, encoder):
+    """The saved model's window encoder holds exactly the shipped safetensors file (read here directly), the
+    `random` control does not, and the stage's record names what was saved."""
+    import torch
+    from safetensors.torch import load_file
+
+    from radfinder.demo.config import DemoSettings
+    from radfinder.demo.stages import stage_encoder
+    from radfinder.models.radfinder import RadFinderModel
+    from radfinder.models.shipped import encoder_dir, read_card, sha256_of
+
+    info = stage_encoder(tmp_path, DemoSettings(encoder=encoder), lambda *a, **k: None)
+    model = RadFinderModel.from_pretrained(tmp_path / "encoder")
+    shipped_file = encoder_dir("pretrained-synthetic") / "encoder.safetensors"
+    shipped = load_file(str(shipped_file))
+    got = model.backbone_image.state_dict()
+    assert info["feature_dim"] == model.backbone_image.feature_dim and info["encoder"] == encoder
+    assert info["pretrained"] is (encoder != "random")
+    assert info["weights_sha256"] == read_card("pretrained-synthetic")["sha256"] == sha256_of(shipped_file)
+    same = set(got) == set(shipped) and all(torch.equal(got[k].float(), shipped[k].float()) for k in shipped)
+    assert same is (encoder != "random")

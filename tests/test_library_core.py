@@ -304,3 +304,15 @@ def test_cli_build_and_bad_inputs(tiny, tmp_path, capsys):
     assert "not a radfinder library" in capsys.readouterr().err
     out = _json(capsys, ["library", "index", str(shutil.copytree(tiny["library"], tmp_path / "l")), "--json"])
     assert out["image"]["kind"] == "flat"
+
+
+def test_a_library_of_one_study_finds_it(tiny, tmp_path):
+    manifest = make_manifest(tmp_path / "data", names=("hernia",))
+    build_library(tiny["ckpt"], manifest, tmp_path / "lib", kind="manifest", model=tiny["model"],
+                  prompts=tiny["prompts"], show_progress=False)  # fmt: skip
+    one = Library(tmp_path / "lib", model=tiny["model"])
+    for over in ("image", "report"):
+        res = one.search(QUERIES["hernia"], k=5, over=over)["results"]
+        assert [r["study"] for r in res] == ["hernia"], over
+    like = one.search_like(manifest.parent / "hernia.nii.gz", k=3)["results"]
+    assert [r["study"] for r in like] == ["hernia"] and like[0]["score"] == pytest.approx(1.0, abs=1e-4)

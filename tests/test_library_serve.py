@@ -333,3 +333,18 @@ def test_raw_request_line_really_keeps_its_dot_segments(live_server):
             data += chunk
     # normalised, this would be /static/app.js (200); raw, the {name} segment is ".." and the route does not match
     assert data.split(b"\r\n", 1)[0].split()[1] == b"404", data[:200]
+
+
+def test_a_reader_crash_on_an_upload_is_a_clear_400_not_a_server_error(client, tiny, tmp_path, monkeypatch):
+    import radfinder.serve.uploads as uploads
+
+    def crash(path, *a, **kw):  # a reader bug or an exotic file the readers do not wrap in their own error
+        raise IndexError("list index out of range")
+
+    monkeypatch.setattr(uploads, "load_volume", crash)
+    before = _tree_digest(tiny["library"])
+    path = write_nifti(tmp_path / "scan.nii.gz", 1)
+    r = client.post("/api/upload", files={"file": ("scan.nii.gz", path.read_bytes())})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "scan.nii.gz: cannot read the scan (IndexError: list index out of range)"
+    assert _tree_digest(tiny["library"]) == before

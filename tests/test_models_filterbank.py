@@ -132,3 +132,12 @@ def test_histogram_plus_filterbank_is_both_side_by_side():
     assert f.spatial.shape == (1, 4, 4, 8, 210) and f.axis2.shape == (1, 8, 210)
     with pytest.raises(ValueError, match="weight-free encoder"):
         weight_free_config("filters")
+
+
+@pytest.mark.parametrize(("scales", "edges"), [((), (-1000.0, 0.0, 500.0)), ((2.0,), (-1000.0, 0.0, 0.0)),
+                                               ((2.0,), (0.0, -1000.0))])
+def test_an_encoder_without_scales_or_with_unordered_band_edges_is_refused(scales, edges):
+    # either fault alone makes features that mean nothing (no filter, or a band that holds no HU value)
+    with pytest.raises(ValueError, match="at least one scale and strictly increasing band edges"):
+        FilterBankWindowEncoder(scales_mm=scales, band_edges=edges)
+    FilterBankWindowEncoder(scales_mm=(2.0,), band_edges=(-1000.0, 0.0, 500.0))  # the well-formed neighbour builds

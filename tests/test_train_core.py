@@ -29,8 +29,8 @@ def test_an_unknown_model_init_is_named_in_a_clear_error(tmp_path):
 
     for init in ("no-such-preset", str(tmp_path / "missing.yaml")):
         section = TrainConfig.model_validate({"model": {"init": init}}).model
-        with pytest.raises(ConfigError, match=r"model.init .* is neither a preset \(.*tiny.*\), a model YAML, nor a "
-                                              "checkpoint directory"):
+        with pytest.raises(ConfigError, match=r"model.init .* is neither a preset \(.*tiny.*\), a model YAML, a "
+                                              "checkpoint directory nor a Hugging Face id"):
             build_model(section)
 
 def test_config_yaml_overrides_and_resolved_copy(cohort, tmp_path):
@@ -174,3 +174,42 @@ def test_resume_refuses_other_feature_cache_and_existing_run(cohort, tmp_path):
     other_init.model.overrides = []
     with pytest.raises(CheckpointError, match="init_weights"):
         train(other_init, tmp_path / "run", resume=True)
+
+
+def test_text_train_modes_select_exactly_the_named_text_parameters(cohort, tmp_path):
+    import re
+
+    from radfinder.train.optim import select_trainable
+
+    tr = Trainer(toy_train_config(cohort), tmp_path / "run", show_progress=False)
+    names = [n for n, _ in tr.model.named_parameters()]
+    text = [n for n in names if n.startswith("backbone_text.")]
+    layers = sorted({int(m.group(1)) for n in text if (m := re.match(r"backbone_text\.encoder\.layer\.(\d+)\.", n))})
+    top = {n for n in text if n.startswith(f"backbone_text.encoder.layer.{layers[-1]}.")}
+    assert top and top < set(text)  # the embeddings are below the top layer: top1 cannot be "all"
+    for mode, want in (("all", set(text)), ("frozen", set()), ("top1", top)):
+        got = set(select_trainable(tr.model, mode))
+        assert {n for n in got if n.startswith("backbone_text.")} == want, mode
+        assert not any(n.startswith("backbone_image.") for n in got)  # the window encoder made the cache
+        assert got - set(text)  # the heads still train
+    with pytest.raises(ConfigError, match="text_train"):
+        select_trainable(tr.model, f"top{len(layers) + 1}")
+
+
+def test_fingerprint_ignores_where_the_text_tower_lives_but_not_what_it_is(cohort, tmp_path):
+    from radfinder.train.setup import fingerprint
+
+    tr = Trainer(toy_train_config(cohort), tmp_path / "run", show_progress=False)
+    original = tr.model.config
+
+    def with_text(**update):
+        tr.model.config = original.model_copy(update={"text": original.text.model_copy(update=update)})
+        try:
+            return fingerprint(tr.cfg, tr.model, tr.sources, None, 1)
+        finally:
+            tr.model.config = original
+
+    base = with_text()
+    # a run resumed after the text tower's files moved (another checkout, another machine) is the same run
+    assert with_text(path="/elsewhere/minilm", tokenizer="/elsewhere/tokenizer") == base
+    assert with_text(max_length=original.text.max_length + 1) != base
