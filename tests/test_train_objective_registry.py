@@ -144,7 +144,8 @@ def test_swca_step_loss_and_gradients_equal_the_soft_contrastive_loss_on_report_
     from radfinder.losses import soft_contrastive_loss
     from radfinder.losses.soft_targets import report_soft_targets
 
-    opts = {"alpha": 1.0, "beta": 0.5, "gamma": 0.5, "intra_weight": 0.3}
+    # alpha < 1: the true pair keeps alpha of each row and the rest goes to similar studies (alpha 1 is InfoNCE)
+    opts = {"alpha": 0.5, "beta": 0.5, "gamma": 0.5, "volume_weight": 0.0, "intra_weight": 0.3}
     cfg = toy_train_config(cohort, precision="fp64", batch={"micro": 4, "accum": 2},
                            losses={"b_init": -2.0, "t_init": 2.0, "weights": {"swca": 1.0},
                                    "options": {"swca": opts}})
@@ -161,9 +162,11 @@ def test_swca_step_loss_and_gradients_equal_the_soft_contrastive_loss_on_report_
     labels = torch.cat([mb.labels for mb in mbs]).numpy()
     flags = torch.cat([mb.extras["report_abnormal_anatomies"] for mb in mbs]).numpy().astype(bool)
     assert flags.any() and (labels == 1).any()  # both terms of the targets have something to say
-    w = report_soft_targets(labels, tr.settings.label_names, flags, alpha=1.0, beta=0.5, gamma=0.5)
+    w, w_t2i = report_soft_targets(labels, tr.settings.label_names, flags, alpha=0.5, beta=0.5, gamma=0.5,
+                                   volume_weight=0.0)  # fmt: skip
     assert not torch.allclose(w, torch.eye(len(w), dtype=w.dtype))  # the targets are really soft here
-    ref = soft_contrastive_loss(torch.cat(img), torch.cat(txt), w, torch.exp(-m.criterion.t), intra_weight=0.3)
+    ref = soft_contrastive_loss(torch.cat(img), torch.cat(txt), w, torch.exp(-m.criterion.t), intra_weight=0.3,
+                                targets_t2i=w_t2i)  # fmt: skip
     ref.backward()
     assert stats.terms["swca"] == pytest.approx(float(ref.detach()), rel=1e-12)
     assert stats.loss == pytest.approx(float(ref.detach()), rel=1e-12)
