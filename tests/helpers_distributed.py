@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from distributed_workers import leave_without_teardown
 from radfinder.train.config import TrainConfig
 from radfinder.train.trainer import Trainer
 
@@ -52,8 +53,10 @@ def gradient_worker(rank: int, world: int, rendezvous: str, cfg_json: str, out_r
         if then_run:
             tr.optimizer.zero_grad(set_to_none=True)
             tr.run()
-    finally:
+    except BaseException:
         cleanup()
+        raise
+    leave_without_teardown()  # the gloo group's teardown can abort a finished rank on a loaded machine
 
 
 def run_two_ranks(cfg: TrainConfig, out_root: Path, then_run: bool = False) -> None:
